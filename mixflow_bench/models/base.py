@@ -1,0 +1,47 @@
+"""What every generator in the zoo declares, so one sampler from ``mixflow_bench.flow`` drives all of them.
+
+A flow model is an ``nn.Module`` called as ``model(x, t, y)`` that returns the velocity ``dx/dt`` in its own
+time convention. The :class:`ModelSpec` beside it says which convention that is, the latent shape, how latents
+become pixels, and the sampling defaults of the paper the model comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from mixflow_bench.flow.conventions import TimeConvention
+
+
+@runtime_checkable
+class FlowModel(Protocol):
+    """A class-conditional velocity network: ``forward(x, t, y) -> dx/dt`` in ``convention``."""
+
+    convention: TimeConvention
+    num_classes: int
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Static facts about one generator of the zoo.
+
+    ``build(**overrides)`` returns the randomly initialised ``nn.Module`` whose state-dict names equal the
+    official checkpoint's; ``checkpoint`` names the hub artifact holding its weights (None for toy models).
+    ``decoder`` names the latent decoder (``"sd-vae-ft-ema"``, ``"rae-vitxl-256"``, ``None`` for pixel space).
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    convention: TimeConvention
+    latent_shape: tuple[int, ...]
+    num_classes: int
+    checkpoint: str | None = None
+    decoder: str | None = None
+    resolution: int | None = None
+    sampler_defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
