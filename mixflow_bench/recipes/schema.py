@@ -1,0 +1,180 @@
+"""The fields of a recipe: one dataclass per section, with the defaults of plain flow matching.
+
+Times in a recipe (guidance interval, time shift) are in the model's own convention, which the model's zoo entry
+declares; the recipe comments say which one it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class ModelSection:
+    name: str  # a zoo name (``mixflow-bench`` models) or a toy model (``toy-mlp``)
+    checkpoint: str | None = None  # artifact name, file path, or null (random init / trained by this recipe)
+    overrides: dict[str, Any] = field(default_factory=dict)  # keyword arguments for the model builder
+
+
+@dataclass
+class DataSection:
+    source: Literal["toy2d", "digits", "latent-cache", "image-folder"]
+    path: str | None = None  # cache or image folder
+    encoder: str | None = None  # codec name for latent caches: sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b
+    resolution: int | None = None
+    num_train: int | None = None
+    num_heldout: int | None = None
+    seed: int = 0
+
+    def check(self) -> tuple[str, str] | None:
+        if self.source in ("latent-cache", "image-folder") and not self.path:
+            return "path", f"required when source is {self.source!r}"
+        return None
+
+
+@dataclass
+class ObjectiveSection:
+    kind: Literal["fm", "mixflow"] = "fm"
+    path: Literal["linear", "gvp"] = "linear"
+    t_dist: Literal["uniform", "beta21", "logit-normal"] = "uniform"  # of data-ward time (1 = data)
+    mixture: Literal["slowed", "uniform", "zero-to-t"] = "slowed"  # MixFlow's slowed-time distribution
+    gamma: float = 0.8  # mixture range coefficient: m ~ U[(1-gamma) t, t] in data-ward time
+    target: Literal["slowed", "original"] = "slowed"  # u*(x_m, m) or u*(x_t, t); equal on the linear path
+    time_shift: float | Literal["auto"] | None = None  # RAE's noise-level shift; "auto" = sqrt(C*H*W/4096)
+    label_dropout: float = 0.0  # probability of the null label (classifier-free guidance training)
+
+    def check(self) -> tuple[str, str] | None:
+        if not 0.0 <= self.gamma <= 1.0:
+            return "gamma", f"must lie in [0, 1], got {self.gamma}"
+        if not 0.0 <= self.label_dropout < 1.0:
+            return "label_dropout", f"must lie in [0, 1), got {self.label_dropout}"
+        if isinstance(self.time_shift, float) and self.time_shift <= 0:
+            return "time_shift", f"must be positive, got {self.time_shift}"
+        return None
+
+
+@dataclass
+class TrainSection:
+    steps: int
+    batch_size: int
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    init: Literal["checkpoint", "scratch"] = "checkpoint"  # post-train from model.checkpoint, or from scratch
+    lr: float = 1e-4
+    final_lr: float | None = None
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    grad_clip: float | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+    checkpoint_every: int = 1000
+    seed: int = 0
+
+    def check(self) -> tuple[str, str] | None:
+        if self.steps <= 0:
+            return "steps", f"must be positive, got {self.steps}"
+        if self.batch_size <= 0:
+            return "batch_size", f"must be positive, got {self.batch_size}"
+        if not 0.0 <= self.ema_decay < 1.0:
+            return "ema_decay", f"must lie in [0, 1), got {self.ema_decay}"
+        return None
+
+
+@dataclass
+class GuidanceSection:
+    kind: Literal["none", "cfg", "autoguidance"] = "none"
+    scale: float = 1.0
+    channels: int | None = None  # guide only the first k channels (SiT's 3-of-4); null = all
+    interval: tuple[float, float] | None = None  # [lo, hi] in the model's own time; guided where lo <= t <= hi
+    guide_model: str | None = None  # zoo name of the autoguidance model
+    guide_checkpoint: str | None = None
+
+    def check(self) -> tuple[str, str] | None:
+        if self.kind == "autoguidance" and not self.guide_model:
+            return "guide_model", "required for autoguidance"
+        if self.interval is not None and self.interval[0] > self.interval[1]:
+            return "interval", f"lower bound above upper bound: {list(self.interval)}"
+        return None
+
+
+@dataclass
+class SampleSection:
+    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler"]
+    steps: int
+    num: int = 50_000
+    guidance: GuidanceSection = field(default_factory=GuidanceSection)
+    labels: Literal["uniform", "equal"] = "uniform"
+    seed: int = 0
+    batch_size: int = 64
+    shard_size: int = 1000
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    time_shift: float | Literal["auto"] | None = None  # RAE grid shift; "auto" = sqrt(C*H*W/4096)
+    last_step_size: float = 0.04  # SDE: the final drift-only step
+    quantize: Literal["round", "truncate"] = "round"  # SiT rounds (127.5x+128); REPA/RAE truncate
+
+    def check(self) -> tuple[str, str] | None:
+        if self.steps <= 0:
+            return "steps", f"must be positive, got {self.steps}"
+        if self.num <= 0:
+            return "num", f"must be positive, got {self.num}"
+        return None
+
+
+@dataclass
+class EvalSection:
+    reference: str | None = None  # artifact name (adm-ref-imagenet256) or .npz path
+    metrics: list[Literal["fid", "sfid", "is", "prec", "rec", "fd-data"]] = field(
+        default_factory=lambda: ["fid", "sfid", "is", "prec", "rec"]
+    )
+
+
+@dataclass
+class SlurmSection:
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int | None = None
+    timeout_min: int = 240
+    constraint: str | None = None
+
+
+@dataclass
+class StudySection:
+    """The small reproduction: baseline, FM-control and MixFlow post-training compared over seeds and steps."""
+
+    baseline_steps: int
+    posttrain_steps: int
+    batch_size: int = 256
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    eval_steps: list[int] = field(default_factory=lambda: [4, 8, 16, 50])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    num_eval_samples: int = 2000
+    gamma: float = 0.8
+    slow_flow_samples: int = 500
+    slow_flow_steps: int = 16
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelSection
+    description: str = ""
+    data: DataSection | None = None
+    train: TrainSection | None = None
+    sample: SampleSection | None = None
+    eval: EvalSection | None = None
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+    study: StudySection | None = None
+    reported: list[str] = field(default_factory=list)  # keys of rows in results/reported.yaml
+    notes: list[str] = field(default_factory=list)  # settings the sources leave unknown, and other caveats
+    source: str = ""  # the file it was loaded from (filled by the loader)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

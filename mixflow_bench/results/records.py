@@ -1,0 +1,113 @@
+"""Produced results as JSON records: one file per evaluation, with the settings, versions and hardware behind it.
+
+A record is a plain dict with ``schema = "mixflow-bench/result/v1"``. ``mixflow-bench table`` reads every record
+under the results directory and sets it beside the reported numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "mixflow-bench/result/v1"
+DEFAULT_RESULTS_DIR = Path("results") / "produced"
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and hardware of this process: python, torch, CUDA, GPU names, CPU count, host."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.version.cuda
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    from mixflow_bench import __version__
+
+    info["mixflow_bench"] = __version__
+    return info
+
+
+def make_record(
+    kind: str,
+    metrics: dict[str, float],
+    *,
+    name: str,
+    num_samples: int | None = None,
+    experiment: str | None = None,
+    method: str | None = None,
+    guidance: str | None = None,
+    recipe: dict[str, Any] | None = None,
+    **context: Any,
+) -> dict[str, Any]:
+    """A result record. ``experiment`` + ``method`` + ``guidance`` key it against ``results/reported.yaml``."""
+    return {
+        "schema": SCHEMA,
+        "kind": kind,
+        "name": name,
+        "experiment": experiment,
+        "method": method,
+        "guidance": guidance,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "num_samples": num_samples,
+        "recipe": recipe,
+        "environment": environment_info(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **context,
+    }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "result"
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` through a temporary file in the same directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_record(record: dict[str, Any], results_dir: Path | None = None) -> Path:
+    """Write ``record`` to ``results_dir/<name>.json`` (atomic) and return the path."""
+    if record.get("schema") != SCHEMA:
+        raise ValueError(f"not a result record (schema {record.get('schema')!r}, expected {SCHEMA!r})")
+    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    return write_json_atomic(results_dir / f"{_slug(record['name'])}.json", record)
+
+
+def load_records(results_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every result record below ``results_dir`` (recursively), oldest first; other JSON files are ignored."""
+    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    records = []
+    for path in sorted(results_dir.rglob("*.json")) if results_dir.exists() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("schema") == SCHEMA:
+            data.setdefault("path", str(path))
+            records.append(data)
+    return sorted(records, key=lambda r: r.get("created") or "")
