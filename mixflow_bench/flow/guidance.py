@@ -34,7 +34,9 @@ def _mix(cond: Tensor, other: Tensor, scale: float, channels: int | None) -> Ten
 def _inside(t: Tensor, interval: tuple[float, float] | None) -> bool:
     if interval is None:
         return True
-    value = float(t.reshape(-1)[0])  # all samples of a batch share a time on the sampler's grid
+    value = getattr(t, "host_value", None)  # set by the samplers: no device-to-host sync per step
+    if value is None:
+        value = float(t.reshape(-1)[0])  # all samples of a batch share a time on the sampler's grid
     return interval[0] <= value <= interval[1]
 
 

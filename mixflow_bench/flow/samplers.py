@@ -21,8 +21,11 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _t(value: Tensor | float, x: Tensor) -> Tensor:
+    """A (B,) time tensor on x's device; it remembers its host value so guidance can test it without a sync."""
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return torch.full((x.shape[0],), float(value), device=x.device, dtype=dtype)
+    t = torch.full((x.shape[0],), float(value), device=x.device, dtype=dtype)
+    t.host_value = float(value)
+    return t
 
 
 # --- time grids ----------------------------------------------------------------------------------------------
