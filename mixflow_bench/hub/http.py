@@ -2,10 +2,10 @@
 
 Hand-rolled on top of ``requests`` because neither ``requests`` nor ``torch.hub`` resumes an interrupted
 transfer: multi-GB checkpoints on Dropbox / Azure blobs must survive dropped connections. Bytes go to
-``<dest>.partial`` (flushed per chunk, so a killed process leaves a usable prefix); the next attempt asks for the
-rest with an HTTP ``Range`` header (and ``If-Range`` with the validator seen before, so a changed remote file
-restarts cleanly). A server that answers ``200`` instead of ``206`` is followed from byte 0. The caller verifies
-and renames the finished partial file.
+``<dest>.partial`` (flushed per chunk, so a killed process leaves a usable prefix); the next attempt asks for
+the rest with an HTTP ``Range`` header (and ``If-Range`` with the validator seen before, so a changed remote
+file restarts cleanly). A server that answers ``200`` instead of ``206`` is followed from byte 0. The caller
+verifies and renames the finished partial file.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -260,9 +261,7 @@ def _attempt(
         written = 0
         try:
             with open(partial, mode) as fh:
-                for chunk in resp.iter_content(chunk_size=policy.chunk_size):
-                    if not chunk:
-                        continue
+                for chunk in _chunks(resp, policy.chunk_size):
                     fh.write(chunk)
                     fh.flush()
                     written += len(chunk)
@@ -270,20 +269,34 @@ def _attempt(
                         bar.update(task, advance=len(chunk))  # type: ignore[arg-type]
                     if expected_size is not None and offset + written > expected_size:
                         raise IntegrityError(f"{url}: more than the expected {expected_size} bytes received")
-        except requests.RequestException as exc:
-            err = _Retryable(f"connection lost at byte {offset + written}: {exc.__class__.__name__}")
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            stalled = isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError))
+            stalled = stalled or "timed out" in str(exc).lower()
+            if stalled:
+                what = f"stalled: no data for {policy.read_timeout:g} s at byte {offset + written}"
+            else:
+                what = f"connection lost at byte {offset + written}: {exc.__class__.__name__}"
+            err = _Retryable(what)
             err.moved = written  # type: ignore[attr-defined]
-            if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in str(exc).lower():
-                err = _Retryable(
-                    f"stalled: no data for {policy.read_timeout:g} s at byte {offset + written}"
-                )
-                err.moved = written  # type: ignore[attr-defined]
             raise err from exc
         if total is not None and offset + written < total:
             err = _Retryable(f"connection closed at byte {offset + written} of {total}")
             err.moved = written  # type: ignore[attr-defined]
             raise err
         return written
+
+
+def _chunks(resp: requests.Response, size: int) -> Iterator[bytes]:
+    """Body blocks as soon as they arrive (``read1``), so partial files and progress advance smoothly."""
+    raw = resp.raw
+    if not hasattr(raw, "read1"):  # urllib3 < 2.3
+        yield from (c for c in resp.iter_content(chunk_size=size) if c)
+        return
+    while True:
+        block = raw.read1(size, decode_content=True)
+        if not block:
+            return
+        yield block
 
 
 def finish(dest: Path) -> None:
