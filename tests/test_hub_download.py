@@ -153,7 +153,8 @@ def test_second_mirror_used_when_first_fails(home, server, monkeypatch, tmp_path
     data = payload(50_000, seed=7)
     server.files["/good.pt"] = ServedFile(data)
     urls = [server.url("/missing.pt"), server.url("/good.pt")]
-    register(monkeypatch, tmp_path, {"sit-xl-2-256": {"urls": urls, "sha256": hashlib.sha256(data).hexdigest()}})
+    sha = hashlib.sha256(data).hexdigest()
+    register(monkeypatch, tmp_path, {"sit-xl-2-256": {"urls": urls, "sha256": sha}})
     assert fetch("sit-xl-2-256", progress=False).read_bytes() == data
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from mixflow_bench.hub.http import IntegrityError
 from mixflow_bench.hub.registry import registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 def sniff_format(path: Path) -> str:
@@ -67,6 +69,8 @@ def load_state_dict(
     weights under ``"ema"``). Entries whose value is ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped.
     Raises :class:`IntegrityError` for anything else, with the reason.
     """
+    import torch
+
     path, name = _resolve(path_or_name)
     if artifact is not None and name is None:
         from mixflow_bench.hub.fetch import verify_file
@@ -103,7 +107,7 @@ def load_state_dict(
                 break
     if not isinstance(obj, dict):
         raise IntegrityError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    bad = [k for k, v in obj.items() if v is not None and not isinstance(v, Tensor)]
+    bad = [k for k, v in obj.items() if v is not None and not isinstance(v, torch.Tensor)]
     if bad:
         raise IntegrityError(
             f"{path} is not a flat state dict: entries {bad[:5]} are not tensors "
