@@ -42,7 +42,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 def start_fetch(env: dict[str, str], progress: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", FETCH.format(progress=progress)], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", FETCH.format(progress=progress)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -59,7 +64,7 @@ def test_two_processes_one_download_one_good_file(env):
         point_at(server, env, data, sha=False)
         procs = [start_fetch(env, progress=True) for _ in range(2)]
         outs = [p.communicate(timeout=45) for p in procs]
-        for proc, (out, err) in zip(procs, outs):
+        for proc, (_, err) in zip(procs, outs):
             assert proc.returncode == 0, err
         # the transfers overlapped: one process waited on the other's lock
         assert sum("waiting for another process downloading" in err for _, err in outs) == 1

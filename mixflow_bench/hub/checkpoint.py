@@ -28,7 +28,7 @@ def sniff_format(path: Path) -> str:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
         except zipfile.BadZipFile:
-            return "a damaged zip archive"
+            return "a damaged zip archive (a truncated torch checkpoint?)"
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"
         if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
