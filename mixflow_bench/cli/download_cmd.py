@@ -1,14 +1,121 @@
-"""`mixflow-bench download`."""
+"""`mixflow-bench download`: fetch artifacts into the cache, or list what the cache holds."""
 
 from __future__ import annotations
 
 import click
+from rich.table import Table
 
-from mixflow_bench.cli.common import not_available
+from mixflow_bench.cli.common import console
 
 
-@click.command(name="download", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`mixflow-bench download`")
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def _recipe_artifacts(recipe: str) -> list[str]:
+    from mixflow_bench.hub import artifacts_for_recipe
+
+    try:
+        from mixflow_bench.recipes import load_recipe  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise click.ClickException(
+            f"cannot resolve recipe {recipe!r}: recipe loading (mixflow_bench.recipes.load_recipe) is not "
+            f"available in this build ({exc})"
+        ) from exc
+    try:
+        loaded = load_recipe(recipe)
+    except Exception as exc:
+        raise click.ClickException(f"cannot load recipe {recipe!r}: {exc}") from exc
+    data = loaded.to_dict() if hasattr(loaded, "to_dict") else loaded
+    return artifacts_for_recipe(data)
+
+
+def _list_table() -> Table:
+    from mixflow_bench.hub import hub_home, registry, status
+
+    table = Table(title=f"Artifacts (cache: {hub_home()})")
+    for column in ("name", "kind", "state", "size", "expected", "source"):
+        table.add_column(column, no_wrap=column in ("name", "state"))
+    colours = {"verified": "green", "present": "yellow", "missing": "red"}
+    for name, art in sorted(registry().items()):
+        st = status(name)
+        state = f"[{colours[st.state]}]{st.state}[/]"
+        if st.state == "missing" and st.partial_bytes:
+            state += f" ({_human(st.partial_bytes)} partial)"
+        expected = (
+            _human(st.expected_size)
+            if st.expected_size
+            else (f"~{_human(art.approx_size)}" if art.approx_size else "unknown")
+        )
+        source = f"hf:{art.hf.repo_id}" if art.hf else art.urls[0].split("/")[2]
+        table.add_row(name, art.kind, state, _human(st.size), expected, source)
+    return table
+
+
+@click.command(name="download")
+@click.argument("names", nargs=-1)
+@click.option("--recipe", "recipe", default=None, help="Fetch every artifact a recipe refers to.")
+@click.option("--all", "all_", is_flag=True, help="Fetch every artifact in the registry.")
+@click.option("--list", "list_", is_flag=True, help="Show each artifact as present / verified / missing.")
+@click.option("--offline", is_flag=True, help="Use only the cache; fail naming what is missing.")
+@click.option("--force", is_flag=True, help="Download again even if a verified copy exists.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def command(
+    names: tuple[str, ...],
+    recipe: str | None,
+    all_: bool,
+    list_: bool,
+    offline: bool,
+    force: bool,
+    no_progress: bool,
+) -> None:
+    """Download checkpoints, reference batches and weights into the cache, verifying size and sha256.
+
+    NAME... are artifact names (see --list). The cache is $MIXFLOW_BENCH_HOME
+    (default ~/.cache/mixflow-bench).
+    """
+    from mixflow_bench.hub import DownloadError, OfflineError, artifact_names, fetch, status
+
+    if list_:
+        if names or recipe or all_:
+            raise click.UsageError("--list takes no artifact names, --recipe or --all")
+        console.print(_list_table())
+        return
+    chosen: list[str] = list(names)
+    if recipe:
+        chosen += _recipe_artifacts(recipe)
+    if all_:
+        chosen += artifact_names()
+    if not chosen:
+        raise click.UsageError("name one or more artifacts, or use --recipe R, --all or --list")
+    known = set(artifact_names())
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise click.UsageError(
+            f"unknown artifact(s) {', '.join(unknown)}; see `mixflow-bench download --list`"
+        )
+    chosen = list(dict.fromkeys(chosen))
+
+    table = Table(title="Fetched artifacts")
+    for column in ("name", "state", "size", "path"):
+        table.add_column(column)
+    failures: list[str] = []
+    for name in chosen:
+        try:
+            path = fetch(name, offline=offline, progress=not no_progress, force=force)
+        except (DownloadError, OfflineError, ValueError) as exc:
+            failures.append(f"{name}: {exc}")
+            table.add_row(name, "[red]failed[/]", "-", "-")
+            continue
+        st = status(name)
+        table.add_row(name, f"[green]{st.state}[/]", _human(st.size), str(path))
+    console.print(table)
+    if failures:
+        raise click.ClickException("some artifacts could not be fetched:\n" + "\n".join(failures))

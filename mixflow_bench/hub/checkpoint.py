@@ -1,0 +1,116 @@
+"""Loading a state dict safely: never unpickling code, and refusing files that are not what they claim."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mixflow_bench.hub.http import IntegrityError
+from mixflow_bench.hub.registry import registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+
+def sniff_format(path: Path) -> str:
+    """``safetensors``, ``torch-zip``, ``torch-legacy``, ``torchscript``, or what else the file is."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if len(head) >= 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if 0 < header_len < path.stat().st_size:
+            return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            return "a damaged zip archive (a truncated torch checkpoint?)"
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+            return "torch-zip"
+        if names and all(n.endswith(".npy") for n in names):
+            return "a NumPy .npz archive"
+        return "a zip archive that is not a torch checkpoint"
+    if head[:1] == b"\x80":  # a pickle stream: the pre-1.6 torch format (checked again by torch.load)
+        return "torch-legacy"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array"
+    return "not a checkpoint (unrecognised bytes)"
+
+
+def _resolve(path_or_name: str | Path) -> tuple[Path, str | None]:
+    if isinstance(path_or_name, str) and path_or_name in registry():
+        from mixflow_bench.hub.fetch import fetch
+
+        return fetch(path_or_name), path_or_name
+    path = Path(path_or_name)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist and is not an artifact name")
+    return path, None
+
+
+def load_state_dict(
+    path_or_name: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    unwrap: tuple[str, ...] = ("ema",),
+    artifact: str | None = None,
+) -> dict[str, Tensor]:
+    """Load a flat ``{name: Tensor}`` state dict from an artifact name or a file.
+
+    An artifact name is fetched and verified first; ``artifact=`` checks a plain path against that registry
+    entry. Torch files are read with ``torch.load(weights_only=True)``; ``.safetensors`` with safetensors. The
+    first key of ``unwrap`` present in a top-level dict is descended into (training checkpoints keep the EMA
+    weights under ``"ema"``). Entries whose value is ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped.
+    Raises :class:`IntegrityError` for anything else, with the reason.
+    """
+    import torch
+
+    path, name = _resolve(path_or_name)
+    if artifact is not None and name is None:
+        from mixflow_bench.hub.fetch import verify_file
+        from mixflow_bench.hub.registry import get_artifact
+
+        verify_file(get_artifact(artifact), path)
+    fmt = sniff_format(path)
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=str(map_location))
+        except Exception as exc:
+            raise IntegrityError(f"{path}: not a readable safetensors file: {exc}") from exc
+    if fmt == "torchscript":
+        raise IntegrityError(f"{path} is a TorchScript program, not a state dict; use torch.jit.load")
+    if fmt not in ("torch-zip", "torch-legacy"):
+        raise IntegrityError(f"{path} is {fmt}, not a PyTorch or safetensors checkpoint")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise IntegrityError(
+            f"{path} holds Python objects that only torch.load(weights_only=False) would rebuild, which runs "
+            f"code from the file; refusing. ({first}) If you trust the file, re-save its tensors as a plain "
+            f"state dict."
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+        raise IntegrityError(f"{path} is not a readable torch checkpoint (truncated?): {exc}") from exc
+    if isinstance(obj, dict):
+        for key in unwrap:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise IntegrityError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    bad = [k for k, v in obj.items() if v is not None and not isinstance(v, torch.Tensor)]
+    if bad:
+        raise IntegrityError(
+            f"{path} is not a flat state dict: entries {bad[:5]} are not tensors "
+            f"(a training checkpoint? unwrap one of its keys: {list(obj)[:8]})"
+        )
+    return {str(k): v for k, v in obj.items() if v is not None}

@@ -1,0 +1,59 @@
+"""Hugging Face artifacts through hf_hub_download, against a local endpoint set with HF_ENDPOINT."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from mixflow_bench.hub import DownloadError, IntegrityError, OfflineError, fetch, status
+from mixflow_bench.hub.testserver import FaultyServer, ServedFile
+
+pytestmark = pytest.mark.timeout(60)
+REPO_PATH = "/stabilityai/sd-vae-ft-ema/resolve/main"
+
+
+@pytest.fixture
+def hf_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MIXFLOW_BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with FaultyServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url(""))
+        yield server
+
+
+def host(server: FaultyServer, data: bytes) -> None:
+    headers = {"X-Repo-Commit": "0123456789abcdef0123456789abcdef01234567"}
+    sha = hashlib.sha256(data).hexdigest()
+    server.files[f"{REPO_PATH}/diffusion_pytorch_model.safetensors"] = ServedFile(
+        data, etag=f'"{sha}"', headers=headers
+    )
+    server.files[f"{REPO_PATH}/config.json"] = ServedFile(
+        b'{"_class_name": "AutoencoderKL"}', etag='"cfg"', headers=headers
+    )
+
+
+def test_hf_download_goes_to_hf_cache_and_is_hash_locked(hf_server, tmp_path):
+    data = bytes(range(256)) * 400
+    host(hf_server, data)
+    with pytest.raises(OfflineError, match="mixflow-bench download sd-vae-ft-ema"):
+        fetch("sd-vae-ft-ema", offline=True, progress=False)
+    path = fetch("sd-vae-ft-ema", progress=False)
+    assert path.is_relative_to(tmp_path / "hf") and path.read_bytes() == data
+    assert (path.parent / "config.json").exists()  # companion file next to the weights
+    lock = json.loads((tmp_path / "home" / "hashes.lock.json").read_text())
+    assert lock["sd-vae-ft-ema"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert status("sd-vae-ft-ema").state == "verified"
+    # offline use works from the HF cache; a tampered blob is then refused
+    assert fetch("sd-vae-ft-ema", offline=True, progress=False) == path
+    Path(path).resolve().write_bytes(data[::-1])
+    with pytest.raises(IntegrityError, match="hash lock"):
+        fetch("sd-vae-ft-ema", offline=True, progress=False)
+
+
+def test_hf_missing_file_is_a_clear_error(hf_server):
+    with pytest.raises(DownloadError, match="sd-vae-ft-ema"):
+        fetch("sd-vae-ft-ema", progress=False)
