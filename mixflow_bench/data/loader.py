@@ -182,7 +182,7 @@ class LatentDataset:
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         s = int(np.searchsorted(self._starts, index, side="right") - 1)
         local = index - self._starts[s]
-        return {k: np.asarray(v[local]) for k, v in self._shards[s].items()}, int(self.labels[index])
+        return {k: np.array(v[local]) for k, v in self._shards[s].items()}, int(self.labels[index])
 
     def read(self, indices: np.ndarray, orientation: np.ndarray | None = None) -> dict[str, Tensor]:
         """Fields of ``indices`` in that order as float32 tensors (B, *shape); ``orientation`` picks 0/1 each."""
