@@ -45,8 +45,16 @@ def tree(tmp_path_factory) -> Path:
 
 def _prepare(src, out, shard_size=4, flips=2, rank=0, world=1, codec=None, **kw):
     settings = PrepareSettings("stub", RES, shard_size, flips)
-    prepare_shards(open_source(src) if not hasattr(src, "records") else src, codec or StubCodec(RES), str(out),
-                   settings, rank=rank, world_size=world, show_progress=False, **kw)
+    prepare_shards(
+        open_source(src) if not hasattr(src, "records") else src,
+        codec or StubCodec(RES),
+        str(out),
+        settings,
+        rank=rank,
+        world_size=world,
+        show_progress=False,
+        **kw,
+    )
     return finalize_manifest(str(out))
 
 
@@ -86,9 +94,23 @@ def test_cache_content_against_independent_crop_and_encode(tree: Path, tmp_path:
 def test_corrupt_image_refused_with_path(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(CorruptImageError, match="broken.jpg"):
         _prepare(tree, tmp_path / "e", on_corrupt="error")
-    res = CliRunner().invoke(data_cli, ["prepare", "--source", str(tree), "--encoder", "test_data_stub_codec:make_codec",
-                                        "--resolution", str(RES), "--out", str(tmp_path / "f"), "--on-corrupt", "error",
-                                        "--no-progress"])
+    res = CliRunner().invoke(
+        data_cli,
+        [
+            "prepare",
+            "--source",
+            str(tree),
+            "--encoder",
+            "test_data_stub_codec:make_codec",
+            "--resolution",
+            str(RES),
+            "--out",
+            str(tmp_path / "f"),
+            "--on-corrupt",
+            "error",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code != 0 and str(tree / "n02" / "broken.jpg") in res.output
 
 
@@ -126,7 +148,9 @@ def test_tar_sources_equal_folder_source(tree: Path, tmp_path: Path) -> None:
     assert [(r.key, r.label, r.read()) for r in tars.records] == [(r.key, r.label, r.read()) for r in recs]
     a, b = _prepare(tree, tmp_path / "a"), _prepare(tpath, tmp_path / "b")
     for sa, sb in zip(a["shards"], b["shards"]):
-        assert {k: v["sha256"] for k, v in sa["files"].items()} == {k: v["sha256"] for k, v in sb["files"].items()}
+        assert {k: v["sha256"] for k, v in sa["files"].items()} == {
+            k: v["sha256"] for k, v in sb["files"].items()
+        }
     # WebDataset layout: <key>.jpg + <key>.cls holding the integer label
     with tarfile.open(tmp_path / "wds.tar", "w") as tf:
         for j, r in enumerate(recs):
@@ -141,7 +165,9 @@ def test_tar_sources_equal_folder_source(tree: Path, tmp_path: Path) -> None:
 
 def test_rank_assignment_and_multi_rank_prepare(tree: Path, tmp_path: Path) -> None:
     assert rank_from_env({"RANK": "3", "WORLD_SIZE": "8"}) == (3, 8)
-    assert rank_from_env({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "2"}) == (3, 4)
+    assert rank_from_env(
+        {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "2"}
+    ) == (3, 4)
     assert rank_from_env({}) == (0, 1)
     parts = [shards_for_rank(10, r, 3) for r in range(3)]
     assert sorted(sum(parts, [])) == list(range(10)) and parts[1] == [1, 4, 7]
@@ -160,9 +186,28 @@ def test_settings_mismatch_refused(tree: Path, tmp_path: Path) -> None:
 
 def _cli_prepare(src: Path, out: Path, delay: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{TESTS}", STUB_DELAY=delay, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "mixflow_bench", "data", "prepare", "--source", str(src), "--encoder",
-           "test_data_stub_codec:make_codec", "--resolution", str(RES), "--out", str(out), "--shard-size", "2",
-           "--batch-size", "1", "--no-progress", "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mixflow_bench",
+        "data",
+        "prepare",
+        "--source",
+        str(src),
+        "--encoder",
+        "test_data_stub_codec:make_codec",
+        "--resolution",
+        str(RES),
+        "--out",
+        str(out),
+        "--shard-size",
+        "2",
+        "--batch-size",
+        "1",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -28,8 +28,13 @@ def clean(tmp_path_factory) -> tuple[Path, Path]:
     """A tree without corrupt files (cache index == source index) and its cache (both orientations)."""
     base = tmp_path_factory.mktemp("ld")
     write_image_tree(base / "src", corrupt=False)
-    prepare_shards(open_source(base / "src"), StubCodec(RES), str(base / "cache"), PrepareSettings("stub", RES, 4, 2),
-                   show_progress=False)
+    prepare_shards(
+        open_source(base / "src"),
+        StubCodec(RES),
+        str(base / "cache"),
+        PrepareSettings("stub", RES, 4, 2),
+        show_progress=False,
+    )
     finalize_manifest(str(base / "cache"))
     return base / "src", base / "cache"
 
@@ -48,7 +53,9 @@ def _assert_same(a, b):
 def test_resumed_loader_sees_same_batches(clean, prefetch) -> None:
     ds = LatentDataset(clean[1])
     codec = StubCodec(RES)
-    ref = _take(iter(LatentBatches(ds, 4, seed=7, codec=codec, prefetch=prefetch)), 9)  # 2 steps/epoch: 4+ epochs
+    ref = _take(
+        iter(LatentBatches(ds, 4, seed=7, codec=codec, prefetch=prefetch)), 9
+    )  # 2 steps/epoch: 4+ epochs
     first = LatentBatches(ds, 4, seed=7, codec=codec, prefetch=prefetch)
     head = _take(iter(first), 5)
     state = first.state_dict()
@@ -71,7 +78,10 @@ def test_resume_refuses_different_settings(clean) -> None:
 def test_rank_slices_partition_global_batch(clean, world) -> None:
     ds = LatentDataset(clean[1])
     single = _take(iter(LatentBatches(ds, 8, seed=3, prefetch=0)), 3)
-    per_rank = [_take(iter(LatentBatches(ds, 8, seed=3, rank=r, world_size=world, prefetch=0)), 3) for r in range(world)]
+    per_rank = [
+        _take(iter(LatentBatches(ds, 8, seed=3, rank=r, world_size=world, prefetch=0)), 3)
+        for r in range(world)
+    ]
     for step in range(3):
         x = torch.cat([per_rank[r][step][0] for r in range(world)])
         y = torch.cat([per_rank[r][step][1] for r in range(world)])

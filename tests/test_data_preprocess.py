@@ -31,7 +31,17 @@ def _image(w: int, h: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
-SIZES = [(500, 375), (375, 500), (1023, 769), (512, 512), (513, 1100), (300, 257), (200, 90), (1280, 1024), (777, 511)]
+SIZES = [
+    (500, 375),
+    (375, 500),
+    (1023, 769),
+    (512, 512),
+    (513, 1100),
+    (300, 257),
+    (200, 90),
+    (1280, 1024),
+    (777, 511),
+]
 
 
 @pytest.mark.parametrize("target", [256, 512])
@@ -52,7 +62,9 @@ def test_box_halving_is_2x2_mean() -> None:
     halved = np.asarray(img.resize((520, 300), Image.BOX)).astype(np.float64)
     assert np.abs(halved - blocks).max() <= 1.0  # PIL fixed-point box filter: within one level
     # and the crop itself equals bicubic(halved) cropped at the published offsets
-    ref = np.asarray(Image.fromarray(np.asarray(img.resize((520, 300), Image.BOX))).resize((444, 256), Image.BICUBIC))
+    ref = np.asarray(
+        Image.fromarray(np.asarray(img.resize((520, 300), Image.BOX))).resize((444, 256), Image.BICUBIC)
+    )
     np.testing.assert_array_equal(np.asarray(adm_center_crop(img, 256)), ref[:, 94 : 94 + 256])
 
 

@@ -58,9 +58,21 @@ def write_image_tree(root, corrupt: bool = True, seed: int = 0) -> dict[str, str
 
     rng = np.random.default_rng(seed)
     specs = {  # class folder -> list of (name, size, mode, format)
-        "n02": [("a.jpg", (77, 53), "RGB", "JPEG"), ("b.png", (64, 64), "RGBA", "PNG"), ("sub/c.JPEG", (45, 90), "L", "JPEG")],
-        "n01": [("x.jpg", (300, 170), "CMYK", "JPEG"), ("y.png", (33, 41), "P", "PNG"), ("z.png", (129, 65), "L", "PNG")],
-        "n10": [("p.jpg", (96, 200), "RGB", "JPEG"), ("q.png", (32, 32), "RGB", "PNG"), ("r.jpeg", (150, 151), "RGB", "JPEG")],
+        "n02": [
+            ("a.jpg", (77, 53), "RGB", "JPEG"),
+            ("b.png", (64, 64), "RGBA", "PNG"),
+            ("sub/c.JPEG", (45, 90), "L", "JPEG"),
+        ],
+        "n01": [
+            ("x.jpg", (300, 170), "CMYK", "JPEG"),
+            ("y.png", (33, 41), "P", "PNG"),
+            ("z.png", (129, 65), "L", "PNG"),
+        ],
+        "n10": [
+            ("p.jpg", (96, 200), "RGB", "JPEG"),
+            ("q.png", (32, 32), "RGB", "PNG"),
+            ("r.jpeg", (150, 151), "RGB", "JPEG"),
+        ],
     }
     written = {}
     for cls, items in specs.items():

@@ -5,10 +5,10 @@ A cache directory holds, per shard ``i`` (5-digit index):
 * ``shard-iiiii.<field>.npy``: float array ``(n, flips, *field_shape)`` (memory-mappable),
   fields are ``mean``/``std`` (SD-VAE posterior moments) or ``latent`` (normalised RAE features);
 * ``shard-iiiii.labels.npy``: int64 ``(n,)``;
-* ``shard-iiiii.json``: the shard record (count, keys, skipped images, per-file sha256 and size), written last.
+* ``shard-iiiii.json``: the shard record (count, keys, skipped images, per-file sha256/size), written last.
 
 ``settings.json`` (written before any shard) pins what the cache is; ``manifest.json`` (written after every
-shard exists) gathers the shard records plus counts, shapes, class list and preprocessing settings. All files are
+shard exists) gathers the shard records plus counts, shapes, class list and preprocessing. All files are
 written to a temporary name in the same directory and moved into place with ``os.replace``.
 """
 
@@ -147,7 +147,8 @@ def verify_cache(directory: str | os.PathLike, check_hashes: bool = True) -> Ver
                 want_shape, want_dtype = (n, flips, *fields[name]["shape"]), fields[name]["dtype"]
             if tuple(arr.shape) != tuple(want_shape) or str(arr.dtype) != want_dtype:
                 report.problems.append(
-                    f"{info['name']}: shape {tuple(arr.shape)} {arr.dtype}, expected {tuple(want_shape)} {want_dtype}"
+                    f"{info['name']}: shape {tuple(arr.shape)} {arr.dtype}, "
+                    f"expected {tuple(want_shape)} {want_dtype}"
                 )
             elif name == "labels" and n and (int(arr.min()) < 0 or int(arr.max()) >= num_classes):
                 report.problems.append(f"{info['name']}: labels outside [0, {num_classes})")

@@ -3,8 +3,8 @@
 Order: epoch ``e`` visits the samples in ``permutation(seed, e)``; global batch ``k`` of the epoch is the
 slice ``[k*G, (k+1)*G)`` of it and rank ``r`` of ``W`` takes the ``r``-th contiguous ``G/W`` chunk, so the
 union over ranks is the single-process global batch. Per-sample randomness (which stored orientation, and the
-``eps`` of an SD-VAE posterior sample ``z = mean + std * eps``) comes from a hash of (seed, epoch, index), so it
-does not depend on batch composition, world size or where a run was resumed. ``state_dict()`` is the global
+``eps`` of an SD-VAE posterior sample ``z = mean + std * eps``) comes from a hash of (seed, epoch, index), so it does
+not depend on batch composition, world size or where a run was resumed. ``state_dict()`` is the global
 position (epoch, step); a run restored with ``load_state_dict()`` sees the batches it would have seen.
 Orders use NumPy's ``PCG64`` seeded by ``SeedSequence([seed, epoch])``.
 """
@@ -126,7 +126,8 @@ class ResumableSampler:
         for key in ("seed", "num_samples", "global_batch_size", "drop_last", "shuffle"):
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(
-                    f"cannot resume: saved {key}={state[key]!r} but this loader has {key}={getattr(self, key)!r}"
+                    f"cannot resume: saved {key}={state[key]!r} "
+                    f"but this loader has {key}={getattr(self, key)!r}"
                 )
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
@@ -185,7 +186,7 @@ class LatentDataset:
         return {k: np.array(v[local]) for k, v in self._shards[s].items()}, int(self.labels[index])
 
     def read(self, indices: np.ndarray, orientation: np.ndarray | None = None) -> dict[str, Tensor]:
-        """Fields of ``indices`` in that order as float32 tensors (B, *shape); ``orientation`` picks 0/1 each."""
+        """Fields of ``indices`` in that order as float32 (B, *shape); ``orientation``: 0/1 each."""
         indices = np.asarray(indices, dtype=np.int64)
         orientation = (
             np.zeros_like(indices) if orientation is None else np.asarray(orientation, dtype=np.int64)
@@ -214,6 +215,14 @@ def latents_from_fields(
     convert = codec.latent_from_stored if codec is not None else default_latent_from_stored
     if seeds is None:
         return convert(fields, None)
+    if codec is None and "mean" in fields and "std" in fields:  # vectorised form of the per-sample rule
+        mean = fields["mean"]
+        eps = torch.empty(mean.shape, dtype=torch.float32)
+        gen = torch.Generator()
+        for i, s in enumerate(seeds):
+            gen.manual_seed(s)
+            torch.randn(mean.shape[1:], generator=gen, out=eps[i])
+        return mean + fields["std"] * eps.to(mean.dtype)
     outs = []
     for i, s in enumerate(seeds):
         gen = torch.Generator().manual_seed(s)
@@ -298,10 +307,11 @@ class _PrefetchingBatches:
 class LatentBatches(_PrefetchingBatches):
     """Endless ``(x1, y)`` batches of training latents from a :class:`LatentDataset`, exactly resumable.
 
-    ``hflip=None`` uses the mirrored orientation with p=1/2 when the cache stores both (SiT/RAE practice) and
-    never otherwise (REPA practice); ``generator_for_latents=False`` draws SD-VAE noise from torch's global RNG
-    instead (then resume is not bit-exact). ``codec`` turns stored fields into latents (e.g. applies the
-    SD-VAE scale factor); without one, SD-VAE batches are raw posterior samples ``mean + std * eps``.
+    ``hflip=None`` uses the mirrored orientation with p=1/2 when the cache stores both (SiT/RAE practice)
+    and never otherwise (REPA practice); ``generator_for_latents=False`` draws SD-VAE noise from torch's
+    global RNG instead (then resume is not bit-exact). ``codec`` turns stored fields into latents (e.g.
+    applies the SD-VAE scale factor); without one, SD-VAE batches are raw posterior samples
+    ``mean + std * eps``.
     """
 
     def __init__(

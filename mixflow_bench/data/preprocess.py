@@ -1,7 +1,7 @@
 """Pixel preprocessing shared by SiT, REPA and RAE: decode to RGB, ADM center crop, horizontal flip.
 
-The center crop is the one ADM (guided-diffusion ``image_datasets.py``) introduced and the three baselines reuse
-verbatim (SiT ``train.py``, REPA ``preprocessing/dataset_tools.py`` transform ``center-crop-dhariwal``, RAE
+The center crop is the one ADM (guided-diffusion ``image_datasets.py``) introduced and the three baselines
+reuse verbatim (SiT ``train.py``, REPA ``preprocessing/dataset_tools.py`` transform ``center-crop-dhariwal``, RAE
 ``src/utils/train_utils.py``):
 
 1. while the short side is at least ``2 * size``: BOX-resize to ``(w // 2, h // 2)``;
@@ -25,7 +25,7 @@ ADM_CROP = "adm-center-crop"
 
 
 def decode_rgb(data: bytes | str | Path) -> Image.Image:
-    """Decode image bytes (or a file path) to a fully loaded RGB image (grayscale/CMYK/palette/RGBA -> RGB)."""
+    """Decode image bytes (or a file path) to a fully loaded RGB image (L/CMYK/P/RGBA -> RGB)."""
     if isinstance(data, (str, Path)):
         with open(data, "rb") as fh:
             data = fh.read()
