@@ -1,8 +1,8 @@
 """Pixel preprocessing shared by SiT, REPA and RAE: decode to RGB, ADM center crop, horizontal flip.
 
 The center crop is the one ADM (guided-diffusion ``image_datasets.py``) introduced and the three baselines
-reuse verbatim (SiT ``train.py``, REPA ``preprocessing/dataset_tools.py`` transform ``center-crop-dhariwal``, RAE
-``src/utils/train_utils.py``):
+reuse verbatim (SiT ``train.py``, REPA ``preprocessing/dataset_tools.py`` transform ``center-crop-dhariwal``,
+RAE ``src/utils/train_utils.py``):
 
 1. while the short side is at least ``2 * size``: BOX-resize to ``(w // 2, h // 2)``;
 2. BICUBIC-resize by ``scale = size / short_side`` with each side ``round(side * scale)`` (Python ``round``);

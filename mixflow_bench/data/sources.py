@@ -2,8 +2,8 @@
 
 Every source yields the same thing: an ordered list of :class:`ImageRecord` (key, label, byte reader)
 and the class list. Labels are indices into the *sorted* class-folder names (torchvision ``ImageFolder``
-order, which is the synset order of ImageNet checkpoints). Records are ordered by (class, relative path) so a tar
-source holding the same files as a folder source enumerates them identically.
+order, which is the synset order of ImageNet checkpoints). Records are ordered by (class, relative path) so a
+tar source holding the same files as a folder source enumerates them identically.
 
 Tar members are found either as ``<class>/<name>.<ext>`` (class folder in the member path) or as
 ``<key>.<ext>`` + ``<key>.cls`` (integer label, WebDataset convention). Tar files are indexed once
