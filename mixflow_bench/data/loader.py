@@ -4,8 +4,8 @@ Order: epoch ``e`` visits the samples in ``permutation(seed, e)``; global batch 
 slice ``[k*G, (k+1)*G)`` of it and rank ``r`` of ``W`` takes the ``r``-th contiguous ``G/W`` chunk, so the
 union over ranks is the single-process global batch. Per-sample randomness (which stored orientation, and the
 ``eps`` of an SD-VAE posterior sample ``z = mean + std * eps``) comes from a hash of (seed, epoch, index),
-so it does not depend on batch composition, world size or where a run was resumed. ``state_dict()`` is the global
-position (epoch, step); a run restored with ``load_state_dict()`` sees the batches it would have seen.
+so it does not depend on batch composition, world size or where a run was resumed. ``state_dict()`` is the
+global position (epoch, step); a run restored with ``load_state_dict()`` sees the batches it would have seen.
 Orders use NumPy's ``PCG64`` seeded by ``SeedSequence([seed, epoch])``.
 """
 
