@@ -232,3 +232,29 @@ def test_resume_after_kill_is_byte_identical(tree: Path, tmp_path: Path) -> None
     assert sorted(a) == sorted(b)
     assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
     assert verify_cache(cut).ok
+
+
+def test_rae_style_fields_float16_single_orientation(tree: Path, tmp_path: Path) -> None:
+    from test_data_stub_codec import StubCodec as Stub
+
+    from mixflow_bench.data import LatentBatches
+
+    codec = Stub(RES, "rae")
+    settings = PrepareSettings("stub-rae", RES, 5, flips=1, dtype="float16")
+    prepare_shards(open_source(tree), codec, str(tmp_path / "r"), settings, show_progress=False)
+    m = finalize_manifest(str(tmp_path / "r"))
+    assert m["fields"] == {"latent": {"shape": [8, 2, 2], "dtype": "float16"}} and m["flips"] == 1
+    assert verify_cache(tmp_path / "r").ok
+    ds = LatentDataset(tmp_path / "r")
+    rec = [r for r in open_source(tree).records if "broken" not in r.key][4]
+    crop = reference_center_crop(Image.open(tree / rec.key).convert("RGB"), RES)
+    want = codec.encode(torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 255)["latent"][0]
+    np.testing.assert_array_equal(ds[4][0]["latent"][0], want.numpy().astype(np.float16))
+    with pytest.raises(ValueError, match="only the original orientation"):
+        LatentBatches(ds, 3, seed=0, hflip=True)
+    b = LatentBatches(ds, 3, seed=0, codec=codec, prefetch=0)
+    x, _ = next(iter(b))
+    idx = b.sampler.global_batch(0, 0)
+    assert torch.equal(
+        x, torch.from_numpy(np.stack([ds[int(i)][0]["latent"][0] for i in idx]).astype(np.float32))
+    )

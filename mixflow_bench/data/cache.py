@@ -82,12 +82,13 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> int:
-    """Delete leftovers of interrupted atomic writes (``.<name>.*.tmp``); returns how many."""
+def remove_stale_temporaries(directory: str | os.PathLike, shard_indices: list[int]) -> int:
+    """Delete leftovers of interrupted writes of these shards (``.shard-iiiii.*.tmp``); returns how many."""
     n = 0
-    for p in Path(directory).glob(".*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
+    for i in shard_indices:
+        for p in Path(directory).glob(f".{shard_stem(i)}.*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
     return n
 
 

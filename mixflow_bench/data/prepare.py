@@ -279,10 +279,9 @@ def prepare_shards(
     if on_corrupt not in ("skip", "error"):
         raise ValueError(f"on_corrupt must be 'skip' or 'error', got {on_corrupt!r}")
     init_cache_dir(out_dir, settings, source)
-    if rank == 0 or world_size == 1:
-        cache.remove_stale_temporaries(out_dir)
     total = num_shards(len(source), settings.shard_size)
     mine = list(shard_indices) if shard_indices is not None else shards_for_rank(total, rank, world_size)
+    cache.remove_stale_temporaries(out_dir, mine)  # only this rank's shards: others may be writing theirs
     todo = [i for i in mine if not _shard_done(out_dir, i)]
     todo_images = sum(
         len(source.records[i * settings.shard_size : (i + 1) * settings.shard_size]) for i in todo
