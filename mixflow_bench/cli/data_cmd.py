@@ -112,7 +112,10 @@ def prepare(
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     settings = PrepareSettings(encoder, resolution, shard_size, 2 if flips == "both" else 1, dtype)
-    codec = _load_codec(encoder, resolution, random_init_encoder, device, seed)
+    try:
+        codec = _load_codec(encoder, resolution, random_init_encoder, device, seed)
+    except (RuntimeError, ValueError, ImportError, AttributeError) as exc:
+        raise click.ClickException(f"cannot build encoder {encoder!r}: {exc}") from exc
     console.print(
         f"source [bold]{source}[/] ({src.kind}): {len(src):,} images, {len(src.classes)} classes -> "
         f"{num_shards(len(src), shard_size)} shards of {shard_size}; rank {rank}/{world_size}"
