@@ -1,14 +1,193 @@
-"""`mixflow-bench data`."""
+"""`mixflow-bench data`: build (``prepare``) and check (``verify``) latent caches for training."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
+import sys
+
 import click
+from rich.table import Table
 
-from mixflow_bench.cli.common import not_available
+from mixflow_bench.cli.common import console, err_console
 
 
-@click.command(name="data", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`mixflow-bench data`")
+def _load_codec(spec: str, resolution: int, random_init: bool, device: str, seed: int):
+    """A zoo encoder name, or ``package.module:factory`` called with (resolution, random_init, device)."""
+    import torch
+
+    torch.manual_seed(seed)  # random-init encoders are reproducible
+    if ":" in spec:
+        module, _, attr = spec.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        return factory(resolution=resolution, random_init=random_init, device=device)
+    from mixflow_bench.data.codec import build_named_codec
+
+    return build_named_codec(spec, resolution, random_init=random_init, device=device)
+
+
+@click.group(name="data")
+def command() -> None:
+    """Prepare and verify sharded latent caches of ImageNet-style image folders."""
+
+
+@command.command(name="prepare")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True),
+    help="Class-folder tree, .tar, or folder of .tar shards.",
+)
+@click.option(
+    "--encoder", required=True, help="sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b (or module:factory)."
+)
+@click.option("--resolution", required=True, type=click.IntRange(min=1), help="Crop size: 256 or 512.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Cache directory.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--shard-size", default=10_000, show_default=True, type=click.IntRange(min=1), help="Images per shard."
+)
+@click.option("--on-corrupt", type=click.Choice(["skip", "error"]), default="skip", show_default=True)
+@click.option(
+    "--random-init-encoder", is_flag=True, help="Randomly initialised encoder weights (testing, benchmarks)."
+)
+@click.option(
+    "--flips",
+    type=click.Choice(["both", "none"]),
+    default="both",
+    show_default=True,
+    help="both: store original + mirrored latents (SiT/RAE random flip); none: original only (REPA).",
+)
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--device", default=None, help="Encoder device (default: cuda when available, else cpu).")
+@click.option(
+    "--workers", default=4, show_default=True, type=click.IntRange(min=1), help="Image decoding threads."
+)
+@click.option(
+    "--rank", type=int, default=None, help="This process's rank (default: RANK or SLURM_ARRAY_TASK_ID)."
+)
+@click.option(
+    "--world-size", type=int, default=None, help="Number of processes (default: WORLD_SIZE or array count)."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for --random-init-encoder weights.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def prepare(
+    source,
+    encoder,
+    resolution,
+    out_dir,
+    batch_size,
+    shard_size,
+    on_corrupt,
+    random_init_encoder,
+    flips,
+    dtype,
+    device,
+    workers,
+    rank,
+    world_size,
+    seed,
+    no_progress,
+) -> None:
+    """Encode SOURCE into a sharded latent cache at --out (resumable; rerun to continue)."""
+    import torch
+
+    from mixflow_bench.data.prepare import (
+        CorruptImageError,
+        PrepareSettings,
+        finalize_manifest,
+        num_shards,
+        prepare_shards,
+        rank_from_env,
+    )
+    from mixflow_bench.data.sources import open_source
+
+    env_rank, env_world = rank_from_env()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        src = open_source(source)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings = PrepareSettings(encoder, resolution, shard_size, 2 if flips == "both" else 1, dtype)
+    try:
+        codec = _load_codec(encoder, resolution, random_init_encoder, device, seed)
+    except (RuntimeError, ValueError, ImportError, AttributeError) as exc:
+        raise click.ClickException(f"cannot build encoder {encoder!r}: {exc}") from exc
+    console.print(
+        f"source [bold]{source}[/] ({src.kind}): {len(src):,} images, {len(src.classes)} classes -> "
+        f"{num_shards(len(src), shard_size)} shards of {shard_size}; rank {rank}/{world_size}"
+    )
+    try:
+        written = prepare_shards(
+            src,
+            codec,
+            out_dir,
+            settings,
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            on_corrupt=on_corrupt,
+            workers=workers,
+            device=device,
+            show_progress=not no_progress,
+            console=err_console,
+        )
+    except (CorruptImageError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = finalize_manifest(out_dir)
+    if manifest is None:
+        console.print(
+            f"wrote {len(written)} shard(s); other ranks' shards are still missing, manifest not written yet"
+        )
+        return
+    table = Table(title=f"latent cache {out_dir}")
+    table.add_column("item")
+    table.add_column("value")
+    table.add_row("encoder", manifest["encoder"])
+    table.add_row("resolution", str(manifest["resolution"]))
+    table.add_row("samples", f"{manifest['num_samples']:,}")
+    table.add_row("shards", str(manifest["num_shards"]))
+    table.add_row(
+        "fields", ", ".join(f"{k} {tuple(v['shape'])} {v['dtype']}" for k, v in manifest["fields"].items())
+    )
+    table.add_row("orientations", str(manifest["flips"]))
+    table.add_row("skipped (corrupt)", str(len(manifest["skipped"])))
+    console.print(table)
+    for s in manifest["skipped"]:
+        err_console.print(f"[yellow]skipped[/] {s['origin']}: {s['error']}")
+
+
+@command.command(name="verify")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-hashes", is_flag=True, help="Skip sha256 checks (shapes and sizes only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(directory: str, no_hashes: bool, as_json: bool) -> None:
+    """Check a latent cache against its manifest; exits non-zero on any problem."""
+    from mixflow_bench.data.cache import verify_cache
+
+    report = verify_cache(directory, check_hashes=not no_hashes)
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "directory": os.path.abspath(directory),
+                    "ok": report.ok,
+                    "num_shards": report.num_shards,
+                    "num_samples": report.num_samples,
+                    "problems": report.problems,
+                }
+            )
+        )
+    elif report.ok:
+        console.print(f"[green]OK[/] {directory}: {report.num_shards} shards, {report.num_samples:,} samples")
+    else:
+        table = Table(title=f"[red]{len(report.problems)} problem(s) in {directory}")
+        table.add_column("problem")
+        for p in report.problems:
+            table.add_row(p)
+        err_console.print(table)
+    if not report.ok:
+        sys.exit(1)
