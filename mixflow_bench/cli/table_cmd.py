@@ -1,14 +1,61 @@
-"""`mixflow-bench table`."""
+"""`mixflow-bench table`: produced results beside the papers' numbers, as rich, Markdown, LaTeX, CSV or JSON."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from mixflow_bench.cli.common import not_available
+from mixflow_bench.cli.common import console
+
+README_DEFAULT = "__results_readme__"
 
 
-@click.command(name="table", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`mixflow-bench table`")
+@click.command(name="table")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Directory searched (recursively) for result records.")
+@click.option("--reported", "reported_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Reported-numbers file (default: the package's results/reported.yaml).")
+@click.option("--markdown", is_flag=False, flag_value=README_DEFAULT, default=None, metavar="[PATH]",
+              help="Write Markdown to PATH; without PATH, regenerate results/README.md.")
+@click.option("--latex", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write LaTeX (booktabs).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write CSV.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JSON.")
+@click.option("--produced-only", is_flag=True, help="Leave out reported rows that have no produced result.")
+def command(
+    results_dir: Path,
+    reported_path: Path | None,
+    markdown: str | None,
+    latex: Path | None,
+    csv_path: Path | None,
+    json_path: Path | None,
+    produced_only: bool,
+) -> None:
+    """Join result records with results/reported.yaml and show produced vs reported with the difference."""
+    from mixflow_bench.results import table as tb
+    from mixflow_bench.results.records import load_records, write_json_atomic
+    from mixflow_bench.results.reported import ReportedError, load_reported
+
+    try:
+        reported = load_reported(reported_path)
+    except ReportedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    records = load_records(results_dir)
+    table = tb.build_table(records, reported, include_unproduced=not produced_only)
+    for t in tb.to_rich(table):
+        console.print(t)
+    console.print(f"{len(records)} result record(s) from {results_dir}, {len(reported)} reported entries.")
+
+    written = []
+    if markdown == README_DEFAULT:
+        written.append(tb.write_text_atomic(results_dir / "README.md", tb.readme_markdown(table)))
+    elif markdown is not None:
+        written.append(tb.write_text_atomic(Path(markdown), tb.to_markdown(table)))
+    if latex is not None:
+        written.append(tb.write_text_atomic(latex, tb.to_latex(table)))
+    if csv_path is not None:
+        written.append(tb.write_text_atomic(csv_path, tb.to_csv(table)))
+    if json_path is not None:
+        written.append(write_json_atomic(json_path, tb.to_json(table)))
+    for path in written:
+        console.print(f"wrote [bold]{path}[/bold]")

@@ -1,0 +1,366 @@
+"""Produced results beside reported numbers: the join, and its renderings (rich, Markdown, LaTeX, CSV, JSON).
+
+Records whose ``(experiment, method, guidance)`` matches a reported entry form the comparison table (produced,
+reported and their difference per metric). Other records (e.g. the small CPU ``study`` reproduction) are shown
+generically: one table per experiment, rows = record name / method, columns = the records' metric keys, where a
+``<m>_std`` key is shown as ``mean ± std`` beside ``<m>`` or ``<m>_mean``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixflow_bench.results.reported import ReportedEntry
+
+METRIC_ORDER = ("fid", "sfid", "is", "precision", "recall", "fid_gain")
+METRIC_LABELS = {
+    "fid": "FID",
+    "sfid": "sFID",
+    "is": "IS",
+    "precision": "Prec",
+    "recall": "Rec",
+    "fid_gain": "FID gain",
+}
+FULL_EVAL = 50_000
+
+
+@dataclass
+class ComparisonRow:
+    """One (experiment, method, guidance): produced (latest record) and reported values per metric."""
+
+    experiment: str
+    method: str
+    guidance: str
+    produced: dict[str, float] = field(default_factory=dict)
+    reported: dict[str, float] = field(default_factory=dict)
+    num_samples: int | None = None
+    record: str | None = None  # name of the produced record
+    reported_key: str | None = None
+
+    def delta(self, metric: str) -> float | None:
+        if metric in self.produced and metric in self.reported:
+            return self.produced[metric] - self.reported[metric]
+        return None
+
+
+@dataclass
+class GenericTable:
+    """Records without a reported entry, grouped by experiment."""
+
+    experiment: str
+    columns: list[str]
+    rows: list[dict[str, Any]]  # {"name", "method", "cells": {column: (mean, std | None)}, "num_samples"}
+
+
+@dataclass
+class ResultsTable:
+    comparison: list[ComparisonRow]
+    generic: list[GenericTable]
+
+    @property
+    def metrics(self) -> list[str]:
+        """Metrics with a value in any comparison row, in the canonical order."""
+        present = {m for r in self.comparison for m in (*r.produced, *r.reported)}
+        return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
+
+
+def _record_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    return (str(record.get("experiment")), str(record.get("method")), str(record.get("guidance") or "none"))
+
+
+def build_table(
+    records: list[dict[str, Any]], reported: list[ReportedEntry], *, include_unproduced: bool = True
+) -> ResultsTable:
+    """Join ``records`` (oldest first; the newest record of a key wins) with ``reported`` entries."""
+    by_key = {e.join_key: e for e in reported}
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    unmatched: list[dict[str, Any]] = []
+    for rec in records:
+        key = _record_key(rec)
+        if key in by_key:
+            latest[key] = rec
+        else:
+            unmatched.append(rec)
+    rows = []
+    for entry in reported:
+        rec = latest.get(entry.join_key)
+        if rec is None and not include_unproduced:
+            continue
+        rows.append(
+            ComparisonRow(
+                experiment=entry.experiment,
+                method=entry.method,
+                guidance=entry.guidance,
+                produced={k: float(v) for k, v in (rec or {}).get("metrics", {}).items() if _is_number(v)},
+                reported=dict(entry.metrics),
+                num_samples=(rec or {}).get("num_samples"),
+                record=(rec or {}).get("name"),
+                reported_key=entry.key,
+            )
+        )
+    return ResultsTable(rows, _generic_tables(unmatched))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _generic_tables(records: list[dict[str, Any]]) -> list[GenericTable]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault(str(rec.get("experiment") or rec.get("kind") or "other"), []).append(rec)
+    tables = []
+    for experiment, recs in groups.items():
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for rec in recs:  # newest record per (name, method) wins
+            latest[(str(rec.get("name")), str(rec.get("method") or ""))] = rec
+        rows, columns = [], []
+        for (name, method), rec in latest.items():
+            cells = _pair_std(rec.get("metrics") or {})
+            columns += [c for c in cells if c not in columns]
+            rows.append({"name": name, "method": method, "cells": cells, "num_samples": rec.get("num_samples")})
+        tables.append(GenericTable(experiment, columns, rows))
+    return tables
+
+
+def _pair_std(metrics: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """``{"fd": 1, "fd_std": .1}`` or ``{"fd_mean": 1, "fd_std": .1}`` -> ``{"fd": (1, .1)}``."""
+    cells: dict[str, tuple[float, float | None]] = {}
+    for key, value in metrics.items():
+        if not _is_number(value) or key.endswith("_std"):
+            continue
+        base = key[: -len("_mean")] if key.endswith("_mean") else key
+        std = metrics.get(f"{base}_std")
+        cells[base] = (float(value), float(std) if _is_number(std) else None)
+    for key, value in metrics.items():  # a lone std without its mean still shows
+        if key.endswith("_std") and _is_number(value) and key[:-4] not in cells:
+            cells[key] = (float(value), None)
+    return cells
+
+
+# --- formatting ------------------------------------------------------------------------------------------------
+def format_value(metric: str, value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return ""
+    digits = 3 if metric in ("precision", "recall") else 2
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def format_count(n: int | None) -> str:
+    """``10000 -> '10K'``, ``1500 -> '1.5K'``, ``500 -> '500'``."""
+    if n is None:
+        return "?"
+    if n >= 1000:
+        k = n / 1000
+        return f"{k:.0f}K" if float(k).is_integer() else f"{k:.1f}K"
+    return str(n)
+
+
+def format_produced(row: ComparisonRow, metric: str) -> str:
+    """The produced value, with its sample count when below the full 50K evaluation (``2.31 (10K)``)."""
+    if metric not in row.produced:
+        return ""
+    text = format_value(metric, row.produced[metric])
+    if row.num_samples is None or row.num_samples < FULL_EVAL:
+        text += f" ({format_count(row.num_samples)})"
+    return text
+
+
+def format_cell(cell: tuple[float, float | None]) -> str:
+    mean, std = cell
+    return f"{mean:.4g} ± {std:.2g}" if std is not None else f"{mean:.4g}"
+
+
+def comparison_header(metrics: list[str]) -> list[str]:
+    head = ["Experiment", "Method", "Guidance"]
+    for m in metrics:
+        label = METRIC_LABELS.get(m, m)
+        head += [f"{label} produced", f"{label} reported", f"{label} Δ"]
+    return head
+
+
+def comparison_cells(row: ComparisonRow, metrics: list[str]) -> list[str]:
+    cells = [row.experiment, row.method, row.guidance]
+    for m in metrics:
+        cells += [format_produced(row, m), format_value(m, row.reported.get(m)), format_value(m, row.delta(m), True)]
+    return cells
+
+
+def generic_header(table: GenericTable) -> list[str]:
+    return ["Name", "Method", *table.columns, "Samples"]
+
+
+def generic_cells(table: GenericTable, row: dict[str, Any]) -> list[str]:
+    cells = [row["name"], row["method"]]
+    cells += [format_cell(row["cells"][c]) if c in row["cells"] else "" for c in table.columns]
+    return [*cells, "" if row["num_samples"] is None else str(row["num_samples"])]
+
+
+# --- renderers -------------------------------------------------------------------------------------------------
+def to_rich(table: ResultsTable) -> list[Any]:
+    """Rich tables: the comparison, then one per generic group."""
+    from rich.table import Table
+
+    metrics = table.metrics
+    out = []
+    t = Table(title="Produced vs reported (produced / reported / Δ)", header_style="bold")
+    for h in ("Experiment", "Method", "Guidance"):
+        t.add_column(h, no_wrap=True)
+    for m in metrics:
+        t.add_column(METRIC_LABELS.get(m, m), justify="right")
+    for row in table.comparison:
+        cells = []
+        for m in metrics:
+            if m not in row.produced and m not in row.reported:
+                cells.append("")
+                continue
+            produced, reported = format_produced(row, m) or "—", format_value(m, row.reported.get(m)) or "—"
+            delta = format_value(m, row.delta(m), True)
+            cells.append(f"{produced}\n[dim]{reported}[/dim]" + (f"\n[bold]{delta}[/bold]" if delta else ""))
+        t.add_row(row.experiment, row.method, row.guidance, *cells)
+    out.append(t)
+    for g in table.generic:
+        gt = Table(title=f"{g.experiment} (no reported numbers)", header_style="bold")
+        for i, h in enumerate(generic_header(g)):
+            gt.add_column(h, justify="left" if i < 2 else "right")
+        for row in g.rows:
+            gt.add_row(*generic_cells(g, row))
+        out.append(gt)
+    return out
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_table(header: list[str], rows: list[list[str]], n_left: int) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" if i < n_left else "---:" for i in range(len(header))) + "|")
+    lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(table: ResultsTable, title: str | None = None) -> str:
+    metrics = table.metrics
+    parts = [f"# {title}\n"] if title else []
+    parts.append("## Produced vs reported\n")
+    parts.append(_md_table(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 3))
+    for g in table.generic:
+        parts.append(f"\n## {g.experiment}\n")
+        parts.append(_md_table(generic_header(g), [generic_cells(g, r) for r in g.rows], 2))
+    return "\n".join(parts) + "\n"
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
+
+
+def _tex(text: str) -> str:
+    text = "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+    return text.replace("Δ", r"$\Delta$").replace("±", r"$\pm$")
+
+
+def to_latex(table: ResultsTable) -> str:
+    """A booktabs ``tabular`` of the comparison (and one per generic group)."""
+    blocks = []
+
+    def tabular(header: list[str], rows: list[list[str]], n_left: int) -> str:
+        spec = "l" * n_left + "r" * (len(header) - n_left)
+        lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(_tex(h) for h in header) + r" \\"]
+        lines.append(r"\midrule")
+        lines += [" & ".join(_tex(c) for c in r) + r" \\" for r in rows]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines)
+
+    metrics = table.metrics
+    blocks.append(tabular(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 3))
+    for g in table.generic:
+        blocks.append(f"% {g.experiment}\n" + tabular(generic_header(g), [generic_cells(g, r) for r in g.rows], 2))
+    return "\n\n".join(blocks) + "\n"
+
+
+CSV_FIELDS = ("section", "experiment", "method", "guidance", "name", "metric", "produced", "produced_std",
+              "reported", "delta", "num_samples")
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else repr(float(v))
+
+
+def to_csv(table: ResultsTable) -> str:
+    """Long format: one line per (row, metric), numbers at full precision."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for r in table.comparison:
+        for m in table.metrics:
+            if m not in r.produced and m not in r.reported:
+                continue
+            w.writerow(["comparison", r.experiment, r.method, r.guidance, r.record or "", m,
+                        _num(r.produced.get(m)), "", _num(r.reported.get(m)), _num(r.delta(m)),
+                        "" if r.num_samples is None else r.num_samples])
+    for g in table.generic:
+        for row in g.rows:
+            for c in g.columns:
+                if c in row["cells"]:
+                    mean, std = row["cells"][c]
+                    w.writerow(["generic", g.experiment, row["method"], "", row["name"], c, _num(mean), _num(std),
+                                "", "", "" if row["num_samples"] is None else row["num_samples"]])
+    return buf.getvalue()
+
+
+def to_json(table: ResultsTable) -> dict[str, Any]:
+    return {
+        "comparison": [
+            {
+                "experiment": r.experiment, "method": r.method, "guidance": r.guidance, "record": r.record,
+                "reported_key": r.reported_key, "num_samples": r.num_samples, "produced": r.produced,
+                "reported": r.reported, "delta": {m: r.delta(m) for m in r.produced if r.delta(m) is not None},
+            }
+            for r in table.comparison
+        ],
+        "generic": [
+            {"experiment": g.experiment, "columns": g.columns,
+             "rows": [{**row, "cells": {k: list(v) for k, v in row["cells"].items()}} for row in g.rows]}
+            for g in table.generic
+        ],
+    }
+
+
+README_INTRO = """\
+Results of mixflow-bench beside the numbers the papers report. This file is generated by
+`mixflow-bench table --markdown` from the result records (JSON) under `results/` and from
+`results/reported.yaml`; do not edit it by hand.
+
+* *produced*: the newest result record for the row's (experiment, method, guidance); a value computed from fewer
+  than 50K samples carries its sample count, e.g. `2.31 (10K)`, and is not comparable to a 50K FID.
+* *reported*: the paper's number; `results/reported.yaml` gives its source and whether it was checked against a
+  primary source (numbers from the MixFlow main table, steps study and ablation come from a third-party note).
+* *Δ* = produced − reported.
+"""
+
+
+def readme_markdown(table: ResultsTable) -> str:
+    return "# Results\n\n" + README_INTRO + "\n" + to_markdown(table)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
