@@ -63,7 +63,7 @@ class ManifestStore:
 
     def hash_inputs(self, inputs: dict[str, Path | None]) -> dict[str, str | None]:
         """sha256 of each input file; a missing input hashes to None (the stage then cannot be up to date)."""
-        return {name: (self.cache.sha256(p) if p is not None and Path(p).exists() else None) for name, p in inputs.items()}
+        return {k: (self.cache.sha256(p) if p is not None and Path(p).exists() else None) for k, p in inputs.items()}
 
     def path(self, stage: str) -> Path:
         return self.dir / f"{stage}.json"

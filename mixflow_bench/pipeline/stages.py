@@ -74,7 +74,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
             for name in artifacts:
                 fetch(name)
 
-    stages.append(Stage("download", {"artifacts": artifacts}, {}, [], local=download, note=f"{len(artifacts)} artifacts"))
+    note = f"{len(artifacts)} artifacts"
+    stages.append(Stage("download", {"artifacts": artifacts}, {}, [], local=download, note=note))
 
     # train
     if recipe.train is not None:

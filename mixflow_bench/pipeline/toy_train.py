@@ -26,7 +26,8 @@ def train_toy(model: nn.Module, objective: Any, data: Any, config: Any, out_dir:
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoint.pt"
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    betas = tuple(config.betas)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     step = 0
     if ckpt.exists():

@@ -54,7 +54,8 @@ def sample_labels(seed: int, num: int, num_classes: int, mode: str) -> np.ndarra
     if num_classes <= 1:
         return np.zeros(num, dtype=np.int64)
     if mode == "uniform":
-        draws = [torch.randint(num_classes, (1,), generator=sample_generator(seed, STREAM_LABEL, i)) for i in range(num)]
+        gens = (sample_generator(seed, STREAM_LABEL, i) for i in range(num))
+        draws = [torch.randint(num_classes, (1,), generator=g) for g in gens]
         return np.array([int(d) for d in draws], dtype=np.int64)
     if mode == "equal":
         if num % num_classes:
