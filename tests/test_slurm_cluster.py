@@ -50,9 +50,14 @@ def test_reproduce_tiny_recipe_through_submitit(tmp_path):
 
     from mixflow_bench.cli.jobs_cmd import command
 
-    listing = CliRunner().invoke(command, ["--run-dir", str(run), "--json"])
-    states = {j["job_id"]: j["state"] for j in json.loads(listing.output)}
-    assert set(states) == {j["job_id"] for j in jobs} and set(states.values()) <= {"COMPLETED", "COMPLETING"}
+    deadline = time.monotonic() + 60
+    while True:  # the result file is written just before the job's process exits
+        listing = CliRunner().invoke(command, ["--run-dir", str(run), "--json"])
+        states = {j["job_id"]: j["state"] for j in json.loads(listing.output)}
+        if set(states.values()) <= {"COMPLETED"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert set(states) == {j["job_id"] for j in jobs} and set(states.values()) == {"COMPLETED"}, states
 
 
 @needs_slurm
