@@ -1,14 +1,35 @@
-"""`mixflow-bench jobs`."""
+"""`mixflow-bench jobs`: the Slurm jobs submitted from run directories, their state and logs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
+from rich.table import Table
 
-from mixflow_bench.cli.common import not_available
+from mixflow_bench.cli.common import console
 
 
-@click.command(name="jobs", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`mixflow-bench jobs`")
+@click.command(name="jobs")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="a run directory, or a folder of them")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def command(run_dir: Path, as_json: bool) -> None:
+    """List submitted jobs with their state (squeue / sacct / result files) and log paths."""
+    from mixflow_bench.launch.registry import find_registries
+
+    jobs = [job for reg in find_registries(run_dir) for job in reg.with_states()]
+    if as_json:
+        console.print_json(json.dumps(jobs))
+        return
+    if not jobs:
+        console.print(f"no jobs registered under {run_dir}")
+        return
+    table = Table(title=f"jobs under {run_dir}")
+    for col in ("job", "name", "stage", "state", "submitted", "stdout", "stderr"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        table.add_row(j["job_id"], j["name"], j.get("stage", ""), j["state"], j.get("submitted", ""), j["stdout"],
+                      j["stderr"])  # fmt: skip
+    console.print(table)

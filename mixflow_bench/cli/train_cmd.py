@@ -1,14 +1,33 @@
-"""`mixflow-bench train`."""
+"""`mixflow-bench train`: (post-)train a recipe's model; the EMA weights go to <run-dir>/train/model.pt."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from mixflow_bench.cli.common import not_available
+from mixflow_bench.cli.common import console
+from mixflow_bench.launch.options import launch_options, pop_launch_options
 
 
-@click.command(name="train", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`mixflow-bench train`")
+@click.command(name="train")
+@click.argument("recipe")
+@click.argument("overrides", nargs=-1)
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="default: runs/<recipe>")
+@launch_options
+def command(recipe, overrides, run_dir, **kwargs) -> None:
+    """Train RECIPE's model (its train: section), resuming from the last checkpoint."""
+    from mixflow_bench.cli.sample_cmd import _overrides
+    from mixflow_bench.launch import get_launcher
+    from mixflow_bench.pipeline.reproduce import default_run_dir, reproduce
+    from mixflow_bench.recipes.loader import load_recipe
+
+    launcher_name, nproc, slurm = pop_launch_options(kwargs)
+    ov = _overrides(overrides)
+    r = load_recipe(recipe, ov)
+    if r.train is None:
+        raise click.ClickException(f"recipe {r.name} has no train: section")
+    run_dir = run_dir or default_run_dir(r.name)
+    launcher = get_launcher(launcher_name, run_dir=run_dir, slurm_section=r.slurm, slurm_overrides=slurm, nproc=nproc)
+    reproduce(recipe, overrides=ov, run_dir=run_dir, launcher=launcher, only_stage="train", console=console)
+    console.print(f"[green]model:[/] {run_dir / 'train' / 'model.pt'}")

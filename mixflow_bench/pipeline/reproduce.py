@@ -1,0 +1,110 @@
+"""Drive a recipe's stages: show the plan, skip what is up to date, run the rest through a launcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mixflow_bench.pipeline.estimate import ASSUMPTIONS
+from mixflow_bench.pipeline.manifest import ManifestStore
+from mixflow_bench.pipeline.stages import STAGE_ORDER, Stage, build_stages, remove_stale
+from mixflow_bench.recipes.loader import load_recipe
+
+STATUS_STYLE = {"done": "green", "missing": "yellow", "changed": "magenta", "blocked": "dim"}
+
+
+def default_run_dir(recipe_name: str) -> Path:
+    return Path("runs") / recipe_name
+
+
+def plan(recipe_ref: str, overrides: dict[str, Any] | None = None, run_dir: Path | None = None):
+    """(recipe, run_dir, [(stage, status)]) without running anything."""
+    recipe = load_recipe(recipe_ref, overrides)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe.name)
+    store = ManifestStore(run_dir)
+    stages = build_stages(recipe, run_dir, recipe_ref, overrides or {})
+    return recipe, run_dir, [(s, store.status(s.name, s.settings, s.inputs, s.outputs)) for s in stages]
+
+
+def plan_table(recipe_name: str, rows: list[tuple[Stage, str]]) -> Table:
+    table = Table(title=f"reproduce {recipe_name}", caption=f"GPU-h are ESTIMATES ({ASSUMPTIONS})")
+    for col in ("stage", "status", "what", "outputs", "est. GPU-h"):
+        table.add_column(col)
+    total = 0.0
+    for stage, status in rows:
+        gpu = "-" if stage.gpu_hours is None else f"~{stage.gpu_hours:,.1f}"
+        if stage.gpu_hours and status != "done":
+            total += stage.gpu_hours
+        outputs = ", ".join(p.name for p in stage.outputs) or "-"
+        table.add_row(stage.name, f"[{STATUS_STYLE.get(status, '')}]{status}", stage.note, outputs, gpu)
+    table.add_row("[bold]remaining", "", "", "", f"[bold]~{total:,.1f}")
+    return table
+
+
+def run_stage(stage: Stage, launcher: Any, store: ManifestStore, console: Console) -> None:
+    if stage.local is not None:
+        stage.local()
+    else:
+        for task in stage.tasks:
+            use = launcher
+            if launcher.name == "torchrun" and not stage.distributed:
+                from mixflow_bench.launch.local import LocalLauncher
+
+                use = LocalLauncher()
+            if launcher.name == "slurm":
+                use.run(task, stage=stage.name)
+            else:
+                use.run(task)
+    missing = [str(p) for p in stage.outputs if not p.exists()]
+    if missing:
+        raise RuntimeError(f"stage {stage.name} finished without writing {missing}")
+    store.write(stage.name, stage.settings, stage.inputs, stage.outputs)
+
+
+def reproduce(
+    recipe_ref: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    run_dir: Path | None = None,
+    launcher: Any = None,
+    only_stage: str | None = None,
+    console: Console | None = None,
+) -> dict[str, str]:
+    """Run every stage that is not up to date (or only ``only_stage``); returns {stage: what happened}."""
+    console = console or Console()
+    if launcher is None:
+        from mixflow_bench.launch.local import LocalLauncher
+
+        launcher = LocalLauncher()
+    recipe = load_recipe(recipe_ref, overrides)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe.name)
+    store = ManifestStore(run_dir)
+    names = [s.name for s in build_stages(recipe, run_dir, recipe_ref, overrides or {})]
+    if only_stage is not None and only_stage not in names:
+        raise ValueError(f"recipe {recipe.name} has no stage {only_stage!r} (stages: {', '.join(names)})")
+    outcome: dict[str, str] = {}
+    for name in names:
+        if only_stage is not None and name != only_stage:
+            continue
+        # rebuilt each time: a stage's inputs are the outputs of the stages before it
+        stage = next(s for s in build_stages(recipe, run_dir, recipe_ref, overrides or {}) if s.name == name)
+        status = store.status(stage.name, stage.settings, stage.inputs, stage.outputs)
+        if status == "done":
+            console.print(f"[green]✓[/] {name}: up to date, skipped")
+            outcome[name] = "skipped"
+            continue
+        if status == "blocked":
+            raise RuntimeError(f"stage {name} cannot run: an input is missing ({stage.inputs}); run earlier stages")
+        if status == "changed":
+            console.print(f"[magenta]↻[/] {name}: inputs or settings changed, running again")
+            remove_stale(stage)
+        console.print(f"[bold]▶[/] {name} ({launcher.name}) {stage.note}")
+        run_stage(stage, launcher, store, console)
+        outcome[name] = "ran"
+    return outcome
+
+
+__all__ = ["STAGE_ORDER", "plan", "plan_table", "reproduce"]

@@ -1,0 +1,189 @@
+"""The work behind the pipeline's stages, as plain functions of JSON arguments (run by any launcher).
+
+Every task resumes: sampling from its shards, training from its last checkpoint, evaluation by rewriting one
+small JSON file.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mixflow_bench.recipes.loader import load_recipe
+from mixflow_bench.recipes.schema import GuidanceSection, Recipe, SampleSection
+from mixflow_bench.recipes.validate import build_dataclass
+from mixflow_bench.results.records import write_json_atomic
+
+
+def sample_section(sample: dict[str, Any]) -> SampleSection:
+    return build_dataclass(SampleSection, copy.deepcopy(sample), "sample")
+
+
+def sample_task(
+    model: dict[str, Any],
+    sample: dict[str, Any],
+    out: str,
+    random_init: bool = False,
+    progress: bool = True,
+) -> str | None:
+    """Sample ``sample["num"]`` images of ``model`` (name, checkpoint, overrides) into the ADM npz ``out``."""
+    from mixflow_bench.sampling import sample_to_npz
+    from mixflow_bench.sampling.models import default_device, load_codec, resolve_model
+    from mixflow_bench.sampling.velocity import model_generator
+
+    cfg = sample_section(sample)
+    spec, net = resolve_model(
+        model["name"], model.get("checkpoint"), random_init=random_init, overrides=model.get("overrides")
+    )
+    guide = None
+    if cfg.guidance.kind == "autoguidance":
+        _, guide = resolve_model(cfg.guidance.guide_model, cfg.guidance.guide_checkpoint, random_init=random_init)
+    device = default_device()
+    codec = load_codec(spec, random_init=random_init)
+    if codec is not None and hasattr(codec, "to"):
+        codec = codec.to(device)
+    generator = model_generator(
+        spec,
+        net,
+        cfg,
+        codec=codec,
+        guide_model=guide,
+        device=device,
+        fingerprint_extra={"checkpoint": _file_identity(model.get("checkpoint")), "random_init": random_init},
+    )
+    result = sample_to_npz(
+        generator,
+        cfg.num,
+        Path(out),
+        seed=cfg.seed,
+        labels=cfg.labels,
+        batch_size=cfg.batch_size,
+        shard_size=cfg.shard_size,
+        progress=progress,
+    )
+    return str(result) if result else None
+
+
+def _file_identity(path: str | None) -> str | None:
+    """A checkpoint's identity for shard fingerprints: name, size and mtime (cheap; the manifest hashes it)."""
+    if path is None or not Path(path).exists():
+        return path
+    st = Path(path).stat()
+    return f"{Path(path).name}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def sleep_task(seconds: float = 1.0, marker: str | None = None) -> float:
+    """Sleep (for launcher tests); writes ``marker`` with the job id when given."""
+    time.sleep(seconds)
+    if marker:
+        Path(marker).write_text(os.environ.get("SLURM_JOB_ID", "local"))
+    return seconds
+
+
+# --- training ------------------------------------------------------------------------------------------------
+def build_objective(recipe: Recipe, spec: Any):
+    """The recipe's objective (plain flow matching or MixFlow) on the model's path and convention."""
+    from mixflow_bench.flow import FlowMatching
+    from mixflow_bench.flow import Path as FlowPath
+    from mixflow_bench.flow.conventions import TimeConvention
+    from mixflow_bench.sampling.velocity import resolve_shift
+
+    o = recipe.train.objective
+    shift = resolve_shift(o.time_shift, tuple(spec.latent_shape)) if o.time_shift is not None else None
+    return FlowMatching(
+        path=FlowPath(kind=o.path, convention=TimeConvention(spec.convention)),
+        t_dist=o.t_dist,
+        mixture=None if o.kind == "fm" else o.mixture,
+        gamma=o.gamma,
+        target=o.target,
+        time_shift=shift,
+        label_dropout=o.label_dropout,
+        null_label=spec.num_classes,
+    )
+
+
+def toy_training_data(recipe: Recipe):
+    """The train split of the recipe's toy data set."""
+    from mixflow_bench.toy.datasets import load_digits_split, load_toy2d_split
+
+    d = recipe.data
+    if d is None or d.source not in ("digits", "toy2d"):
+        raise ValueError(f"recipe {recipe.name}: toy training needs data.source digits or toy2d")
+    if d.source == "digits":
+        train, _ = load_digits_split(seed=d.seed)
+    else:
+        train, _, _ = load_toy2d_split(seed=d.seed)
+    return train
+
+
+def train_task(recipe: str, overrides: dict[str, Any] | None, out_dir: str, init_checkpoint: str | None = None) -> str:
+    """Train (or post-train) the recipe's model; writes the EMA weights to ``out_dir/model.pt``."""
+    from mixflow_bench.sampling.models import resolve_model
+
+    r = load_recipe(recipe, overrides)
+    if r.train is None:
+        raise ValueError(f"recipe {r.name} has no train: section")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = init_checkpoint or (r.model.checkpoint if r.train.init == "checkpoint" else None)
+    spec, model = resolve_model(r.model.name, checkpoint, overrides=r.model.overrides)
+    objective = build_objective(r, spec)
+    final = out / "model.pt"
+    if r.data is not None and r.data.source in ("digits", "toy2d"):
+        from mixflow_bench.pipeline.toy_train import train_toy
+
+        train_toy(model, objective, toy_training_data(r), r.train, out, final)
+        return str(final)
+    return str(_train_with_engine(r, model, objective, out, final))
+
+
+def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path) -> Path:
+    """Latent-space post-training through ``mixflow_bench.train`` (multi-GPU, bf16, resumable)."""
+    from mixflow_bench.data import LatentBatches, LatentDataset
+    from mixflow_bench.train.checkpoint import export_ema
+    from mixflow_bench.train.engine import TrainConfig, train
+
+    t = r.train
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    batches = LatentBatches(LatentDataset(r.data.path), t.batch_size, t.seed, rank, world)
+    config = TrainConfig(
+        steps=t.steps, global_batch_size=t.batch_size, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+        ema_decay=t.ema_decay, grad_clip=t.grad_clip, precision=t.precision, lr_schedule=t.lr_schedule,
+        warmup_steps=t.warmup_steps, final_lr=t.final_lr, checkpoint_every=t.checkpoint_every, seed=t.seed,
+    )  # fmt: skip
+    result = train(model, objective, batches, config, out, resume=True)
+    if rank == 0:
+        last = Path(getattr(result, "checkpoint", "") or max(out.glob("*.pt"), key=lambda p: p.stat().st_mtime))
+        export_ema(last, final)
+    return final
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------
+TOY_METRICS = {"fd-data"}
+
+
+def eval_task(samples: str, reference: str, metrics: list[str], out: str) -> dict[str, float]:
+    """Evaluate the ADM npz ``samples`` against ``reference``; writes ``{metric: value}`` to ``out``."""
+    toy = [m for m in metrics if m in TOY_METRICS]
+    other = [m for m in metrics if m not in TOY_METRICS]
+    values: dict[str, float] = {}
+    if toy:
+        from mixflow_bench.pipeline.frechet import fd_data
+
+        values["fd-data"] = fd_data(Path(samples), reference)
+    if other:
+        from mixflow_bench.metrics import evaluate
+
+        device = "cuda" if torch.cuda.is_available() else None
+        values.update({k: float(v) for k, v in evaluate(Path(samples), reference, other, device=device).items()})
+    if int(os.environ.get("RANK", 0)) == 0:
+        write_json_atomic(Path(out), values)
+    return values
+
+
+__all__ = ["GuidanceSection", "eval_task", "sample_task", "sleep_task", "train_task"]

@@ -1,0 +1,104 @@
+"""Model names -> (spec, module): toy models (``toy-mlp``) from ``mixflow_bench.toy``, the rest from the zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mixflow_bench.flow.conventions import TimeConvention
+from mixflow_bench.models.base import ModelSpec
+
+TOY_MODELS = ("toy-mlp",)
+
+
+def toy_spec(name: str = "toy-mlp", **overrides: Any) -> ModelSpec:
+    """The toy MLP's spec; defaults to 8x8 digits with 10 classes (``data_shape``/``num_classes`` override)."""
+    from mixflow_bench.toy.model import ToyVelocityMLP
+
+    data_shape = tuple(overrides.get("data_shape", (8, 8)))
+    num_classes = int(overrides.get("num_classes", 10))
+    convention = TimeConvention(overrides.get("convention", TimeConvention.DATA_AT_1))
+    kwargs = {**overrides, "data_shape": data_shape, "num_classes": num_classes, "convention": convention}
+    return ModelSpec(
+        name=name,
+        build=lambda **extra: ToyVelocityMLP(**{**kwargs, **extra}),
+        convention=convention,
+        latent_shape=data_shape,
+        num_classes=num_classes,
+        description="toy velocity MLP (pixel space)",
+    )
+
+
+def get_spec(name: str, **overrides: Any) -> ModelSpec:
+    if name in TOY_MODELS:
+        return toy_spec(name, **overrides)
+    from mixflow_bench.models.zoo import get_spec as zoo_spec
+
+    return zoo_spec(name)
+
+
+def load_state_dict(source: str | Path) -> dict[str, Any]:
+    """A raw state dict from a file (or a hub artifact name); unwraps ``{"ema": ...}`` checkpoints."""
+    path = Path(source)
+    if path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        from mixflow_bench.hub import load_state_dict as hub_load
+
+        state = hub_load(str(source))
+    if isinstance(state, dict) and "ema" in state and isinstance(state["ema"], dict):
+        state = state["ema"]
+    return state
+
+
+def resolve_model(
+    name: str,
+    checkpoint: str | Path | None = None,
+    *,
+    random_init: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[ModelSpec, nn.Module]:
+    """Build model ``name`` with weights from ``checkpoint`` (path or artifact), the zoo default, or random.
+
+    ``random_init`` skips every download (for smoke tests of shapes and plumbing).
+    """
+    overrides = dict(overrides or {})
+    if name in TOY_MODELS:
+        spec = toy_spec(name, **overrides)
+        model = spec.build()
+        if checkpoint is not None and not random_init:
+            model.load_state_dict(load_state_dict(checkpoint), strict=True)
+        return spec, model
+    from mixflow_bench.models import zoo
+
+    spec = zoo.get_spec(name)
+    if random_init:
+        return spec, zoo.build_model(name, pretrained=False, **overrides)
+    if checkpoint is not None:
+        weights = Path(checkpoint)
+        if not weights.exists():
+            from mixflow_bench.hub import fetch
+
+            weights = fetch(str(checkpoint))
+        return spec, zoo.build_model(name, pretrained=False, weights_path=weights, **overrides)
+    return spec, zoo.build_model(name, pretrained=True, **overrides)
+
+
+def load_codec(spec: ModelSpec, *, random_init: bool = False) -> Any:
+    """The latent decoder of ``spec`` (None for pixel-space models)."""
+    if spec.decoder is None:
+        return None
+    from mixflow_bench.models.autoencoders import build_codec
+
+    return build_codec(spec.decoder, spec.resolution, random_init=random_init)
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        import os
+
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
