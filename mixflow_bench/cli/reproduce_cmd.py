@@ -11,21 +11,54 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 
 
 @click.command(name="reproduce")
-@click.argument("recipe")
-@click.argument("overrides", nargs=-1)
+@click.argument("args", nargs=-1, required=True, metavar="RECIPE... [KEY.PATH=VALUE]...")
 @click.option("--plan", "show_plan", is_flag=True, help="show the stages, what is done and a GPU-hour estimate")
 @click.option("--stage", default=None, help="run only this stage")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="default: runs/<recipe>")
+@click.option("--gamma", "gammas", type=float, multiple=True, help="small studies: MixFlow gamma sweep (repeatable)")
+@click.option("--seeds", default=None, help="small studies: comma-separated seeds (default: the recipe's)")
 @launch_options
-def command(recipe, overrides, show_plan, stage, run_dir, **kwargs) -> None:
-    """Reproduce RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped."""
+def command(args, show_plan, stage, run_dir, gammas, seeds, **kwargs) -> None:
+    """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
+
+    Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
+    a flow-matching post-training control and MixFlow post-training.
+    """
     from mixflow_bench.cli.sample_cmd import _overrides
+    from mixflow_bench.recipes.loader import load_recipe
+
+    recipes = [a for a in args if "=" not in a]
+    ov = _overrides(tuple(a for a in args if "=" in a))
+    if not recipes:
+        raise click.UsageError("name at least one recipe")
+    loaded = []
+    for name in recipes:
+        try:
+            loaded.append(load_recipe(name, ov))
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+    studies = [r for r in loaded if r.study is not None]
+    if studies:
+        if len(studies) != len(loaded):
+            raise click.UsageError("run small studies and full pipelines in separate calls")
+        from mixflow_bench.toy.study import run_study
+
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+        for r in studies:
+            out = (run_dir / r.name) if run_dir else Path("runs") / r.name
+            run_study(r, out, gammas=list(gammas) or None, seeds=seed_list, console=console)
+        return
+    if len(loaded) > 1:
+        raise click.UsageError("reproduce one full recipe at a time")
+    _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs)
+
+
+def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs) -> None:
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.pipeline.reproduce import default_run_dir, plan, plan_table, reproduce
     from mixflow_bench.recipes.loader import load_recipe
 
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
-    ov = _overrides(overrides)
     if show_plan:
         r, _, rows = plan(recipe, ov, run_dir)
         console.print(plan_table(r.name, rows))

@@ -221,6 +221,8 @@ def _latest(run_dir: FilePath) -> FilePath:
 
 
 def _slow_flow(models: dict, data: StudyData, study, out_dir: FilePath, title: str) -> dict | None:
+    """Slow-Flow curves of every model, the null curve, and on toy2d the exact velocity field (a perfect model)."""
+    from mixflow_bench.analysis.exact_velocity import ring_velocity
     from mixflow_bench.analysis.slow_flow import analyze
 
     n = min(study.slow_flow_samples, len(data.heldout.x))
@@ -232,15 +234,13 @@ def _slow_flow(models: dict, data: StudyData, study, out_dir: FilePath, title: s
     def velocity(model):
         return lambda x, t: model(x.reshape(-1, *shape), t, y[: len(x)]).flatten(1)
 
-    return analyze(
-        {name: velocity(m) for name, m in models.items()},
-        x0,
-        data.train.x.flatten(1),
-        data.heldout.x[:n].flatten(1),
-        study.slow_flow_steps,
-        out_dir,
-        f"Slow Flow: {title}",
-    )
+    curves = {name: velocity(m) for name, m in models.items()}
+    if data.train.name == "toy2d":
+        ring = ring_velocity()
+        curves["exact field"] = lambda x, t: ring(x, t).to(x.dtype)
+    with torch.no_grad():
+        return analyze(curves, x0, data.train.x.flatten(1), data.heldout.x[:n].flatten(1), study.slow_flow_steps,
+                       out_dir, f"Slow Flow: {title}")
 
 
 def _summarize(per_seed: dict, methods: list[str], steps_list: list[int]) -> dict:
