@@ -451,6 +451,7 @@ def _train(
                 bar.update(task, completed=step)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 last_checkpoint = save(step) or last_checkpoint
+    ctx.barrier()  # no rank leaves (and tears down the group) while another is inside a collective
     elapsed = time.perf_counter() - run_start
     done = step - start_step
     return TrainResult(
