@@ -47,7 +47,9 @@ def test_update_ema_matches_closed_form() -> None:
         update_ema(ema, model, decay)
     for name, value in ema.named_parameters():
         # e_K = d^K e_0 + sum_k (1-d) d^(K-k) p_k
-        expected = decay**4 * e0[name] + sum((1 - decay) * decay ** (3 - k) * s[name] for k, s in enumerate(snapshots))
+        expected = decay**4 * e0[name] + sum(
+            (1 - decay) * decay ** (3 - k) * s[name] for k, s in enumerate(snapshots)
+        )
         torch.testing.assert_close(value.double(), expected, rtol=1e-6, atol=1e-6)
     assert ema.calls.item() == 13  # buffers are copied, not averaged
     assert not any(p.requires_grad for p in ema.parameters())
@@ -56,7 +58,9 @@ def test_update_ema_matches_closed_form() -> None:
 def test_engine_ema_follows_weights_every_step(tmp_path: Path) -> None:
     model = make_model()
     snapshots = [{n: p.detach().double().clone() for n, p in model.named_parameters()}]
-    config = TrainConfig(steps=5, global_batch_size=B, lr=1e-2, ema_decay=0.6, log_every=1, checkpoint_every=5)
+    config = TrainConfig(
+        steps=5, global_batch_size=B, lr=1e-2, ema_decay=0.6, log_every=1, checkpoint_every=5
+    )
 
     def record(_: dict) -> None:
         snapshots.append({n: p.detach().double().clone() for n, p in model.named_parameters()})
@@ -65,7 +69,9 @@ def test_engine_ema_follows_weights_every_step(tmp_path: Path) -> None:
     ema = load_checkpoint(latest_checkpoint(tmp_path))["ema"]
     d = config.ema_decay
     for name in snapshots[0]:
-        expected = d**5 * snapshots[0][name] + sum((1 - d) * d ** (5 - k) * snapshots[k][name] for k in range(1, 6))
+        expected = d**5 * snapshots[0][name] + sum(
+            (1 - d) * d ** (5 - k) * snapshots[k][name] for k in range(1, 6)
+        )
         torch.testing.assert_close(ema[name].double(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -74,7 +80,9 @@ def test_learning_rate_formulas() -> None:
     rae = dict(base_lr=2e-4, schedule="linear", final_lr=2e-5, decay_start=40, decay_end=800)
     assert learning_rate(0, **rae) == 2e-4 and learning_rate(40, **rae) == 2e-4
     assert learning_rate(420, **rae) == pytest.approx(2e-4 - 1.8e-4 * 380 / 760, rel=1e-12)
-    assert learning_rate(800, **rae) == pytest.approx(2e-5) and learning_rate(5000, **rae) == pytest.approx(2e-5)
+    assert learning_rate(800, **rae) == pytest.approx(2e-5) and learning_rate(5000, **rae) == pytest.approx(
+        2e-5
+    )
     cos = dict(base_lr=1.0, schedule="cosine", final_lr=0.1, warmup_steps=10, decay_start=10, decay_end=110)
     assert learning_rate(0, **cos) == pytest.approx(0.1) and learning_rate(4, **cos) == pytest.approx(0.5)
     assert learning_rate(60, **cos) == pytest.approx(0.55)  # half way: mean of base and final
@@ -85,8 +93,16 @@ def test_learning_rate_formulas() -> None:
 
 
 def test_engine_uses_scheduled_lr(tmp_path: Path) -> None:
-    config = TrainConfig(steps=6, global_batch_size=B, lr=1e-3, lr_schedule="linear", final_lr=1e-4,
-                         warmup_steps=2, log_every=1, checkpoint_every=6)  # fmt: skip
+    config = TrainConfig(
+        steps=6,
+        global_batch_size=B,
+        lr=1e-3,
+        lr_schedule="linear",
+        final_lr=1e-4,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=6,
+    )
     result = train(make_model(), FlowMatchingObjective(), _batches(), config, tmp_path, progress=False)
     expected = [5e-4, 1e-3, 1e-3, 1e-3 - 9e-4 / 4, 1e-3 - 9e-4 / 2, 1e-3 - 9e-4 * 3 / 4]
     assert [r["lr"] for r in result.history] == pytest.approx(expected, rel=1e-12)
@@ -96,8 +112,16 @@ def test_engine_uses_scheduled_lr(tmp_path: Path) -> None:
 def test_grad_norm_and_clipping_against_manual_gradient(tmp_path: Path, clip: float | None) -> None:
     model = make_model()
     reference = copy.deepcopy(model)
-    config = TrainConfig(steps=1, global_batch_size=B, lr=1e-3, betas=(0.8, 0.99), grad_clip=clip, seed=4,
-                         log_every=1, checkpoint_every=1)  # fmt: skip
+    config = TrainConfig(
+        steps=1,
+        global_batch_size=B,
+        lr=1e-3,
+        betas=(0.8, 0.99),
+        grad_clip=clip,
+        seed=4,
+        log_every=1,
+        checkpoint_every=1,
+    )
     result = train(model, FlowMatchingObjective(), _batches(), config, tmp_path, progress=False)
     x1, y, randomness = _first_batch_and_draw(seed=4)
     FlowMatchingObjective().loss(reference, x1, y, randomness).mean().backward()
@@ -108,7 +132,9 @@ def test_grad_norm_and_clipping_against_manual_gradient(tmp_path: Path, clip: fl
     state = load_checkpoint(latest_checkpoint(tmp_path))["optimizer"]["state"]
     for index, name in enumerate(n for n, _ in reference.named_parameters()):
         # after one AdamW step the first moment is (1 - beta1) * (clipped) gradient
-        torch.testing.assert_close(state[index]["exp_avg"].double(), 0.2 * scale * grads[name], rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(
+            state[index]["exp_avg"].double(), 0.2 * scale * grads[name], rtol=1e-5, atol=1e-9
+        )
 
 
 @pytest.mark.parametrize("form", ["training-checkpoint", "raw-path"])
@@ -124,9 +150,18 @@ def test_post_training_starts_from_init_weights(tmp_path: Path, form: str) -> No
     model = make_model(seed=3)
     decay = 0.5
     # lr = 0: the weights must stay exactly the init weights; the EMA takes one step from its init
-    config = TrainConfig(steps=1, global_batch_size=B, lr=0.0, ema_decay=decay, log_every=1, checkpoint_every=1)
-    result = train(model, FlowMatchingObjective(), _batches(), config, tmp_path / "run", init_checkpoint=init,
-                   progress=False)  # fmt: skip
+    config = TrainConfig(
+        steps=1, global_batch_size=B, lr=0.0, ema_decay=decay, log_every=1, checkpoint_every=1
+    )
+    result = train(
+        model,
+        FlowMatchingObjective(),
+        _batches(),
+        config,
+        tmp_path / "run",
+        init_checkpoint=init,
+        progress=False,
+    )
     state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
     for name, param in source.named_parameters():
         assert torch.equal(state["model"][name], param.detach())
@@ -141,9 +176,12 @@ def test_post_training_starts_from_init_weights(tmp_path: Path, form: str) -> No
 def test_bf16_autocast_loss_close_to_fp32(tmp_path: Path) -> None:
     losses = {}
     for precision in ("fp32", "bf16"):
-        config = TrainConfig(steps=1, global_batch_size=B, precision=precision, log_every=1, checkpoint_every=1)
-        result = train(make_model(), FlowMatchingObjective(), _batches(), config, tmp_path / precision,
-                       progress=False)  # fmt: skip
+        config = TrainConfig(
+            steps=1, global_batch_size=B, precision=precision, log_every=1, checkpoint_every=1
+        )
+        result = train(
+            make_model(), FlowMatchingObjective(), _batches(), config, tmp_path / precision, progress=False
+        )
         losses[precision] = result.history[0]["loss"]
     assert losses["bf16"] != losses["fp32"]  # autocast really ran in bf16
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
