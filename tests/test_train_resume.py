@@ -128,6 +128,17 @@ def test_resume_refuses_other_batch_size(tmp_path: Path) -> None:
         )
 
 
+def test_fresh_run_refuses_dir_with_checkpoints_and_drops_torn_log_line(tmp_path: Path) -> None:
+    _run(tmp_path / "run", None, stop_after=5)
+    with (tmp_path / "run" / "log.jsonl").open("a") as handle:
+        handle.write('{"step": 6, "lo')  # a kill in the middle of a log write
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        _run(tmp_path / "run", None, resume=False)
+    _run(tmp_path / "run", None)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, STEPS + 1))
+
+
 if __name__ == "__main__":
     out, threads, clip = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     torch.set_num_threads(threads)
