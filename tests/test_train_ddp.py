@@ -1,6 +1,6 @@
-"""DDP through torchrun: 2 gloo processes on half batches train to the weights of 1 process on the whole batch.
+"""DDP through torchrun: 2 gloo ranks on half batches reach the weights of 1 process on the whole batch.
 
-Run by torchrun as a script (``tests/test_train_ddp.py OUT``): each rank reads its slice of every global batch.
+Run by torchrun as a script (``tests/test_train_ddp.py OUT [STOP]``): each rank reads its slice of each batch.
 """
 
 from __future__ import annotations
@@ -22,9 +22,16 @@ from test_train_support import FlowMatchingObjective, make_data, make_model  # n
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = TrainConfig(
-    steps=6, global_batch_size=8, lr=1e-2, weight_decay=0.01, ema_decay=0.7, grad_clip=0.5,
-    checkpoint_every=3, log_every=1, seed=11,
-)  # fmt: skip
+    steps=6,
+    global_batch_size=8,
+    lr=1e-2,
+    weight_decay=0.01,
+    ema_decay=0.7,
+    grad_clip=0.5,
+    checkpoint_every=3,
+    log_every=1,
+    seed=11,
+)
 
 
 def _run(out: Path, rank: int, world_size: int, stop_after: int | None = None) -> None:
@@ -37,8 +44,16 @@ def _torchrun(out: Path, *extra: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               __file__, str(out), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        __file__,
+        str(out),
+        *extra,
+    ]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

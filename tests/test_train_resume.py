@@ -29,16 +29,35 @@ STEPS, KILL_AT = 10, 6
 
 def _config(clip: float | None) -> TrainConfig:
     return TrainConfig(
-        steps=STEPS, global_batch_size=8, lr=1e-2, weight_decay=0.01, ema_decay=0.8, grad_clip=clip,
-        lr_schedule="cosine", warmup_steps=2, final_lr=1e-3, checkpoint_every=4, keep_last=2, log_every=1, seed=7,
-    )  # fmt: skip
+        steps=STEPS,
+        global_batch_size=8,
+        lr=1e-2,
+        weight_decay=0.01,
+        ema_decay=0.8,
+        grad_clip=clip,
+        lr_schedule="cosine",
+        warmup_steps=2,
+        final_lr=1e-3,
+        checkpoint_every=4,
+        keep_last=2,
+        log_every=1,
+        seed=7,
+    )
 
 
 def _run(out: Path, clip: float | None, *, model_seed: int = 0, **kwargs) -> torch.nn.Module:
     x, y = make_data(40)
     model = make_model(model_seed, dropout=0.2)  # dropout draws from the global torch RNG
-    train(model, FlowMatchingObjective(), InMemoryBatches(x, y, 8, seed=3), _config(clip), out,
-          progress=False, extra={"recipe": "resume-test"}, **kwargs)  # fmt: skip
+    train(
+        model,
+        FlowMatchingObjective(),
+        InMemoryBatches(x, y, 8, seed=3),
+        _config(clip),
+        out,
+        progress=False,
+        extra={"recipe": "resume-test"},
+        **kwargs,
+    )
     return model
 
 
@@ -81,8 +100,11 @@ def test_killed_process_resumes_bit_identical(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, __file__, str(tmp_path / "cut"), str(torch.get_num_threads()), "0.05"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
     assert ckpts == ["latest", "step-0000004.pt"]
@@ -96,8 +118,25 @@ def test_resume_refuses_other_batch_size(tmp_path: Path) -> None:
     x, y = make_data(40)
     config = TrainConfig(steps=STEPS, global_batch_size=4, seed=7)
     with pytest.raises(ValueError, match="global_batch_size=8"):
-        train(make_model(), FlowMatchingObjective(), InMemoryBatches(x, y, 4, seed=3), config, tmp_path / "run",
-              progress=False)  # fmt: skip
+        train(
+            make_model(),
+            FlowMatchingObjective(),
+            InMemoryBatches(x, y, 4, seed=3),
+            config,
+            tmp_path / "run",
+            progress=False,
+        )
+
+
+def test_fresh_run_refuses_dir_with_checkpoints_and_drops_torn_log_line(tmp_path: Path) -> None:
+    _run(tmp_path / "run", None, stop_after=5)
+    with (tmp_path / "run" / "log.jsonl").open("a") as handle:
+        handle.write('{"step": 6, "lo')  # a kill in the middle of a log write
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        _run(tmp_path / "run", None, resume=False)
+    _run(tmp_path / "run", None)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, STEPS + 1))
 
 
 if __name__ == "__main__":

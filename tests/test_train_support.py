@@ -37,7 +37,9 @@ class FlowMatchingObjective:
     def __init__(self, label_drop: float = 0.25) -> None:
         self.label_drop = label_drop
 
-    def draw(self, batch_size: int, sample_shape: tuple[int, ...], generator: torch.Generator) -> dict[str, Tensor]:
+    def draw(
+        self, batch_size: int, sample_shape: tuple[int, ...], generator: torch.Generator
+    ) -> dict[str, Tensor]:
         return {
             "noise": torch.randn((batch_size, *sample_shape), generator=generator),
             "t": torch.rand(batch_size, generator=generator),

@@ -157,12 +157,17 @@ def _init_weights(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[M
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines after ``step`` (written after the checkpoint we resume from) so none are duplicated."""
+    """Drop log lines after ``step`` (written after the checkpoint we resume from) so none are duplicated;
+    a line torn by a kill mid-write is dropped too."""
     if not path.is_file():
         return
-    kept = [
-        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
-    ]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
@@ -306,12 +311,17 @@ def _train(
         else:  # another world size: the draws stay exact, per-process RNGs are reseeded deterministically
             generator.set_state(rng[0]["generator"])
             _seed_everything(config.seed + ctx.rank + 1_000_003 * step)
-        if ctx.is_main:
-            _truncate_log(log_path, step)
+    elif not resume and ckpt.list_checkpoints(out_dir):
+        raise ValueError(
+            f"{out_dir} already holds checkpoints of another run; pass resume=True to continue it "
+            "or choose a new out_dir"
+        )
     elif init_checkpoint is not None:
         weights, ema_weights = _init_weights(init_checkpoint)
         model.load_state_dict(weights, strict=True)
         ema.load_state_dict(ema_weights if ema_weights is not None else weights, strict=True)
+    if ctx.is_main:
+        _truncate_log(log_path, step)  # lines past the starting step belong to work that is being redone
     start_step = step
 
     net: nn.Module = model
@@ -451,6 +461,7 @@ def _train(
                 bar.update(task, completed=step)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 last_checkpoint = save(step) or last_checkpoint
+    ctx.barrier()  # no rank leaves (and tears down the group) while another is inside a collective
     elapsed = time.perf_counter() - run_start
     done = step - start_step
     return TrainResult(
