@@ -287,6 +287,7 @@ def _train(
         eps=config.eps,
         weight_decay=config.weight_decay,
         fused=True if (config.fused_adamw and device.type == "cuda") else None,
+        foreach=None if (config.fused_adamw and device.type == "cuda") else True,  # multi-tensor kernels on CPU
     )
 
     step = 0
