@@ -161,7 +161,7 @@ class DDTFinalLayer(nn.Module):
 
 
 class GaussianFourierEmbedding(nn.Module):
-    """Time features ``[sin(2 pi t W), cos(2 pi t W)]`` (fixed random ``W``, a frozen parameter), then an MLP."""
+    """Time features ``[sin(2 pi t W), cos(2 pi t W)]`` with fixed random ``W``, then an MLP."""
 
     def __init__(self, hidden_size: int, embedding_size: int = 256, scale: float = 1.0) -> None:
         super().__init__()

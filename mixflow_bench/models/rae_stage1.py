@@ -197,7 +197,8 @@ class GeneralDecoder(nn.Module):
         """Patch predictions (B, N, p*p*3) for latent tokens (B, N, latent_dim); the CLS output is dropped."""
         if tokens.ndim != 3 or tokens.shape[1:] != (self.num_patches, self.cfg.latent_dim):
             raise ValueError(
-                f"decoder expects (B, {self.num_patches}, {self.cfg.latent_dim}) tokens, got {tuple(tokens.shape)}"
+                f"decoder expects (B, {self.num_patches}, {self.cfg.latent_dim}) tokens, "
+                f"got {tuple(tokens.shape)}"
             )
         x = self.decoder_embed(tokens)
         x = (
