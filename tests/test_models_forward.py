@@ -39,7 +39,11 @@ def tiny_dith() -> DiTDH:
 
 def batch(channels: int, size: int, b: int = 2, seed: int = 1):
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(b, channels, size, size, generator=gen), torch.rand(b, generator=gen), torch.tensor([3, 1000])[:b]
+    return (
+        torch.randn(b, channels, size, size, generator=gen),
+        torch.rand(b, generator=gen),
+        torch.tensor([3, 1000])[:b],
+    )
 
 
 def test_sincos_table_closed_form() -> None:
@@ -95,8 +99,12 @@ def test_rope_equals_explicit_pair_rotations() -> None:
                 k = m % (half // 2)
                 angle = axis_pos * 10000 ** (-2 * k / half)
                 a, b = x[0, 0, n, 2 * m].item(), x[0, 0, n, 2 * m + 1].item()
-                assert out[0, 0, n, 2 * m].item() == pytest.approx(a * math.cos(angle) - b * math.sin(angle), abs=1e-5)
-                assert out[0, 0, n, 2 * m + 1].item() == pytest.approx(b * math.cos(angle) + a * math.sin(angle), abs=1e-5)
+                assert out[0, 0, n, 2 * m].item() == pytest.approx(
+                    a * math.cos(angle) - b * math.sin(angle), abs=1e-5
+                )
+                assert out[0, 0, n, 2 * m + 1].item() == pytest.approx(
+                    b * math.cos(angle) + a * math.sin(angle), abs=1e-5
+                )
 
 
 def test_rope_scores_depend_only_on_relative_position() -> None:
@@ -112,7 +120,9 @@ def test_rope_scores_depend_only_on_relative_position() -> None:
 
 def test_sit_learn_sigma_returns_first_channels() -> None:
     full = tiny_sit(learn_sigma=True)
-    half = SiT(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, learn_sigma=False)
+    half = SiT(
+        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, learn_sigma=False
+    )
     state = full.state_dict()
     # final linear rows are ordered (p, q, channel); keep the rows of channels 0..3 of 8
     rows = [r for r in range(2 * 2 * 8) if r % 8 < 4]

@@ -81,7 +81,9 @@ def test_parameter_counts_match_reference_numbers() -> None:
     # pos_embed and the Fourier frequencies are frozen parameters, as in the official module
     assert not dith.pos_embed.requires_grad and not dith.t_embedder.W.requires_grad
     repa = build_meta("repa-sit-xl-2-256")
-    without_projector = sum(v.numel() for k, v in repa.state_dict().items() if not k.startswith("projectors."))
+    without_projector = sum(
+        v.numel() for k, v in repa.state_dict().items() if not k.startswith("projectors.")
+    )
     assert without_projector == 675_111_184
 
 

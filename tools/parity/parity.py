@@ -80,7 +80,12 @@ def sit_like(official_root: Path, batch: int, repa: bool) -> tuple[list[dict], d
         from mixflow_bench.models.repa import repa_sit
 
         official = SiT_models["SiT-XL/2"](
-            input_size=32, num_classes=1000, use_cfg=True, z_dims=[768], encoder_depth=8, fused_attn=False,
+            input_size=32,
+            num_classes=1000,
+            use_cfg=True,
+            z_dims=[768],
+            encoder_depth=8,
+            fused_attn=False,
             qk_norm=False,
         )
         build = repa_sit
@@ -126,17 +131,29 @@ def rae_dith(official_root: Path, batch: int, size: str) -> tuple[list[dict], di
 
     cfg = DITDH_SIZES[size]
     official = DiTwDDTHead(
-        input_size=16, patch_size=1, in_channels=768, hidden_size=list(cfg["hidden_size"]),
-        depth=list(cfg["depth"]), num_heads=list(cfg["num_heads"]),
+        input_size=16,
+        patch_size=1,
+        in_channels=768,
+        hidden_size=list(cfg["hidden_size"]),
+        depth=list(cfg["depth"]),
+        num_heads=list(cfg["num_heads"]),
     ).eval()
     enc_h, dec_h = cfg["hidden_size"]
     enc_hd, dec_hd = enc_h // cfg["num_heads"][0], dec_h // cfg["num_heads"][1]
     fixed = {
         "pos_embed": max_diff(official.pos_embed[0], sincos_2d(enc_h, 16)),
-        "enc_feat_rope.freqs_cos": max_diff(official.enc_feat_rope.freqs_cos, axial_rope_angles(enc_hd, 16).cos()),
-        "enc_feat_rope.freqs_sin": max_diff(official.enc_feat_rope.freqs_sin, axial_rope_angles(enc_hd, 16).sin()),
-        "dec_feat_rope.freqs_cos": max_diff(official.dec_feat_rope.freqs_cos, axial_rope_angles(dec_hd, 16).cos()),
-        "dec_feat_rope.freqs_sin": max_diff(official.dec_feat_rope.freqs_sin, axial_rope_angles(dec_hd, 16).sin()),
+        "enc_feat_rope.freqs_cos": max_diff(
+            official.enc_feat_rope.freqs_cos, axial_rope_angles(enc_hd, 16).cos()
+        ),
+        "enc_feat_rope.freqs_sin": max_diff(
+            official.enc_feat_rope.freqs_sin, axial_rope_angles(enc_hd, 16).sin()
+        ),
+        "dec_feat_rope.freqs_cos": max_diff(
+            official.dec_feat_rope.freqs_cos, axial_rope_angles(dec_hd, 16).cos()
+        ),
+        "dec_feat_rope.freqs_sin": max_diff(
+            official.dec_feat_rope.freqs_sin, axial_rope_angles(dec_hd, 16).sin()
+        ),
     }
     randomize_(official, keep=("pos_embed", "W"), seed=0)
     ours = adopt(official, lambda: dit_dh(size, 16))
@@ -166,7 +183,9 @@ def rae_decoder(official_root: Path, batch: int) -> tuple[list[dict], dict]:
     raw.update(hidden_size=768, patch_size=16, image_size=256)
     config = ViTMAEConfig(**{k: v for k, v in raw.items() if not k.startswith("_") and k != "architectures"})
     official = GeneralDecoder(config, num_patches=256).eval()
-    fixed = {"decoder_pos_embed": max_diff(official.decoder_pos_embed[0], sincos_2d(1152, 16, cls_token=True))}
+    fixed = {
+        "decoder_pos_embed": max_diff(official.decoder_pos_embed[0], sincos_2d(1152, 16, cls_token=True))
+    }
     randomize_(official, keep=("decoder_pos_embed",), seed=0)
     rows = []
     gen = torch.Generator().manual_seed(1)
@@ -194,7 +213,9 @@ def _row(output: str, ours_attn: str, official_fused: bool, got: Tensor, ref: Te
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official", type=Path, required=True, help="local checkout of the official repository")
+    parser.add_argument(
+        "--official", type=Path, required=True, help="local checkout of the official repository"
+    )
     parser.add_argument("--model", choices=MODELS, required=True)
     parser.add_argument("--batch", type=int, default=2, help="batch size (1-2 keeps XL models within memory)")
     parser.add_argument("--threads", type=int, default=2)
@@ -218,8 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         good = r["max_abs_diff"] <= TOLERANCE
         ok &= good
-        table.add_row(r["output"], r["ours"], r["official"], str(r["shape"]), f"{r['max_abs_diff']:.3e}",
-                      f"{r['max_abs_ref']:.3e}", "[green]yes" if good else "[red]no")
+        table.add_row(
+            r["output"],
+            r["ours"],
+            r["official"],
+            str(r["shape"]),
+            f"{r['max_abs_diff']:.3e}",
+            f"{r['max_abs_ref']:.3e}",
+            "[green]yes" if good else "[red]no",
+        )
     console.print(table)
     fixed_table = Table(title="recomputed fixed tables vs official")
     fixed_table.add_column("tensor")
