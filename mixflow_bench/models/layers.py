@@ -44,8 +44,8 @@ def sincos_1d(dim: int, positions: Tensor) -> Tensor:
     """MAE-style 1-D sin-cos table: ``[sin(p*w_k), cos(p*w_k)]`` with ``w_k = 10000^(-2k/dim)``; float64."""
     if dim % 2:
         raise ValueError(f"sin-cos embedding needs an even dimension, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
-    angles = positions.to(torch.float64).reshape(-1, 1) * omega.reshape(1, -1)
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64, device="cpu") / (dim / 2))
+    angles = positions.to("cpu", torch.float64).reshape(-1, 1) * omega.reshape(1, -1)
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
@@ -55,12 +55,13 @@ def sincos_2d(dim: int, grid: int, cls_token: bool = False) -> Tensor:
     The first half of the channels encodes the column index, the second half the row index (the layout of
     the MAE/DiT tables that the official checkpoints store).
     """
-    coords = torch.arange(grid, dtype=torch.float64)
+    # computed on CPU, then moved to the default device (cheap under a ``torch.device("meta")`` context)
+    coords = torch.arange(grid, dtype=torch.float64, device="cpu")
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")
     table = torch.cat([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], dim=1)
     if cls_token:
-        table = torch.cat([torch.zeros(1, dim, dtype=table.dtype), table], dim=0)
-    return table.float()
+        table = torch.cat([torch.zeros(1, dim, dtype=table.dtype, device="cpu"), table], dim=0)
+    return table.float().to(torch.get_default_device())
 
 
 class PatchEmbed(nn.Module):

@@ -60,12 +60,13 @@ def axial_rope_angles(head_dim: int, grid: int, theta: float = 10000.0) -> Tenso
     if head_dim % 4:
         raise ValueError(f"2-D RoPE needs a head dimension divisible by 4, got {head_dim}")
     half = head_dim // 2
-    inv_freq = 1.0 / theta ** (torch.arange(0, half, 2)[: half // 2].float() / half)
-    pos = torch.arange(grid, dtype=torch.float32)
+    inv_freq = 1.0 / theta ** (torch.arange(0, half, 2, device="cpu")[: half // 2].float() / half)
+    pos = torch.arange(grid, dtype=torch.float32, device="cpu")
     per_axis = (pos[:, None] * inv_freq[None]).repeat_interleave(2, dim=-1)  # (grid, half)
     rows = per_axis[:, None, :].expand(grid, grid, half)
     cols = per_axis[None, :, :].expand(grid, grid, half)
-    return torch.cat([rows, cols], dim=-1).reshape(grid * grid, head_dim)
+    table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, head_dim)
+    return table.to(torch.get_default_device())
 
 
 def rotate_pairs(x: Tensor) -> Tensor:
