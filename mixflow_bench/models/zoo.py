@@ -1,0 +1,160 @@
+"""The registry of generators: name -> :class:`ModelSpec`, plus building (and loading) a model by name."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mixflow_bench.flow.conventions import TimeConvention
+from mixflow_bench.models.base import ModelSpec
+from mixflow_bench.models.rae_dit import dit_dh
+from mixflow_bench.models.repa import repa_sit
+from mixflow_bench.models.sit import SIT_SIZES, sit
+
+SIT_SAMPLER = {"sampler": "sde", "steps": 250, "cfg_scale": 1.5, "cfg_channels": 3}
+REPA_SAMPLER = {"sampler": "sde", "steps": 250, "cfg_scale": 1.8, "guidance_interval": [0.0, 0.7]}
+
+
+def _rae_sampler(resolution: int) -> dict:
+    return {
+        "sampler": "rae-euler",
+        "steps": 50,
+        "autoguidance_scale": 1.42 if resolution == 256 else 1.5,
+        "guide": f"rae-dith-s-{resolution}",
+        "time_shift": "auto",
+        "labels": "equal",
+    }
+
+
+def _registry() -> dict[str, ModelSpec]:
+    zoo: dict[str, ModelSpec] = {}
+    for size in SIT_SIZES:
+        for patch in (2, 4, 8):
+            name = f"sit-{size.lower()}-{patch}"
+            released = name == "sit-xl-2"
+            zoo[name] = ModelSpec(
+                name=name,
+                build=partial(sit, size, patch, 32),
+                convention=TimeConvention.DATA_AT_1,
+                latent_shape=(4, 32, 32),
+                num_classes=1000,
+                checkpoint="sit-xl-2-256" if released else None,
+                decoder="sd-vae-ft-ema",
+                resolution=256,
+                sampler_defaults=dict(SIT_SAMPLER),
+                description=f"SiT-{size}/{patch} on SD-VAE latents, 256 px"
+                + (" (official EMA weights, learn_sigma)" if released else ""),
+            )
+    zoo["sit-xl-2-512"] = ModelSpec(
+        name="sit-xl-2-512",
+        build=partial(sit, "XL", 2, 64, learn_sigma=False),
+        convention=TimeConvention.DATA_AT_1,
+        latent_shape=(4, 64, 64),
+        num_classes=1000,
+        checkpoint=None,
+        decoder="sd-vae-ft-ema",
+        resolution=512,
+        sampler_defaults=dict(SIT_SAMPLER),
+        description="SiT-XL/2 on SD-VAE latents, 512 px (no official weights released)",
+    )
+    zoo["repa-sit-xl-2"] = ModelSpec(
+        name="repa-sit-xl-2",
+        build=partial(repa_sit, "XL", 2, 32),
+        convention=TimeConvention.DATA_AT_0,
+        latent_shape=(4, 32, 32),
+        num_classes=1000,
+        checkpoint="repa-sit-xl-2-256",
+        decoder="sd-vae-ft-ema",
+        resolution=256,
+        sampler_defaults={**REPA_SAMPLER, "guidance_interval": list(REPA_SAMPLER["guidance_interval"])},
+        description="SiT-XL/2 + REPA (4M iterations), 256 px",
+    )
+    for size in ("xl", "s"):
+        for res in (256, 512):
+            name = f"rae-dith-{size}-{res}"
+            grid = res // 16
+            defaults = (
+                _rae_sampler(res)
+                if size == "xl"
+                else {k: v for k, v in _rae_sampler(res).items() if k not in ("autoguidance_scale", "guide")}
+            )
+            zoo[name] = ModelSpec(
+                name=name,
+                build=partial(dit_dh, size.upper(), grid),
+                convention=TimeConvention.DATA_AT_0,
+                latent_shape=(768, grid, grid),
+                num_classes=1000,
+                checkpoint=name,
+                decoder="rae-dinov2-b",
+                resolution=res,
+                sampler_defaults=defaults,
+                description=f"RAE DiT^DH-{size.upper()} on DINOv2-B latents, {res} px"
+                + (" (autoguidance guide)" if size == "s" else ""),
+            )
+    return zoo
+
+
+ZOO: dict[str, ModelSpec] = _registry()
+
+
+def list_models() -> list[str]:
+    """Names of every model in the zoo."""
+    return list(ZOO)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` registered as ``name``."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(ZOO)}") from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint (``torch.load(weights_only=True)``), unwrapping an ``"ema"`` entry if present."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("ema"), dict):
+        state = state["ema"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def build_model(
+    name: str, *, pretrained: bool = False, weights_path: str | Path | None = None, **overrides
+) -> nn.Module:
+    """Build model ``name``; with ``pretrained`` (or ``weights_path``) load its weights with ``strict=True``.
+
+    ``overrides`` are passed to the architecture (e.g. ``attention="math"``). Without ``weights_path`` the
+    spec's checkpoint artifact is fetched through ``mixflow_bench.hub.fetch``.
+    """
+    spec = get_spec(name)
+    model = spec.build(**overrides)
+    if not pretrained and weights_path is None:
+        return model
+    if weights_path is None:
+        if spec.checkpoint is None:
+            raise ValueError(f"model {name!r} has no released checkpoint; pass weights_path=")
+        try:
+            from mixflow_bench.hub import fetch
+        except ImportError as err:
+            raise RuntimeError(
+                f"mixflow_bench.hub.fetch is unavailable to get {spec.checkpoint!r}; pass weights_path="
+            ) from err
+        weights_path = fetch(spec.checkpoint)
+    state = load_state_dict_file(weights_path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(f"checkpoint {weights_path} does not fit model {name!r}: {err}") from err
+    return model
