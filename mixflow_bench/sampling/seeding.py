@@ -48,8 +48,8 @@ def sample_labels(seed: int, num: int, num_classes: int, mode: str) -> np.ndarra
     """Labels of all ``num`` samples (int64).
 
     ``uniform``: label i is uniform over the classes, drawn from (seed, i). ``equal``: exactly ``num /
-    num_classes`` of each class, shuffled with ``seed`` (RAE's protocol); ``num`` must be a multiple of the
-    number of classes.
+    num_classes`` of each class, shuffled with ``seed`` (RAE's protocol); when ``num`` is not a multiple of the
+    number of classes, each class gets ``num // num_classes`` and a seeded random subset of classes one more.
     """
     if num_classes <= 1:
         return np.zeros(num, dtype=np.int64)
@@ -58,12 +58,11 @@ def sample_labels(seed: int, num: int, num_classes: int, mode: str) -> np.ndarra
         draws = [torch.randint(num_classes, (1,), generator=g) for g in gens]
         return np.array([int(d) for d in draws], dtype=np.int64)
     if mode == "equal":
-        if num % num_classes:
-            raise ValueError(
-                f"labels='equal' needs the number of samples ({num}) to be a multiple of the number of classes "
-                f"({num_classes})"
-            )
         labels = torch.arange(num) % num_classes
+        extra = num % num_classes
+        if extra:  # the remainder goes to a random subset of classes, not always the first ones
+            chosen = torch.randperm(num_classes, generator=torch.Generator().manual_seed(derive_seed(seed, STREAM_LABEL, -2)))
+            labels[num - extra :] = chosen[:extra]
         perm = torch.randperm(num, generator=torch.Generator().manual_seed(derive_seed(seed, STREAM_LABEL, -1)))
         return labels[perm].numpy().astype(np.int64)
     raise ValueError(f"unknown label mode {mode!r} (expected 'uniform' or 'equal')")
