@@ -95,9 +95,7 @@ def drop_page_cache_hint(paths: list[str]) -> None:
             pass
 
 
-def bench_read(
-    cache_dir: str, naive_dir: str, labels: np.ndarray, batch: int, steps: int
-) -> tuple[float, float]:
+def bench_read(cache_dir: str, naive_dir: str, labels: np.ndarray, batch: int, steps: int) -> tuple[float, float]:
     drop_page_cache_hint([str(p) for p in __import__("pathlib").Path(cache_dir).glob("*.npy")])
     loader = LatentBatches(LatentDataset(cache_dir), batch, seed=0, prefetch=2)
     it = iter(loader)
@@ -161,9 +159,7 @@ def bench_encoders(device: str, batch: int, iters: int) -> list[tuple[str, str]]
                 codec.encode(x)
             if device == "cuda":
                 torch.cuda.synchronize()
-        rows.append(
-            (f"{name}@{res} (batch {batch})", f"{iters * batch / (time.perf_counter() - t0):,.1f} img/s")
-        )
+        rows.append((f"{name}@{res} (batch {batch})", f"{iters * batch / (time.perf_counter() - t0):,.1f} img/s"))
     return rows
 
 
@@ -183,9 +179,7 @@ def main() -> None:
         fast, naive = bench_read(cdir, ndir, labels, args.batch, args.steps)
     threaded, serial = bench_preprocess(16 if not cuda else 128, workers=min(8, os.cpu_count() or 1))
     enc = bench_encoders(device, 16 if cuda else 1, 10 if cuda else 1)
-    table = Table(
-        title=f"data pipeline throughput ({device}, {args.samples} cached samples, 4x32x32 x2 flips)"
-    )
+    table = Table(title=f"data pipeline throughput ({device}, {args.samples} cached samples, 4x32x32 x2 flips)")
     table.add_column("what")
     table.add_column("rate", justify="right")
     table.add_column("baseline (same run)", justify="right")

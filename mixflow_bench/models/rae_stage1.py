@@ -193,6 +193,12 @@ class GeneralDecoder(nn.Module):
         self.decoder_pred = nn.Linear(cfg.hidden_size, cfg.patch_size**2 * cfg.num_channels)
         self.trainable_cls_token = nn.Parameter(torch.zeros(1, 1, cfg.hidden_size))
 
+    def set_attention(self, attention: str) -> None:
+        """Switch every layer between ``"math"`` (the official eager softmax) and fused ``"sdpa"`` attention."""
+        check_attention(attention)
+        for layer in self.decoder_layers:
+            layer.attention.attention.attention = attention
+
     def forward(self, tokens: Tensor) -> Tensor:
         """Patch predictions (B, N, p*p*3) for latent tokens (B, N, latent_dim); the CLS output is dropped."""
         if tokens.ndim != 3 or tokens.shape[1:] != (self.num_patches, self.cfg.latent_dim):
