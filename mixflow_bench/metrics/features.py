@@ -89,13 +89,16 @@ def extract(reader: NpzImageReader, net: InceptionFeatures, *, device: str | tor
             n = min(n, total - done)
             host = buffers[idx][:n]
             imgs = host.to(device, non_blocking=pin).permute(0, 3, 1, 2)
-            if pin:
-                # the buffer may be refilled once its copy has landed
-                ev = torch.cuda.Event()
-                ev.record()
-                ev.synchronize()
-            free.put(idx)
+            if imgs.data_ptr() != host.data_ptr():
+                if pin:  # the buffer may be refilled once its copy has landed
+                    ev = torch.cuda.Event()
+                    ev.record()
+                    ev.synchronize()
+                free.put(idx)
+                idx = None
             out = net(imgs, spatial=spatial_stats, logits=inception_score)
+            if idx is not None:  # same memory as the host buffer: release it only after use
+                free.put(idx)
             if not bool(torch.isfinite(out.pool).all()) or (
                 out.spatial is not None and not bool(torch.isfinite(out.spatial).all())
             ):
