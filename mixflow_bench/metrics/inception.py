@@ -121,9 +121,16 @@ def random_state_dict(seed: int = 0) -> dict:
     import torchvision
 
     torch.manual_seed(seed)
-    model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True,
+    model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
                                             num_classes=NUM_CLASSES)
-    return model.state_dict()
+    gen = torch.Generator().manual_seed(seed)
+    sd = model.state_dict()
+    for name, w in sd.items():
+        if name.endswith("conv.weight"):  # He init keeps activations O(1) through the BN-identity blocks
+            w.copy_(torch.randn(w.shape, generator=gen) * (2.0 / w[0].numel()) ** 0.5)
+        elif name == "fc.weight":
+            w.copy_(torch.randn(w.shape, generator=gen) / w.shape[1] ** 0.5)
+    return sd
 
 
 def _file_sha256(path: Path) -> str:
@@ -132,6 +139,15 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n for n in z.namelist())
 
 
 def _build(state_dict: dict | None) -> nn.Module:
@@ -165,10 +181,7 @@ def load_inception(weights: str | os.PathLike | None = None, device: str | torch
         if not path.is_file():
             raise FileNotFoundError(f"Inception weights file not found: {path}")
         wid = "sha256-" + _file_sha256(path)[:16]
-        try:
-            script = torch.jit.load(str(path), map_location="cpu")
-        except Exception:
-            script = None
+        script = torch.jit.load(str(path), map_location="cpu") if _is_torchscript(path) else None
         if script is not None:
             template = _build(random_state_dict())
             sd, has_logits = state_dict_from_tf_script(script, template)
