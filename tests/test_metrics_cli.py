@@ -93,10 +93,11 @@ def test_stored_reference_stats_are_used(tmp_path):
 
     rng = np.random.default_rng(3)
     mu, a = rng.normal(size=2048), rng.normal(size=(2048, 16))
+    cov = a @ a.T + np.eye(2048)
     ref = tmp_path / "ref.npz"
-    np.savez(ref, arr_0=_imgs(4, 3, 8), mu=mu, sigma=a @ a.T, mu_s=mu[:2023], sigma_s=(a @ a.T)[:2023, :2023])
+    np.savez(ref, arr_0=_imgs(4, 3, 8), mu=mu, sigma=cov, mu_s=mu[:2023], sigma_s=cov[:2023, :2023])
     data = load_reference(ref, net=None, need_fid=True, need_sfid=True, need_pr=False, device="cpu")
     assert data.stats_source == "stored"
     np.testing.assert_array_equal(data.pool_stats.mu, mu)
-    same = frechet_distance(data.pool_stats, GaussianStats(mu, a @ a.T), "eigh")
+    same = frechet_distance(data.pool_stats, GaussianStats(mu, cov), "eigh")
     assert abs(same) < 1e-6
