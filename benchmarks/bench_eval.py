@@ -71,44 +71,73 @@ def main() -> None:
         t = time.perf_counter()
         write_random_npz(samples, args.n, args.size, 0)
         write_random_npz(ref, args.ref_n, args.size, 1)
-        console.print(f"wrote {args.n} + {args.ref_n} random {args.size}² images in {time.perf_counter() - t:.1f} s")
+        console.print(
+            f"wrote {args.n} + {args.ref_n} random {args.size}² images in {time.perf_counter() - t:.1f} s"
+        )
         weights = tmp / "random-inception.pth"
         torch.save(random_state_dict(0), weights)
         net = load_inception(weights, device)
 
         t0 = time.perf_counter()
-        res = evaluate(samples, ref, net=net, device=device, batch_size=args.batch_size,
-                       cache_dir=tmp / "cache", tf32=args.tf32)
+        res = evaluate(
+            samples,
+            ref,
+            net=net,
+            device=device,
+            batch_size=args.batch_size,
+            cache_dir=tmp / "cache",
+            tf32=args.tf32,
+        )
         ours_total = time.perf_counter() - t0
 
         from torch_fidelity import calculate_metrics
 
         ds_s, ds_r = NpzDataset(samples, base_n), NpzDataset(ref, None)
         t0 = time.perf_counter()
-        calculate_metrics(input1=ds_s, input2=ds_r, cuda=cuda, batch_size=args.batch_size, isc=True, fid=True,
-                          prc=True, feature_extractor="inception-v3-compat", feature_layer_prc="2048",
-                          feature_extractor_weights_path=str(weights), samples_shuffle=False, cache=False,
-                          verbose=False)
+        calculate_metrics(
+            input1=ds_s,
+            input2=ds_r,
+            cuda=cuda,
+            batch_size=args.batch_size,
+            isc=True,
+            fid=True,
+            prc=True,
+            feature_extractor="inception-v3-compat",
+            feature_layer_prc="2048",
+            feature_extractor_weights_path=str(weights),
+            samples_shuffle=False,
+            cache=False,
+            verbose=False,
+        )
         base_total = time.perf_counter() - t0
 
     tm = res.timings
     feat_rate = args.n / tm["features"]
     ref_rate = args.ref_n / tm["reference"]
-    table = Table(title=f"eval benchmark: {args.n:,} samples + {args.ref_n:,} reference images at {args.size}² on "
-                        f"{torch.cuda.get_device_name(0) if cuda else 'CPU'} (float32{', TF32' if args.tf32 else ''})")
+    table = Table(
+        title=f"eval benchmark: {args.n:,} samples + {args.ref_n:,} reference images at {args.size}² on "
+        f"{torch.cuda.get_device_name(0) if cuda else 'CPU'} (float32{', TF32' if args.tf32 else ''})"
+    )
     table.add_column("stage")
     table.add_column("mixflow-bench", justify="right")
     table.add_column("torch-fidelity calculate_metrics", justify="right")
     table.add_column("speed-up", justify="right")
     table.add_row("samples: decode+resize+Inception (+IS, stats)", f"{feat_rate:,.0f} img/s", "", "")
     table.add_row("reference: features + stats", f"{ref_rate:,.0f} img/s", "", "")
-    for key, label in (("fid", "FID matrix sqrt"), ("sfid", "sFID matrix sqrt"),
-                       ("precision_recall", "precision/recall")):
+    for key, label in (
+        ("fid", "FID matrix sqrt"),
+        ("sfid", "sFID matrix sqrt"),
+        ("precision_recall", "precision/recall"),
+    ):
         table.add_row(label, f"{tm.get(key, float('nan')):.2f} s", "", "")
     base_scaled = base_total * (args.n + args.ref_n) / (base_n + args.ref_n)
     note = "" if base_n == args.n else f" (measured on {base_n:,}, scaled)"
-    table.add_row("total (FID+sFID+IS+P/R | FID+IS+PRC)", f"{ours_total:.1f} s", f"{base_scaled:.1f} s{note}",
-                  f"{base_scaled / ours_total:.2f}×")
+    table.add_row(
+        "total (FID+sFID+IS+P/R | FID+IS+PRC)",
+        f"{ours_total:.1f} s",
+        f"{base_scaled:.1f} s{note}",
+        f"{base_scaled / ours_total:.2f}×",
+    )
     console.print(table)
     console.print({k: round(v, 4) for k, v in res.metrics.items()})
 

@@ -30,10 +30,29 @@ def test_eval_same_file_gives_zero_distance_and_full_pr(tmp_path, random_weights
     s = tmp_path / "s.npz"
     np.savez(s, arr_0=_imgs(10, 0))
     out = tmp_path / "r.json"
-    res = CliRunner().invoke(command, ["--samples", str(s), "--ref", str(s), "--json", str(out),
-                                       "--inception-weights", str(random_weights), "--device", "cpu",
-                                       "--batch-size", "4", "--results-dir", str(tmp_path / "results"),
-                                       "--metrics", "fid,sfid,prec,rec", "--fd-method", "eigh"])
+    res = CliRunner().invoke(
+        command,
+        [
+            "--samples",
+            str(s),
+            "--ref",
+            str(s),
+            "--json",
+            str(out),
+            "--inception-weights",
+            str(random_weights),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--metrics",
+            "fid,sfid,prec,rec",
+            "--fd-method",
+            "eigh",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     m = data["metrics"]
@@ -59,9 +78,13 @@ def test_eval_refusals(tmp_path, random_weights):
     runner = CliRunner()
     r = runner.invoke(command, ["--samples", str(bad), "--ref", str(good), *common])
     assert r.exit_code != 0 and "not uint8" in r.output
-    r = runner.invoke(command, ["--samples", str(good), "--ref", str(stats_only), "--metrics", "prec", *common])
+    r = runner.invoke(
+        command, ["--samples", str(good), "--ref", str(stats_only), "--metrics", "prec", *common]
+    )
     assert r.exit_code != 0 and "no images" in r.output
-    r = runner.invoke(command, ["--samples", str(good), "--ref", str(good), "--metrics", "fid,bogus", *common])
+    r = runner.invoke(
+        command, ["--samples", str(good), "--ref", str(good), "--metrics", "fid,bogus", *common]
+    )
     assert r.exit_code != 0 and "bogus" in r.output
     r = runner.invoke(command, ["--samples", str(good), "--ref", "no-such-artifact-name", *common])
     assert r.exit_code != 0 and "no-such-artifact-name" in r.output
@@ -101,3 +124,24 @@ def test_stored_reference_stats_are_used(tmp_path):
     np.testing.assert_array_equal(data.pool_stats.mu, mu)
     same = frechet_distance(data.pool_stats, GaussianStats(mu, cov), "eigh")
     assert abs(same) < 1e-6
+
+
+def test_fd_dinov2_tiny_model_and_missing_weights(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from mixflow_bench.metrics.dinov2 import fd_dinov2
+
+    with pytest.raises(FileNotFoundError, match="DINOv2"):
+        fd_dinov2(tmp_path / "a.npz", tmp_path / "a.npz", None)
+    cfg = Dinov2Config(
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        patch_size=56,
+        image_size=224,
+    )
+    Dinov2Model(cfg).save_pretrained(tmp_path / "dino")
+    a = tmp_path / "a.npz"
+    np.savez(a, arr_0=_imgs(12, 4))
+    assert abs(fd_dinov2(a, a, tmp_path / "dino", method="eigh")) < 1e-6  # identical sets

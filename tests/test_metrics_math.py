@@ -3,13 +3,17 @@ libraries' own metric functions) on synthetic features."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from mixflow_bench.metrics.frechet import GaussianStats, MomentAccumulator, frechet_distance, stats_from_features
+from mixflow_bench.metrics.frechet import (
+    GaussianStats,
+    MomentAccumulator,
+    frechet_distance,
+    stats_from_features,
+)
 from mixflow_bench.metrics.inception_score import inception_score
 from mixflow_bench.metrics.precision_recall import manifold_radii, precision_recall
 
@@ -65,7 +69,8 @@ def test_fid_against_torch_fidelity_and_clean_fid():
     a, b = stats_from_features(f1), stats_from_features(f2)
     ours = frechet_distance(a, b, "scipy")
     tf_val = fid_statistics_to_metric({"mu": a.mu, "sigma": a.sigma}, {"mu": b.mu, "sigma": b.sigma}, False)[
-        "frechet_inception_distance"]
+        "frechet_inception_distance"
+    ]
     cf_val = cf_fd(a.mu, a.sigma, b.mu, b.sigma)
     assert ours == pytest.approx(tf_val, rel=1e-8)
     assert ours == pytest.approx(cf_val, rel=1e-8)
@@ -84,7 +89,7 @@ def _is_numpy(logits: np.ndarray, split: int) -> float:
     """improved-gan Inception Score on softmax(logits), splits in order, last split kept."""
     scores = []
     for i in range(0, len(logits), split):
-        z = logits[i:i + split].astype(np.float64)
+        z = logits[i : i + split].astype(np.float64)
         z = z - z.max(1, keepdims=True)
         p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
         kl = p * (np.log(p) - np.log(p.mean(0, keepdims=True)))
@@ -102,12 +107,15 @@ def test_inception_score_against_numpy(n):
     if n == 10000:  # equal 5000-splits: torch-fidelity without shuffling uses the same splits
         from torch_fidelity.metric_isc import isc_features_to_metric
 
-        tf_val = isc_features_to_metric(torch.from_numpy(logits), splits=2, shuffle=False)["inception_score_mean"]
+        tf_val = isc_features_to_metric(torch.from_numpy(logits), splits=2, shuffle=False)[
+            "inception_score_mean"
+        ]
         assert ours == pytest.approx(tf_val, rel=1e-10)
 
 
 def _pr_bruteforce(ref: np.ndarray, smp: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Double loops over float64 squared distances; radius = (k+1)-th smallest, self included."""
+
     def d2(a, b):
         return float(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
 
@@ -170,5 +178,3 @@ def test_adm_mode_falls_back_to_fp32_when_fp16_overflows():
     assert (a.precision, a.recall) == (e.precision, e.recall)
     want = _pr_bruteforce(ref.numpy(), smp.numpy())
     assert (e.precision, e.recall) == pytest.approx(want, abs=1e-12)
-
-

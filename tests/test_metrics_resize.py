@@ -35,8 +35,9 @@ def _tf1_closed_form(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("shape,size", [((5, 7), (11, 13)), ((12, 9), (5, 4)), ((8, 8), (299 // 20, 299 // 20)),
-                                        ((3, 10), (7, 3))])
+@pytest.mark.parametrize(
+    "shape,size", [((5, 7), (11, 13)), ((12, 9), (5, 4)), ((8, 8), (299 // 20, 299 // 20)), ((3, 10), (7, 3))]
+)
 def test_resize_matches_closed_form(shape, size):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, size=(3, *shape)).astype(np.float32)
@@ -83,8 +84,13 @@ def test_spatial_flatten_is_hwc_order():
         fmap[b, ch, y, x] = b * 10000 + y * 100 + x * 10 + ch
     flat = nhwc_flatten_spatial(fmap, channels=7)
     assert flat.shape == (n, h * w * 7)
-    want = [b * 10000 + y * 100 + x * 10 + ch for b in range(n) for y in range(h) for x in range(w)
-            for ch in range(7)]
+    want = [
+        b * 10000 + y * 100 + x * 10 + ch
+        for b in range(n)
+        for y in range(h)
+        for x in range(w)
+        for ch in range(7)
+    ]
     assert flat.reshape(-1).tolist() == want
     # the NCHW reshape (c, h, w) order would differ
     assert not torch.equal(flat, fmap[:, :7].reshape(n, -1))

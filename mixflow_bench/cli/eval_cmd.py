@@ -35,8 +35,12 @@ def resolve_reference(ref: str) -> Path:
 def environment(device: str) -> dict:
     import torch
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "device": device,
-           "host": platform.node()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "host": platform.node(),
+    }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
@@ -59,12 +63,19 @@ def save_result_record(payload: dict, name: str, results_dir: Path | None) -> Pa
     try:
         from mixflow_bench.results.records import make_record, save_record  # type: ignore[import-not-found]
     except ImportError:
-        record = {"schema": "mixflow-bench/result/v1", "kind": "eval", **context, "metrics": payload["metrics"],
-                  "num_samples": payload["num_samples"],
-                  "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        record = {
+            "schema": "mixflow-bench/result/v1",
+            "kind": "eval",
+            **context,
+            "metrics": payload["metrics"],
+            "num_samples": payload["num_samples"],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return _atomic_write_json((results_dir or Path("results")) / f"eval-{name}-{stamp}.json", record)
-    record = make_record(kind="eval", metrics=payload["metrics"], num_samples=payload["num_samples"], **context)
+    record = make_record(
+        kind="eval", metrics=payload["metrics"], num_samples=payload["num_samples"], **context
+    )
     return save_record(record, results_dir)
 
 
@@ -74,34 +85,91 @@ def result_table(result, samples: Path, reference: Path) -> Table:
     table = Table(title=title, caption="; ".join(result.notes) or None)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    labels = {"fid": "FID", "sfid": "sFID", "is": "Inception Score", "precision": "Precision", "recall": "Recall"}
+    labels = {
+        "fid": "FID",
+        "sfid": "sFID",
+        "is": "Inception Score",
+        "precision": "Precision",
+        "recall": "Recall",
+        "fd_dinov2": "FD-DINOv2",
+    }
     for key, value in result.metrics.items():
-        table.add_row(labels[key], f"{value:.4f}" if key in ("fid", "sfid", "is") else f"{value:.4f}")
+        table.add_row(labels.get(key, key), f"{value:.4f}")
     return table
 
 
 @click.command(name="eval")
-@click.option("--samples", "samples", required=True, type=click.Path(path_type=Path),
-              help="Sample npz (arr_0: uint8 N×H×W×3).")
+@click.option(
+    "--samples",
+    "samples",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Sample npz (arr_0: uint8 N×H×W×3).",
+)
 @click.option("--ref", "ref", required=True, help="Reference npz (ADM reference batch) or artifact name.")
-@click.option("--metrics", "metrics", default="fid,sfid,is,prec,rec", show_default=True,
-              help="Comma-separated subset of fid,sfid,is,prec,rec.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the result here.")
-@click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
-              help="Local Inception weights (.pth state dict or TF-named TorchScript); default: torch-fidelity's.")
+@click.option(
+    "--metrics",
+    "metrics",
+    default="fid,sfid,is,prec,rec",
+    show_default=True,
+    help="Comma-separated subset of fid,sfid,is,prec,rec.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the result here."
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local Inception weights (.pth state dict or TF-named TorchScript); default: torch-fidelity's.",
+)
 @click.option("--device", default=None, help="cuda or cpu (default: cuda when available).")
 @click.option("--batch-size", default=250, show_default=True, type=click.IntRange(1))
-@click.option("--pr-mode", type=click.Choice(["adm", "exact"]), default="adm", show_default=True,
-              help="adm: float16 distances with float32 fallback like ADM; exact: float32.")
-@click.option("--fd-method", type=click.Choice(["auto", "scipy", "eigh"]), default="auto", show_default=True,
-              help="Matrix square root: scipy (ADM's path) or float64 eigh on the device; auto = eigh on CUDA.")
-@click.option("--tf32/--no-tf32", default=False, show_default=True,
-              help="Allow TF32 matmuls/convolutions for the Inception features (default strict float32).")
-@click.option("--results-dir", type=click.Path(path_type=Path), default=None, help="Where the result record goes.")
+@click.option(
+    "--pr-mode",
+    type=click.Choice(["adm", "exact"]),
+    default="adm",
+    show_default=True,
+    help="adm: float16 distances with float32 fallback like ADM; exact: float32.",
+)
+@click.option(
+    "--fd-method",
+    type=click.Choice(["auto", "scipy", "eigh"]),
+    default="auto",
+    show_default=True,
+    help="Matrix square root: scipy (ADM's path) or float64 eigh on the device; auto = eigh on CUDA.",
+)
+@click.option(
+    "--tf32/--no-tf32",
+    default=False,
+    show_default=True,
+    help="Allow TF32 matmuls/convolutions for the Inception features (default strict float32).",
+)
+@click.option(
+    "--results-dir", type=click.Path(path_type=Path), default=None, help="Where the result record goes."
+)
+@click.option(
+    "--fd-dinov2",
+    "dinov2_weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also compute FD-DINOv2 with DINOv2 ViT-L/14 weights from this local Hugging Face folder.",
+)
 @click.option("--name", default=None, help="Result name (default: the sample file's stem).")
-def command(samples: Path, ref: str, metrics: str, json_path: Path | None, inception_weights: Path | None,
-            device: str | None, batch_size: int, pr_mode: str, fd_method: str, tf32: bool,
-            results_dir: Path | None, name: str | None) -> None:
+def command(
+    samples: Path,
+    ref: str,
+    metrics: str,
+    json_path: Path | None,
+    inception_weights: Path | None,
+    device: str | None,
+    batch_size: int,
+    pr_mode: str,
+    fd_method: str,
+    tf32: bool,
+    results_dir: Path | None,
+    name: str | None,
+) -> None:
     """Evaluate SAMPLES against a reference exactly as OpenAI's ADM evaluator does (float32 features)."""
     from mixflow_bench.metrics.evaluate import default_device, evaluate, parse_metrics
     from mixflow_bench.metrics.npz_stream import NpzFormatError
@@ -113,15 +181,39 @@ def command(samples: Path, ref: str, metrics: str, json_path: Path | None, incep
     reference = resolve_reference(ref)
     device = device or default_device()
     try:
-        result = evaluate(samples, reference, wanted, weights=str(inception_weights) if inception_weights else None,
-                          device=device, batch_size=batch_size, pr_mode=pr_mode, fd_method=fd_method, tf32=tf32)
+        result = evaluate(
+            samples,
+            reference,
+            wanted,
+            weights=str(inception_weights) if inception_weights else None,
+            device=device,
+            batch_size=batch_size,
+            pr_mode=pr_mode,
+            fd_method=fd_method,
+            tf32=tf32,
+        )
     except (NpzFormatError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if dinov2_weights is not None:
+        from mixflow_bench.metrics.dinov2 import fd_dinov2
+
+        try:
+            result.metrics["fd_dinov2"] = fd_dinov2(samples, reference, dinov2_weights, device, batch_size)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
     console.print(result_table(result, samples, reference))
-    payload = {"kind": "eval", "metrics": result.metrics, "num_samples": result.num_samples,
-               "samples": str(samples), "reference": str(reference),
-               "num_reference_images": result.num_reference_images, "reference_stats": result.reference_stats,
-               "settings": result.settings, "timings": result.timings, "environment": environment(device)}
+    payload = {
+        "kind": "eval",
+        "metrics": result.metrics,
+        "num_samples": result.num_samples,
+        "samples": str(samples),
+        "reference": str(reference),
+        "num_reference_images": result.num_reference_images,
+        "reference_stats": result.reference_stats,
+        "settings": result.settings,
+        "timings": result.timings,
+        "environment": environment(device),
+    }
     if result.notes:
         payload["note"] = "; ".join(result.notes)
     if json_path is not None:

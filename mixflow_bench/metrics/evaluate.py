@@ -56,11 +56,22 @@ def count_note(n: int) -> str | None:
     return None
 
 
-def evaluate(samples: str | os.PathLike, reference: str | os.PathLike, metrics: Sequence[str] = ALL_METRICS, *,
-             net: InceptionFeatures | None = None, weights: str | None = None, device: str | None = None,
-             batch_size: int = 250, pr_mode: str = "adm", fd_method: str = "auto", cache_dir: Path | None = None,
-             tf32: bool = False, show_progress: bool = True) -> EvalResult:
-    """Evaluates ``samples`` (npz, arr_0 uint8 NHWC) against ``reference`` (ADM reference batch or image npz)."""
+def evaluate(
+    samples: str | os.PathLike,
+    reference: str | os.PathLike,
+    metrics: Sequence[str] = ALL_METRICS,
+    *,
+    net: InceptionFeatures | None = None,
+    weights: str | None = None,
+    device: str | None = None,
+    batch_size: int = 250,
+    pr_mode: str = "adm",
+    fd_method: str = "auto",
+    cache_dir: Path | None = None,
+    tf32: bool = False,
+    show_progress: bool = True,
+) -> EvalResult:
+    """Evaluates ``samples`` (npz, arr_0 uint8 NHWC) against ``reference`` (ADM reference batch or images)."""
     metrics = parse_metrics(metrics)
     device = device or default_device()
     if pr_mode not in ("adm", "exact"):
@@ -85,12 +96,30 @@ def evaluate(samples: str | os.PathLike, reference: str | os.PathLike, metrics: 
         ref = None
         if need_fid or need_sfid or need_pr:
             with progress_bar("reference images", show_progress) as bar:
-                ref = load_reference(reference, net, need_fid=need_fid, need_sfid=need_sfid, need_pr=need_pr,
-                                     device=device, batch_size=batch_size, cache_dir=cache_dir, progress=bar)
+                ref = load_reference(
+                    reference,
+                    net,
+                    need_fid=need_fid,
+                    need_sfid=need_sfid,
+                    need_pr=need_pr,
+                    device=device,
+                    batch_size=batch_size,
+                    cache_dir=cache_dir,
+                    progress=bar,
+                )
         timings["reference"] = time.perf_counter() - t
         with reader, progress_bar("sample images", show_progress, total=reader.num_images) as bar:
-            summ = extract(reader, net, device=device, batch_size=batch_size, pool_stats=need_fid,
-                           spatial_stats=need_sfid, inception_score=need_is, keep_pool=need_pr, progress=bar)
+            summ = extract(
+                reader,
+                net,
+                device=device,
+                batch_size=batch_size,
+                pool_stats=need_fid,
+                spatial_stats=need_sfid,
+                inception_score=need_is,
+                keep_pool=need_pr,
+                progress=bar,
+            )
         timings["features"] = summ.seconds
         out: dict[str, float] = {}
         if need_is:
@@ -105,8 +134,11 @@ def evaluate(samples: str | os.PathLike, reference: str | os.PathLike, metrics: 
             timings["sfid"] = time.perf_counter() - t
         if need_pr:
             t = time.perf_counter()
-            pr = precision_recall(torch.as_tensor(ref.pool_features, device=device),
-                                  torch.as_tensor(summ.pool_features, device=device), mode=pr_mode)
+            pr = precision_recall(
+                torch.as_tensor(ref.pool_features, device=device),
+                torch.as_tensor(summ.pool_features, device=device),
+                mode=pr_mode,
+            )
             if "prec" in metrics:
                 out["precision"] = pr.precision
             if "rec" in metrics:
@@ -116,9 +148,20 @@ def evaluate(samples: str | os.PathLike, reference: str | os.PathLike, metrics: 
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
     notes = [n for n in [count_note(summ.count)] if n]
     ordered = {RESULT_KEYS[m]: out[RESULT_KEYS[m]] for m in metrics}
-    return EvalResult(metrics=ordered, num_samples=summ.count,
-                      num_reference_images=ref.num_images if ref else None,
-                      reference_stats=ref.stats_source if ref else "none", timings=timings, notes=notes,
-                      settings={"pr_mode": pr_mode, "fd_method": fd_method, "device": device, "tf32": tf32,
-                                "batch_size": batch_size, "weights": net.weights_id,
-                                "precision": "float32" + (" (TF32 matmuls)" if tf32 else "")})
+    return EvalResult(
+        metrics=ordered,
+        num_samples=summ.count,
+        num_reference_images=ref.num_images if ref else None,
+        reference_stats=ref.stats_source if ref else "none",
+        timings=timings,
+        notes=notes,
+        settings={
+            "pr_mode": pr_mode,
+            "fd_method": fd_method,
+            "device": device,
+            "tf32": tf32,
+            "batch_size": batch_size,
+            "weights": net.weights_id,
+            "precision": "float32" + (" (TF32 matmuls)" if tf32 else ""),
+        },
+    )

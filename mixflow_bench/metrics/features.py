@@ -38,8 +38,13 @@ class FeatureSummary:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _reader_thread(reader: NpzImageReader, buffers: list[torch.Tensor], free: queue.Queue, ready: queue.Queue,
-                   stop: threading.Event) -> None:
+def _reader_thread(
+    reader: NpzImageReader,
+    buffers: list[torch.Tensor],
+    free: queue.Queue,
+    ready: queue.Queue,
+    stop: threading.Event,
+) -> None:
     try:
         with reader.open_stream() as stream:
             while stream.remaining and not stop.is_set():
@@ -53,10 +58,19 @@ def _reader_thread(reader: NpzImageReader, buffers: list[torch.Tensor], free: qu
         ready.put(exc)
 
 
-def extract(reader: NpzImageReader, net: InceptionFeatures, *, device: str | torch.device, batch_size: int = 250,
-            pool_stats: bool = True, spatial_stats: bool = True, inception_score: bool = True,
-            keep_pool: bool = False, limit: int | None = None,
-            progress: Callable[[int], None] | None = None) -> FeatureSummary:
+def extract(
+    reader: NpzImageReader,
+    net: InceptionFeatures,
+    *,
+    device: str | torch.device,
+    batch_size: int = 250,
+    pool_stats: bool = True,
+    spatial_stats: bool = True,
+    inception_score: bool = True,
+    keep_pool: bool = False,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> FeatureSummary:
     """Runs all images of ``reader`` (or the first ``limit``) through ``net`` on ``device``."""
     device = torch.device(device)
     total = reader.num_images if limit is None else min(limit, reader.num_images)
@@ -64,7 +78,9 @@ def extract(reader: NpzImageReader, net: InceptionFeatures, *, device: str | tor
         raise ValueError("these Inception weights have no 1008-class output layer, so no Inception Score")
     pin = device.type == "cuda"
     nbuf = 3
-    buffers = [torch.empty((batch_size, *reader.shape[1:]), dtype=torch.uint8, pin_memory=pin) for _ in range(nbuf)]
+    buffers = [
+        torch.empty((batch_size, *reader.shape[1:]), dtype=torch.uint8, pin_memory=pin) for _ in range(nbuf)
+    ]
     free: queue.Queue = queue.Queue()
     ready: queue.Queue = queue.Queue()
     for i in range(nbuf):
@@ -102,7 +118,9 @@ def extract(reader: NpzImageReader, net: InceptionFeatures, *, device: str | tor
             if not bool(torch.isfinite(out.pool).all()) or (
                 out.spatial is not None and not bool(torch.isfinite(out.spatial).all())
             ):
-                raise NonFiniteFeaturesError(f"NaN or inf Inception features in images {done}..{done + n - 1}")
+                raise NonFiniteFeaturesError(
+                    f"NaN or inf Inception features in images {done}..{done + n - 1}"
+                )
             if pool_acc is not None:
                 pool_acc.update(out.pool)
             if sp_acc is not None:
@@ -110,7 +128,7 @@ def extract(reader: NpzImageReader, net: InceptionFeatures, *, device: str | tor
             if is_acc is not None:
                 is_acc.update(out.logits)
             if kept is not None:
-                kept[done:done + n] = out.pool.cpu().numpy()
+                kept[done : done + n] = out.pool.cpu().numpy()
             done += n
             if progress is not None:
                 progress(n)

@@ -72,7 +72,9 @@ def _sqrtm(a: np.ndarray) -> np.ndarray:
 def _trace_sqrt_scipy(s1: np.ndarray, s2: np.ndarray, eps: float) -> float:
     covmean = _sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():
-        warnings.warn(f"Fréchet distance: singular product; adding {eps} to the covariance diagonals", stacklevel=3)
+        warnings.warn(
+            f"Fréchet distance: singular product; adding {eps} to the covariance diagonals", stacklevel=3
+        )
         offset = np.eye(s1.shape[0]) * eps
         covmean = _sqrtm((s1 + offset).dot(s2 + offset))
     if np.iscomplexobj(covmean):
@@ -99,9 +101,14 @@ def _trace_sqrt_eigh(s1: np.ndarray, s2: np.ndarray, eps: float, device: str | t
     return float(tr)
 
 
-def frechet_distance(a: GaussianStats, b: GaussianStats, method: str = "scipy",
-                     device: str | torch.device = "cpu", eps: float = ADM_EPS) -> float:
-    """Fréchet distance between two Gaussians; ``method`` is "scipy" (ADM's path) or "eigh" (float64 torch)."""
+def frechet_distance(
+    a: GaussianStats,
+    b: GaussianStats,
+    method: str = "scipy",
+    device: str | torch.device = "cpu",
+    eps: float = ADM_EPS,
+) -> float:
+    """Fréchet distance of two Gaussians; ``method``: "scipy" (ADM's path) or "eigh" (float64 torch)."""
     mu1, mu2 = np.atleast_1d(a.mu).astype(np.float64), np.atleast_1d(b.mu).astype(np.float64)
     s1, s2 = np.atleast_2d(a.sigma).astype(np.float64), np.atleast_2d(b.sigma).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:

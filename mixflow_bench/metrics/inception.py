@@ -30,8 +30,21 @@ POOL_DIM = 2048
 SPATIAL_DIM = 17 * 17 * SPATIAL_CHANNELS  # 2023
 NUM_CLASSES = 1008
 
-_STEM = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-         "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c")
+_STEM = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "MaxPool_1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "MaxPool_2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+)
 _HEAD = ("Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
 
 
@@ -95,14 +108,18 @@ def state_dict_from_tf_script(script: torch.jit.ScriptModule, template: nn.Modul
             groups.append(name[: -len(".beta")])
     convs = _basic_convs(template)
     if len(groups) != len(convs):
-        raise ValueError(f"TorchScript Inception has {len(groups)} batch-normed convolutions, expected {len(convs)}")
+        raise ValueError(
+            f"TorchScript Inception has {len(groups)} batch-normed convolutions, expected {len(convs)}"
+        )
     sd = {k: v.clone() for k, v in template.state_dict().items()}
     names = {id(m): n for n, m in template.named_modules()}
     for prefix, conv in zip(groups, convs):
         mod = names[id(conv)]
         w = params[f"{prefix}.weight"]
         if tuple(w.shape) != tuple(sd[f"{mod}.conv.weight"].shape):
-            raise ValueError(f"{prefix}.weight {tuple(w.shape)} does not fit {mod} {tuple(sd[mod + '.conv.weight'].shape)}")
+            raise ValueError(
+                f"{prefix}.weight {tuple(w.shape)} does not fit {mod} {tuple(sd[mod + '.conv.weight'].shape)}"
+            )
         sd[f"{mod}.conv.weight"] = w.detach().float()
         sd[f"{mod}.bn.weight"] = torch.ones_like(sd[f"{mod}.bn.weight"])
         sd[f"{mod}.bn.bias"] = params[f"{prefix}.beta"].detach().float()
@@ -117,12 +134,13 @@ def state_dict_from_tf_script(script: torch.jit.ScriptModule, template: nn.Modul
 
 
 def random_state_dict(seed: int = 0) -> dict:
-    """Randomly initialised weights of the same network (for offline timing only; features are meaningless)."""
+    """Random weights for the same network (offline timing only; the features are meaningless)."""
     import torchvision
 
     torch.manual_seed(seed)
-    model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
-                                            num_classes=NUM_CLASSES)
+    model = torchvision.models.inception_v3(
+        weights=None, aux_logits=False, init_weights=False, num_classes=NUM_CLASSES
+    )
     gen = torch.Generator().manual_seed(seed)
     sd = model.state_dict()
     for name, w in sd.items():
@@ -161,7 +179,9 @@ def _build(state_dict: dict | None) -> nn.Module:
         return cls("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
 
 
-def load_inception(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> InceptionFeatures:
+def load_inception(
+    weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> InceptionFeatures:
     """The feature network. ``weights``: None (torch-fidelity download), a ``.pth`` state dict, a TF-named
     TorchScript file, or ``"random"`` (random init, for timing only)."""
     has_logits = True
@@ -195,7 +215,7 @@ def load_inception(weights: str | os.PathLike | None = None, device: str | torch
 
 class ScriptedInceptionLayers(nn.Module):
     """Runs a TF-named TorchScript Inception's ``layers`` children directly (metrics.md §5), for cross-checks
-    and for files that cannot be mapped. sFID comes from calling ``layers.mixed_6.conv`` on mixed_5's output."""
+    and for files that cannot be mapped. sFID: ``layers.mixed_6.conv`` called on mixed_5's output."""
 
     def __init__(self, script: torch.jit.ScriptModule) -> None:
         super().__init__()

@@ -49,7 +49,9 @@ class NpzImageReader:
         self.keys = sorted(members)
         if key not in members:
             self._zip.close()
-            raise NpzFormatError(f"{self.path}: has no '{key}' array (keys: {', '.join(self.keys) or 'none'})")
+            raise NpzFormatError(
+                f"{self.path}: has no '{key}' array (keys: {', '.join(self.keys) or 'none'})"
+            )
         # several image arrays usually means images of mixed sizes were saved as separate arrays
         for other, member in members.items():
             if other == key:
@@ -59,7 +61,7 @@ class NpzImageReader:
             if len(shape) == 4:
                 self._zip.close()
                 raise NpzFormatError(
-                    f"{self.path}: holds several image arrays ('{key}' and '{other}' {shape}); samples of mixed "
+                    f"{self.path}: holds several image arrays ('{key}', '{other}' {shape}); samples of mixed "
                     "sizes are not supported: put all images, of one size, in a single 'arr_0'"
                 )
         self._member = members[key]
@@ -74,7 +76,9 @@ class NpzImageReader:
             raise NpzFormatError(f"{where}: shape {shape} is not N×H×W×3 (NHWC RGB)")
         if fortran:
             self._zip.close()
-            raise NpzFormatError(f"{where}: Fortran-ordered arrays are not supported (save a C-ordered array)")
+            raise NpzFormatError(
+                f"{where}: Fortran-ordered arrays are not supported (save a C-ordered array)"
+            )
         self.shape: tuple[int, int, int, int] = tuple(int(s) for s in shape)  # type: ignore[assignment]
 
     @property
@@ -158,15 +162,19 @@ class NpzImageWriter:
         self._tmp = Path(tmp)
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self._f = self._zip.open(f"{IMAGE_KEY}.npy", "w", force_zip64=True)
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                  "shape": self.shape}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
         np.lib.format.write_array_header_1_0(self._f, header)
         self.written = 0
 
     def write(self, images: np.ndarray) -> None:
         if images.dtype != np.uint8 or images.shape[1:] != self.shape[1:]:
-            raise NpzFormatError(f"expected uint8 images of shape {self.shape[1:]}, got {images.dtype} "
-                                 f"{images.shape[1:]}")
+            raise NpzFormatError(
+                f"expected uint8 images of shape {self.shape[1:]}, got {images.dtype} {images.shape[1:]}"
+            )
         if self.written + len(images) > self.shape[0]:
             raise NpzFormatError(f"more images than the declared {self.shape[0]}")
         self._f.write(np.ascontiguousarray(images).tobytes())

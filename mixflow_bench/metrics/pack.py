@@ -34,8 +34,12 @@ def _load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
-def pack_folder(folder: str | os.PathLike, out: str | os.PathLike, batch: int = 256,
-                progress: Callable[[int], None] | None = None) -> tuple[Path, tuple[int, int, int, int]]:
+def pack_folder(
+    folder: str | os.PathLike,
+    out: str | os.PathLike,
+    batch: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Path, tuple[int, int, int, int]]:
     """Writes every PNG of ``folder`` (sorted by name) into ``out``; all images must have one size."""
     files = list_images(folder)
     first = _load_rgb(files[0])
@@ -46,8 +50,10 @@ def pack_folder(folder: str | os.PathLike, out: str | os.PathLike, batch: int = 
         for path in files:
             img = _load_rgb(path)
             if img.shape != (h, w, 3):
-                raise NpzFormatError(f"{path}: size {img.shape[1]}×{img.shape[0]} differs from {w}×{h} of "
-                                     f"{files[0].name}; all images must have one size")
+                raise NpzFormatError(
+                    f"{path}: size {img.shape[1]}×{img.shape[0]} differs from {w}×{h} of "
+                    f"{files[0].name}; all images must have one size"
+                )
             buf.append(img)
             if len(buf) == batch:
                 writer.write(np.stack(buf))

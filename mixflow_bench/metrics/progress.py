@@ -26,14 +26,23 @@ class RateColumn(ProgressColumn):
 
 
 @contextmanager
-def progress_bar(label: str, enabled: bool = True, total: int | None = None) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    label: str, enabled: bool = True, total: int | None = None
+) -> Iterator[Callable[[int], None]]:
     """Yields ``advance(n)``; shows nothing when ``enabled`` is False."""
     if not enabled:
         yield lambda n: None
         return
     from mixflow_bench.cli.common import err_console
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as prog:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    ) as prog:
         task = prog.add_task(label, total=total)
         yield lambda n: prog.advance(task, n)

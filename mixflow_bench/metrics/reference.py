@@ -30,7 +30,9 @@ class ReferenceData:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("MIXFLOW_BENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mixflow-bench")
+    root = os.environ.get("MIXFLOW_BENCH_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "mixflow-bench"
+    )
     return Path(root) / "ref-stats"
 
 
@@ -54,9 +56,18 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def load_reference(path: str | os.PathLike, net: InceptionFeatures, *, need_fid: bool, need_sfid: bool,
-                   need_pr: bool, device: str, batch_size: int = 250, cache_dir: Path | None = None,
-                   progress: Callable[[int], None] | None = None) -> ReferenceData:
+def load_reference(
+    path: str | os.PathLike,
+    net: InceptionFeatures,
+    *,
+    need_fid: bool,
+    need_sfid: bool,
+    need_pr: bool,
+    device: str,
+    batch_size: int = 250,
+    cache_dir: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReferenceData:
     """Everything the requested metrics need from a reference npz."""
     path = Path(path)
     try:
@@ -89,14 +100,31 @@ def load_reference(path: str | os.PathLike, net: InceptionFeatures, *, need_fid:
                 cached = {k: z[k] for k in z.files}
         except Exception:
             cached = {}
-    need_keys = (["mu", "sigma"] if want_pool_stats else []) + (["mu_s", "sigma_s"] if want_sp_stats else []) + (
-        ["pool"] if need_pr else [])
+    need_keys = (
+        (["mu", "sigma"] if want_pool_stats else [])
+        + (["mu_s", "sigma_s"] if want_sp_stats else [])
+        + (["pool"] if need_pr else [])
+    )
     if not all(k in cached for k in need_keys):
         with NpzImageReader(path) as reader:
-            summ = extract(reader, net, device=device, batch_size=batch_size, pool_stats=True, spatial_stats=True,
-                           inception_score=False, keep_pool=True, progress=progress)
-        cached = {"mu": summ.pool_stats.mu, "sigma": summ.pool_stats.sigma, "mu_s": summ.spatial_stats.mu,
-                  "sigma_s": summ.spatial_stats.sigma, "pool": summ.pool_features}
+            summ = extract(
+                reader,
+                net,
+                device=device,
+                batch_size=batch_size,
+                pool_stats=True,
+                spatial_stats=True,
+                inception_score=False,
+                keep_pool=True,
+                progress=progress,
+            )
+        cached = {
+            "mu": summ.pool_stats.mu,
+            "sigma": summ.pool_stats.sigma,
+            "mu_s": summ.spatial_stats.mu,
+            "sigma_s": summ.spatial_stats.sigma,
+            "pool": summ.pool_features,
+        }
         _atomic_savez(cache, **cached)
     if want_pool_stats:
         pool = GaussianStats(cached["mu"], cached["sigma"])

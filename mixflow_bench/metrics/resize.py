@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def _axis_taps(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _axis_taps(
+    in_size: int, out_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
     src = torch.arange(out_size, dtype=torch.float32) * scale
     lower = torch.floor(src)
