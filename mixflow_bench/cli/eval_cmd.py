@@ -169,6 +169,7 @@ def command(
     tf32: bool,
     results_dir: Path | None,
     name: str | None,
+    dinov2_weights: Path | None,
 ) -> None:
     """Evaluate SAMPLES against a reference exactly as OpenAI's ADM evaluator does (float32 features)."""
     from mixflow_bench.metrics.evaluate import default_device, evaluate, parse_metrics
