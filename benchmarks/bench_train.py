@@ -28,6 +28,17 @@ from mixflow_bench.train.ema import create_ema, update_ema
 console = Console()
 
 
+@torch.no_grad()
+def randomize(model: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
+    """Fill every trainable parameter with N(0, std): the official zero-initialised adaLN and output layers
+    would make the velocity identically zero, hiding precision differences and favouring sparse kernels."""
+    g = torch.Generator().manual_seed(1234)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -66,11 +77,11 @@ def bench(name: str, device, batches: dict[str, int], steps: int, smoke: bool = 
     rows = []
     for path in ("official", "fast"):
         if name == "sit":
-            model = build_model("sit-s-2" if smoke else "sit-xl-2").to(device)
+            model = randomize(build_model("sit-s-2" if smoke else "sit-xl-2")).to(device)
             obj = mixflow(Path("linear", TimeConvention.DATA_AT_1), gamma=0.8, label_dropout=0.1)
             shape, label = (4, 32, 32), "SiT-XL/2 256, MixFlow gamma 0.8"
         else:
-            model = build_model("rae-dith-s-256" if smoke else "rae-dith-xl-256").to(device)
+            model = randomize(build_model("rae-dith-s-256" if smoke else "rae-dith-xl-256")).to(device)
             obj = mixflow(
                 Path("linear", TimeConvention.DATA_AT_0),
                 gamma=0.4,
