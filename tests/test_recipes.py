@@ -80,6 +80,9 @@ def test_every_shipped_recipe_validates():
 def test_cli_list_and_show(tmp_path, monkeypatch):
     write(tmp_path, "mine", BASE + "description: my experiment\n")
     monkeypatch.setenv("MIXFLOW_BENCH_RECIPES", str(tmp_path))
+    from mixflow_bench.cli.common import console
+
+    monkeypatch.setattr(console, "width", 250)
     runner = CliRunner()
     res = runner.invoke(cli, ["recipes", "list"], terminal_width=200)
     assert res.exit_code == 0 and "mine" in res.output and "mixflow 100 steps" in res.output

@@ -29,7 +29,12 @@ def resolve_reference(ref: str) -> Path:
             f"'{ref}' is not a file and artifact names need mixflow_bench.hub.fetch, which is not available "
             f"({exc}); pass the path of the reference npz instead"
         ) from exc
-    return Path(fetch(ref))
+    try:
+        return Path(fetch(ref))
+    except KeyError as exc:  # not an artifact name either
+        raise click.ClickException(f"--ref {ref!r} is neither a file nor a known artifact: {exc.args[0]}") from exc
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(f"--ref {ref!r}: {exc}") from exc
 
 
 def environment(device: str) -> dict:
