@@ -16,7 +16,7 @@ def command(folder: Path, out: Path) -> None:
     """Pack the PNGs of FOLDER (sorted by name, one size) into OUT as arr_0 uint8 N×H×W×3."""
     from mixflow_bench.metrics.npz_stream import NpzFormatError
     from mixflow_bench.metrics.pack import list_images, pack_folder
-    from mixflow_bench.metrics.progress import progress_bar
+    from mixflow_bench.progress import progress_bar
 
     try:
         total = len(list_images(folder))

@@ -90,7 +90,7 @@ def evaluate(
         if net is None:
             net = load_inception(weights, device)
         timings["load_network"] = time.perf_counter() - t
-        from mixflow_bench.metrics.progress import progress_bar
+        from mixflow_bench.progress import progress_bar
 
         t = time.perf_counter()
         ref = None

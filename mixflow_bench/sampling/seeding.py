@@ -61,7 +61,9 @@ def sample_labels(seed: int, num: int, num_classes: int, mode: str) -> np.ndarra
         labels = torch.arange(num) % num_classes
         extra = num % num_classes
         if extra:  # the remainder goes to a random subset of classes, not always the first ones
-            chosen = torch.randperm(num_classes, generator=torch.Generator().manual_seed(derive_seed(seed, STREAM_LABEL, -2)))
+            chosen = torch.randperm(
+                num_classes, generator=torch.Generator().manual_seed(derive_seed(seed, STREAM_LABEL, -2))
+            )
             labels[num - extra :] = chosen[:extra]
         perm = torch.randperm(num, generator=torch.Generator().manual_seed(derive_seed(seed, STREAM_LABEL, -1)))
         return labels[perm].numpy().astype(np.int64)

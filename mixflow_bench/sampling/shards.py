@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mixflow_bench.progress import image_progress
 from mixflow_bench.sampling.npz import write_npz, write_npz_stream
-from mixflow_bench.sampling.progress import image_progress
 from mixflow_bench.sampling.quantize import quantize as quantize_images
 from mixflow_bench.sampling.seeding import initial_noise, sample_labels, step_noise
 

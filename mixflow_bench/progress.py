@@ -1,6 +1,9 @@
-"""A rich progress bar for image generation: images done, images/s and time left."""
+"""Rich progress bars for image work (sampling, evaluation, packing): images done, images/s and time left."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +28,7 @@ class RateColumn(ProgressColumn):
 
 
 def image_progress(console: Console | None = None, disable: bool = False) -> Progress:
+    """A progress bar with count, images/s, elapsed time and ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -36,3 +40,14 @@ def image_progress(console: Console | None = None, disable: bool = False) -> Pro
         console=console or Console(stderr=True),
         disable=disable,
     )
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool = True, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """An image progress bar on stderr as an ``advance(n)`` callback; shows nothing when ``enabled`` is False."""
+    if not enabled:
+        yield lambda n: None
+        return
+    with image_progress() as prog:
+        task = prog.add_task(label, total=total)
+        yield lambda n: prog.advance(task, n)
