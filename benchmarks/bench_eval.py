@@ -71,9 +71,7 @@ def main() -> None:
         t = time.perf_counter()
         write_random_npz(samples, args.n, args.size, 0)
         write_random_npz(ref, args.ref_n, args.size, 1)
-        console.print(
-            f"wrote {args.n} + {args.ref_n} random {args.size}² images in {time.perf_counter() - t:.1f} s"
-        )
+        console.print(f"wrote {args.n} + {args.ref_n} random {args.size}² images in {time.perf_counter() - t:.1f} s")
         weights = tmp / "random-inception.pth"
         torch.save(random_state_dict(0), weights)
         net = load_inception(weights, device)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from _common import randomize, sync
 from rich.console import Console
 from rich.table import Table
 
@@ -33,22 +34,6 @@ from mixflow_bench.sampling.fast import FastPath, prepare_model
 from mixflow_bench.sampling.velocity import precision_context
 
 console = Console()
-
-
-@torch.no_grad()
-def randomize(model: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
-    """Fill every trainable parameter with N(0, std): the official zero-initialised adaLN and output layers
-    would make the velocity identically zero, hiding precision differences and favouring sparse kernels."""
-    g = torch.Generator().manual_seed(1234)
-    for p in model.parameters():
-        if p.requires_grad:
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 @dataclass

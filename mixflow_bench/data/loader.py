@@ -11,6 +11,7 @@ Orders use NumPy's ``PCG64`` seeded by ``SeedSequence([seed, epoch])``.
 
 from __future__ import annotations
 
+import abc
 import os
 import queue
 import threading
@@ -65,9 +66,7 @@ class ResumableSampler:
         if world_size <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         if global_batch_size <= 0 or global_batch_size % world_size:
-            raise ValueError(
-                f"global_batch_size {global_batch_size} must be a positive multiple of {world_size=}"
-            )
+            raise ValueError(f"global_batch_size {global_batch_size} must be a positive multiple of {world_size=}")
         if num_samples <= 0 or (drop_last and num_samples < global_batch_size):
             raise ValueError(f"{num_samples} samples cannot fill one global batch of {global_batch_size}")
         self.num_samples, self.global_batch_size = num_samples, global_batch_size
@@ -126,8 +125,7 @@ class ResumableSampler:
         for key in ("seed", "num_samples", "global_batch_size", "drop_last", "shuffle"):
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(
-                    f"cannot resume: saved {key}={state[key]!r} "
-                    f"but this loader has {key}={getattr(self, key)!r}"
+                    f"cannot resume: saved {key}={state[key]!r} but this loader has {key}={getattr(self, key)!r}"
                 )
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
@@ -140,14 +138,10 @@ class LatentDataset:
         if verify:
             report = cache.verify_cache(self.directory)
             if not report.ok:
-                raise ValueError(
-                    f"cache {self.directory} failed verification:\n  " + "\n  ".join(report.problems)
-                )
+                raise ValueError(f"cache {self.directory} failed verification:\n  " + "\n  ".join(report.problems))
         mpath = os.path.join(self.directory, cache.MANIFEST)
         if not os.path.isfile(mpath):
-            raise FileNotFoundError(
-                f"{mpath} not found: run `mixflow-bench data prepare` to completion first"
-            )
+            raise FileNotFoundError(f"{mpath} not found: run `mixflow-bench data prepare` to completion first")
         self.manifest = cache.read_json(mpath)
         self.fields = sorted(self.manifest["fields"])
         self.flips = int(self.manifest["flips"])
@@ -188,17 +182,11 @@ class LatentDataset:
     def read(self, indices: np.ndarray, orientation: np.ndarray | None = None) -> dict[str, Tensor]:
         """Fields of ``indices`` in that order as float32 (B, *shape); ``orientation``: 0/1 each."""
         indices = np.asarray(indices, dtype=np.int64)
-        orientation = (
-            np.zeros_like(indices) if orientation is None else np.asarray(orientation, dtype=np.int64)
-        )
+        orientation = np.zeros_like(indices) if orientation is None else np.asarray(orientation, dtype=np.int64)
         if orientation.size and int(orientation.max()) >= self.flips:
-            raise ValueError(
-                f"orientation {int(orientation.max())} requested but the cache stores {self.flips}"
-            )
+            raise ValueError(f"orientation {int(orientation.max())} requested but the cache stores {self.flips}")
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1
-        out = {
-            k: np.empty((len(indices), *self.manifest["fields"][k]["shape"]), np.float32) for k in self.fields
-        }
+        out = {k: np.empty((len(indices), *self.manifest["fields"][k]["shape"]), np.float32) for k in self.fields}
         for s in np.unique(shard_of):
             sel = np.nonzero(shard_of == s)[0]
             local = indices[sel] - self._starts[s]
@@ -208,9 +196,7 @@ class LatentDataset:
         return {k: torch.from_numpy(v) for k, v in out.items()}
 
 
-def latents_from_fields(
-    fields: dict[str, Tensor], seeds: list[int] | None, codec: Codec | None = None
-) -> Tensor:
+def latents_from_fields(fields: dict[str, Tensor], seeds: list[int] | None, codec: Codec | None = None) -> Tensor:
     """Training latents for a batch; ``seeds`` gives one generator per sample (None: torch's global RNG)."""
     convert = codec.latent_from_stored if codec is not None else default_latent_from_stored
     if seeds is None:
@@ -230,14 +216,15 @@ def latents_from_fields(
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
-class _PrefetchingBatches:
+class _PrefetchingBatches(abc.ABC):
     """Shared iteration/state logic: subclasses implement ``_make(epoch, indices) -> (x, y)``."""
 
     sampler: ResumableSampler
     prefetch: int
 
+    @abc.abstractmethod
     def _make(self, epoch: int, indices: np.ndarray) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """The batch (latents, labels) of the dataset rows ``indices`` in ``epoch``."""
 
     def _positions(self) -> Iterator[tuple[int, int, tuple[int, int]]]:
         epoch, step = self.sampler.epoch, self.sampler.step
@@ -372,9 +359,7 @@ class PixelBatches(_PrefetchingBatches):
         self.hflip, self.generator_for_latents, self.seed = hflip, generator_for_latents, seed
         self.prefetch = prefetch
         self.labels = np.asarray([r.label for r in self.source.records], dtype=np.int64)
-        self.sampler = ResumableSampler(
-            len(self.source), global_batch_size, seed, rank, world_size, drop_last
-        )
+        self.sampler = ResumableSampler(len(self.source), global_batch_size, seed, rank, world_size, drop_last)
 
     def _make(self, epoch: int, indices: np.ndarray) -> tuple[Tensor, Tensor]:
         from mixflow_bench.data.preprocess import preprocess_to_array, to_unit_tensor_batch

@@ -44,7 +44,7 @@ class IntegrityError(DownloadError):
 
 
 class _Retryable(Exception):
-    pass
+    """A failure worth another attempt (connection dropped, 5xx, stalled)."""
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,8 @@ class FaultyServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # quiet
-                pass
+            def log_message(self, format: str, *args: object) -> None:
+                """Keep the test output quiet."""
 
             def do_HEAD(self) -> None:
                 self._serve(body=False)

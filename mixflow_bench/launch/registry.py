@@ -16,23 +16,26 @@ from mixflow_bench.results.records import write_json_atomic
 
 def slurm_state(job_id: str) -> str:
     """The job's state from ``squeue`` (queued/running), else ``sacct``, else ``UNKNOWN``."""
-    if shutil.which("squeue"):
-        try:
-            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=20)
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.split()[0]
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    if shutil.which("sacct"):
-        try:
-            out = subprocess.run(
-                ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True, timeout=20
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.split()[0].split()[0]
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+    for command in (
+        ["squeue", "-h", "-j", job_id, "-o", "%T"],
+        ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"],
+    ):
+        state = _first_word(command)
+        if state:
+            return state
     return "UNKNOWN"
+
+
+def _first_word(command: list[str]) -> str | None:
+    """The first word a Slurm query prints, or None when the tool is missing, fails or prints nothing."""
+    if not shutil.which(command[0]):
+        return None
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = out.stdout.split() if out.returncode == 0 else []
+    return words[0] if words else None
 
 
 def result_state(folder: Path, job_id: str) -> str | None:

@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class TorchrunError(RuntimeError):
-    pass
+    """A torchrun launch that exited non-zero."""
 
 
 class TorchrunLauncher:

@@ -46,9 +46,7 @@ class LatentCodec(Protocol):
 
     def encode(self, images: Tensor) -> dict[str, Tensor]: ...
 
-    def latent_from_stored(
-        self, fields: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> Tensor: ...
+    def latent_from_stored(self, fields: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor: ...
 
     def decode(self, z: Tensor) -> Tensor: ...
 
@@ -141,9 +139,7 @@ class SDVAECodec(nn.Module):
         dist = self.vae.encode(x).latent_dist
         return {"mean": dist.mean, "std": dist.std}
 
-    def latent_from_stored(
-        self, fields: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> Tensor:
+    def latent_from_stored(self, fields: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         """A training latent ``0.18215 * (mean + std * eps)``, eps ~ N(0, I) drawn from ``generator``."""
         missing = {"mean", "std"} - set(fields)
         if missing:
@@ -180,9 +176,7 @@ class RAECodec(nn.Module):
             raise ValueError(f"encoder grid {g} and decoder grid {decoder.grid} differ")
         self.latent_shape = (encoder.config.hidden_size, g, g)
         if tuple(stats.var.shape) not in (self.latent_shape, (self.latent_shape[0], 1, 1), (1,), ()):
-            raise ValueError(
-                f"stat var shape {tuple(stats.var.shape)} does not fit latents {self.latent_shape}"
-            )
+            raise ValueError(f"stat var shape {tuple(stats.var.shape)} does not fit latents {self.latent_shape}")
         self.encoder = encoder.eval()
         self.decoder = decoder.eval().requires_grad_(False)
         self.stats = stats
@@ -195,9 +189,7 @@ class RAECodec(nn.Module):
         _check_images(images, self.resolution)
         return {"latent": self.stats.normalize(self.encoder(images))}
 
-    def latent_from_stored(
-        self, fields: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> Tensor:
+    def latent_from_stored(self, fields: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         """The stored latent itself (RAE latents are deterministic)."""
         if "latent" not in fields:
             raise KeyError(f"stored RAE fields lack 'latent' (have {sorted(fields)})")
@@ -235,9 +227,7 @@ def _build_rae(resolution: int, weights, random_init: bool) -> RAECodec:
         stats = LatentStats(torch.ones(768, grid, grid))
     else:
         encoder.load_hf_state_dict(_load_tensors(_resolve(weights, "encoder", "dinov2-reg-b")))
-        decoder.load_state_dict(
-            _load_tensors(_resolve(weights, "decoder", f"rae-decoder-{resolution}")), strict=True
-        )
+        decoder.load_state_dict(_load_tensors(_resolve(weights, "decoder", f"rae-decoder-{resolution}")), strict=True)
         stats = LatentStats.load(_resolve(weights, "stats", f"rae-stats-{resolution}"))
     return RAECodec(resolution, encoder, decoder, stats)
 

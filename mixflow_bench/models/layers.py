@@ -81,9 +81,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         expected = (self.in_channels, self.input_size, self.input_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"expected input of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
@@ -94,9 +92,7 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         self.frequency_size = frequency_size
         self.max_period = max_period
-        self.mlp = nn.Sequential(
-            nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
-        )
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
 
     def frequencies(self, t: Tensor) -> Tensor:
         """The (B, frequency_size) sinusoid features of times ``t`` (used as given: no rescaling)."""
@@ -205,3 +201,20 @@ def init_patch_embed(embed: PatchEmbed) -> None:
     w = embed.proj.weight.data
     nn.init.xavier_uniform_(w.view(w.shape[0], -1))
     nn.init.zeros_(embed.proj.bias)
+
+
+def zero_adaln_and_output(blocks: nn.ModuleList, final_layer: nn.Module) -> None:
+    """DiT-style adaLN-Zero: every block's modulation and the final modulation and projection start at zero."""
+    for block in blocks:
+        nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        nn.init.zeros_(block.adaLN_modulation[-1].bias)
+    for layer in (final_layer.adaLN_modulation[-1], final_layer.linear):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
+def set_blocks_attention(blocks: nn.ModuleList, attention: str) -> None:
+    """Switch the ``attn`` of every block between ``"sdpa"`` and ``"math"`` attention."""
+    check_attention(attention)
+    for block in blocks:
+        block.attn.attention = attention

@@ -27,7 +27,9 @@ from mixflow_bench.models.layers import (
     check_time_and_labels,
     init_patch_embed,
     modulate,
+    set_blocks_attention,
     sincos_2d,
+    zero_adaln_and_output,
 )
 
 # hidden sizes, depths and heads of (trunk, head) for the released models
@@ -86,9 +88,7 @@ class AxialRope2D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] != self.freqs_cos.shape:
-            raise ValueError(
-                f"RoPE table is {tuple(self.freqs_cos.shape)}, input tokens are {tuple(x.shape[-2:])}"
-            )
+            raise ValueError(f"RoPE table is {tuple(self.freqs_cos.shape)}, input tokens are {tuple(x.shape[-2:])}")
         return x * self.freqs_cos + rotate_pairs(x) * self.freqs_sin
 
 
@@ -129,9 +129,7 @@ class SwiGLU(nn.Module):
 class DDTBlock(nn.Module):
     """RMSNorm/RoPE/SwiGLU block; adaLN shift/scale/gate from a (B,D) or per-token (B,N,D) condition."""
 
-    def __init__(
-        self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa"
-    ) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa") -> None:
         super().__init__()
         self.norm1 = RMSNorm(hidden_size)
         self.attn = RopeAttention(hidden_size, num_heads, attention=attention)
@@ -225,18 +223,11 @@ class DiTDH(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_adaln_and_output(self.blocks, self.final_layer)
 
     def set_attention(self, attention: str) -> None:
         """Switch every block between ``"sdpa"`` and ``"math"`` attention."""
-        check_attention(attention)
-        for block in self.blocks:
-            block.attn.attention = attention
+        set_blocks_attention(self.blocks, attention)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """Velocity dx/dt (``DATA_AT_0``) at latents ``x`` (B,C,H,W), times ``t`` (B,), labels ``y`` (B,)."""

@@ -173,9 +173,7 @@ class DecoderLayer(nn.Module):
 class GeneralDecoder(nn.Module):
     """RAE's pixel decoder: (B, N, latent_dim) tokens -> images in encoder-standardised units."""
 
-    def __init__(
-        self, num_patches: int = 256, cfg: DecoderConfig | None = None, attention: str = "math"
-    ) -> None:
+    def __init__(self, num_patches: int = 256, cfg: DecoderConfig | None = None, attention: str = "math") -> None:
         super().__init__()
         cfg = cfg or DecoderConfig()
         check_attention(attention)
@@ -203,14 +201,10 @@ class GeneralDecoder(nn.Module):
         """Patch predictions (B, N, p*p*3) for latent tokens (B, N, latent_dim); the CLS output is dropped."""
         if tokens.ndim != 3 or tokens.shape[1:] != (self.num_patches, self.cfg.latent_dim):
             raise ValueError(
-                f"decoder expects (B, {self.num_patches}, {self.cfg.latent_dim}) tokens, "
-                f"got {tuple(tokens.shape)}"
+                f"decoder expects (B, {self.num_patches}, {self.cfg.latent_dim}) tokens, got {tuple(tokens.shape)}"
             )
         x = self.decoder_embed(tokens)
-        x = (
-            torch.cat([self.trainable_cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-            + self.decoder_pos_embed
-        )
+        x = torch.cat([self.trainable_cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.decoder_pos_embed
         for layer in self.decoder_layers:
             x = layer(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
@@ -242,9 +236,7 @@ class LatentStats(nn.Module):
         """Read ``{"mean": Tensor | None, "var": Tensor}`` from a ``stat.pt`` file."""
         stats = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(stats, dict) or stats.get("var") is None:
-            raise ValueError(
-                f"{path}: expected a dict with a 'var' tensor (and optional 'mean'), got {type(stats)}"
-            )
+            raise ValueError(f"{path}: expected a dict with a 'var' tensor (and optional 'mean'), got {type(stats)}")
         return cls(stats["var"], stats.get("mean"))
 
     def normalize(self, z: Tensor) -> Tensor:

@@ -69,8 +69,6 @@ def repa_sit(size: str = "XL", patch_size: int = 2, input_size: int = 32, **over
     if key not in SIT_SIZES:
         raise ValueError(f"unknown SiT size {size!r}; valid: {sorted(SIT_SIZES)}")
     depth, hidden, heads = SIT_SIZES[key]
-    kwargs = dict(
-        input_size=input_size, patch_size=patch_size, hidden_size=hidden, depth=depth, num_heads=heads
-    )
+    kwargs = dict(input_size=input_size, patch_size=patch_size, hidden_size=hidden, depth=depth, num_heads=heads)
     kwargs.update(overrides)
     return RepaSiT(**kwargs)

@@ -18,12 +18,13 @@ from mixflow_bench.models.layers import (
     Mlp,
     PatchEmbed,
     TimestepEmbedder,
-    check_attention,
     check_time_and_labels,
     dit_init,
     init_patch_embed,
     modulate,
+    set_blocks_attention,
     sincos_2d,
+    zero_adaln_and_output,
 )
 
 # (depth, hidden size, heads) per model size, as in the SiT/DiT papers.
@@ -38,9 +39,7 @@ SIT_SIZES: dict[str, tuple[int, int, int]] = {
 class SiTBlock(nn.Module):
     """Pre-norm transformer block whose norms are shifted, scaled and gated by the conditioning vector."""
 
-    def __init__(
-        self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa"
-    ) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa") -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads, attention=attention)
@@ -115,18 +114,11 @@ class SiT(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_adaln_and_output(self.blocks, self.final_layer)
 
     def set_attention(self, attention: str) -> None:
         """Switch every block between ``"sdpa"`` and ``"math"`` attention."""
-        check_attention(attention)
-        for block in self.blocks:
-            block.attn.attention = attention
+        set_blocks_attention(self.blocks, attention)
 
     def unpatchify(self, tokens: Tensor, channels: int) -> Tensor:
         """(B, N, p*p*C) tokens -> (B, C, H, W) image, patches in row-major order."""
@@ -162,8 +154,6 @@ def sit(size: str, patch_size: int, input_size: int = 32, **overrides) -> SiT:
     if patch_size not in (2, 4, 8):
         raise ValueError(f"SiT patch size must be 2, 4 or 8, got {patch_size}")
     depth, hidden, heads = SIT_SIZES[key]
-    kwargs = dict(
-        input_size=input_size, patch_size=patch_size, hidden_size=hidden, depth=depth, num_heads=heads
-    )
+    kwargs = dict(input_size=input_size, patch_size=patch_size, hidden_size=hidden, depth=depth, num_heads=heads)
     kwargs.update(overrides)
     return SiT(**kwargs)

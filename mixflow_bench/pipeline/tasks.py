@@ -133,24 +133,29 @@ def train_task(recipe: str, overrides: dict[str, Any] | None, out_dir: str, init
     checkpoint = init_checkpoint or (r.model.checkpoint if r.train.init == "checkpoint" else None)
     spec, model = resolve_model(r.model.name, checkpoint, overrides=r.model.overrides)
     objective = build_objective(r, spec)
-    final = out / "model.pt"
-    if r.data is not None and r.data.source in ("digits", "toy2d"):
-        from mixflow_bench.pipeline.toy_train import train_toy
+    return str(_train_with_engine(r, model, objective, out, out / "model.pt"))
 
-        train_toy(model, objective, toy_training_data(r), r.train, out, final)
-        return str(final)
-    return str(_train_with_engine(r, model, objective, out, final))
+
+def _training_batches(r: Recipe, rank: int, world: int):
+    """In-memory batches of a toy data set, or batches of a latent cache."""
+    if r.data is not None and r.data.source in ("digits", "toy2d"):
+        from mixflow_bench.train.batches import InMemoryBatches
+
+        data = toy_training_data(r)
+        return InMemoryBatches(data.x, data.y, r.train.batch_size, r.train.seed, rank, world)
+    from mixflow_bench.data import LatentBatches, LatentDataset
+
+    return LatentBatches(LatentDataset(r.data.path), r.train.batch_size, r.train.seed, rank, world)
 
 
 def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path) -> Path:
-    """Latent-space post-training through ``mixflow_bench.train`` (multi-GPU, bf16, resumable)."""
-    from mixflow_bench.data import LatentBatches, LatentDataset
+    """(Post-)training through ``mixflow_bench.train`` (multi-GPU, bf16, resumable); EMA weights to ``final``."""
     from mixflow_bench.train.checkpoint import export_ema
     from mixflow_bench.train.engine import TrainConfig, train
 
     t = r.train
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    batches = LatentBatches(LatentDataset(r.data.path), t.batch_size, t.seed, rank, world)
+    batches = _training_batches(r, rank, world)
     config = TrainConfig(
         steps=t.steps, global_batch_size=t.batch_size, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
         ema_decay=t.ema_decay, grad_clip=t.grad_clip, precision=t.precision, lr_schedule=t.lr_schedule,
@@ -158,8 +163,7 @@ def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path) -> P
     )  # fmt: skip
     result = train(model, objective, batches, config, out, resume=True)
     if rank == 0:
-        last = Path(getattr(result, "checkpoint", "") or max(out.glob("*.pt"), key=lambda p: p.stat().st_mtime))
-        export_ema(last, final)
+        export_ema(result.last_checkpoint, final)
     return final
 
 

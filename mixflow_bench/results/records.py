@@ -26,15 +26,12 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
-    try:
-        import torch
+    import torch
 
-        info["torch"] = torch.__version__
-        info["cuda"] = torch.version.cuda
-        if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    info["torch"] = torch.__version__
+    info["cuda"] = torch.version.cuda
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     from mixflow_bench import __version__
 
     info["mixflow_bench"] = __version__

@@ -8,6 +8,7 @@ so :func:`load_checkpoint` uses ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -45,14 +46,12 @@ def _atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
+    with contextlib.suppress(OSError):  # make the rename itself durable where the file system allows
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
