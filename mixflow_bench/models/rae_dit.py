@@ -20,10 +20,10 @@ from torch import Tensor, nn
 
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.models.layers import (
+    Attention,
     LabelEmbedder,
     PatchEmbed,
     attend,
-    check_attention,
     check_time_and_labels,
     init_patch_embed,
     modulate,
@@ -92,25 +92,13 @@ class AxialRope2D(nn.Module):
         return x * self.freqs_cos + rotate_pairs(x) * self.freqs_sin
 
 
-class RopeAttention(nn.Module):
+class RopeAttention(Attention):
     """Self-attention with rotary queries/keys (parameters ``qkv`` and ``proj``)."""
 
-    def __init__(self, dim: int, num_heads: int, attention: str = "sdpa") -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.attention = check_attention(attention)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
     def forward(self, x: Tensor, rope: AxialRope2D) -> Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.heads(x)
         q, k = rope(q).to(v.dtype), rope(k).to(v.dtype)
-        out = attend(q, k, v, self.attention)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return self.merge(attend(q, k, v, self.attention))
 
 
 class SwiGLU(nn.Module):
