@@ -12,15 +12,20 @@ import torch
 from torch import Tensor
 
 
-def quantize(images: Tensor, mode: str = "round") -> np.ndarray:
-    """(B, 3, H, W) float images in [0, 1] -> (B, H, W, 3) uint8 NHWC."""
+def quantize_tensor(images: Tensor, mode: str = "round") -> Tensor:
+    """(B, 3, H, W) float images in [0, 1] -> (B, H, W, 3) uint8 NHWC on the same device."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-    p = images.detach().float().cpu()
+    p = images.detach().float()
     if mode == "round":
         q = (255.0 * p + 0.5).clamp(0, 255)
     elif mode == "truncate":
         q = (255.0 * p).clamp(0, 255)
     else:
         raise ValueError(f"unknown quantize mode {mode!r} (expected 'round' or 'truncate')")
-    return q.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy().astype(np.uint8, copy=False)
+    return q.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def quantize(images: Tensor, mode: str = "round") -> np.ndarray:
+    """(B, 3, H, W) float images in [0, 1] -> (B, H, W, 3) uint8 NHWC numpy array."""
+    return quantize_tensor(images, mode).cpu().numpy().astype(np.uint8, copy=False)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from mixflow_bench.progress import image_progress
 from mixflow_bench.sampling.npz import write_npz, write_npz_stream
-from mixflow_bench.sampling.quantize import quantize as quantize_images
+from mixflow_bench.sampling.quantize import quantize_tensor
 from mixflow_bench.sampling.seeding import initial_noise, sample_labels, step_noise
 
 # generate(noise (B, *latent_shape), labels (B,), step_noise(step) -> (B, *latent_shape)) -> images (B,3,H,W) in [0,1]
@@ -42,6 +42,28 @@ class Generator:
     num_classes: int
     quantize: str = "round"
     fingerprint: str = ""  # identifies the model + sampling settings; guards a shard directory against mixing
+
+
+class _HostCopy:
+    """A batch of uint8 images on its way to the host: on CUDA an asynchronous copy into pinned memory."""
+
+    def __init__(self, images: Tensor):
+        self.event = None
+        if images.is_cuda:
+            host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
+            host.copy_(images, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            images = host
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def wait(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.images.numpy()
 
 
 class ShardSettingsError(ValueError):
@@ -142,7 +164,8 @@ def sample_to_npz(
     with image_progress(disable=not progress) as bar:
         task = bar.add_task(f"sampling (rank {rank}/{world_size})", total=my_total, completed=done_images)
         for k, idx in todo:
-            chunks = []
+            chunks: list[np.ndarray] = []
+            pending: _HostCopy | None = None
             for start in range(0, len(idx), batch_size):
                 batch_idx = idx[start : start + batch_size].tolist()
                 noise = initial_noise(seed, batch_idx, tuple(generator.latent_shape))
@@ -150,8 +173,14 @@ def sample_to_npz(
                 images = generator.generate(
                     noise, y, lambda step, b=batch_idx: step_noise(seed, b, tuple(generator.latent_shape), step)
                 )
-                chunks.append(quantize_images(images, generator.quantize))
-                bar.advance(task, len(batch_idx))
+                copy = _HostCopy(quantize_tensor(images, generator.quantize))
+                if pending is not None:  # the previous batch's copy ran while this batch was being queued
+                    chunks.append(pending.wait())
+                    bar.advance(task, len(pending))
+                pending = copy
+            if pending is not None:
+                chunks.append(pending.wait())
+                bar.advance(task, len(pending))
             write_npz(
                 _shard_path(shard_dir, k),
                 {"images": np.concatenate(chunks), "labels": all_labels[idx], "indices": idx.astype(np.int64)},
