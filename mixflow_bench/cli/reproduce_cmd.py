@@ -17,18 +17,20 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="default: runs/<recipe>")
 @click.option("--gamma", "gammas", type=float, multiple=True, help="small studies: MixFlow gamma sweep (repeatable)")
 @click.option("--seeds", default=None, help="small studies: comma-separated seeds (default: the recipe's)")
+@click.option("--fast", is_flag=True, help="sample on the fast path (bf16 autocast + torch.compile)")
 @launch_options
-def command(args, show_plan, stage, run_dir, gammas, seeds, **kwargs) -> None:
+def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> None:
     """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
 
     Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
     a flow-matching post-training control and MixFlow post-training.
     """
-    from mixflow_bench.cli.sample_cmd import _overrides
+    from mixflow_bench.cli.sample_cmd import FAST_SAMPLING, _overrides
     from mixflow_bench.recipes.loader import load_recipe
 
     recipes = [a for a in args if "=" not in a]
-    ov = _overrides(tuple(a for a in args if "=" in a))
+    given = tuple(a for a in args if "=" in a)
+    ov = _overrides(given)
     if not recipes:
         raise click.UsageError("name at least one recipe")
     loaded = []
@@ -39,6 +41,8 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, **kwargs) -> None:
             raise click.ClickException(str(e)) from e
     studies = [r for r in loaded if r.study is not None]
     if studies:
+        if fast:
+            raise click.UsageError("--fast applies to full pipelines; small studies run on the CPU")
         if len(studies) != len(loaded):
             raise click.UsageError("run small studies and full pipelines in separate calls")
         from mixflow_bench.toy.study import run_study
@@ -50,6 +54,8 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, **kwargs) -> None:
         return
     if len(loaded) > 1:
         raise click.UsageError("reproduce one full recipe at a time")
+    if fast:  # before the user's own overrides, which win
+        ov = _overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in FAST_SAMPLING.items()) + given)
     _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs)
 
 

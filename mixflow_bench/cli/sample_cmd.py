@@ -10,6 +10,9 @@ import click
 from mixflow_bench.cli.common import console
 from mixflow_bench.launch.options import launch_options, pop_launch_options
 
+# ``--fast``: the switches of the fast sampling path (mixflow_bench.sampling.fast); recipes default to the exact path.
+FAST_SAMPLING = {"precision": "bf16", "attention": "sdpa", "compile": True}
+
 
 def _overrides(items: tuple[str, ...]) -> dict:
     from mixflow_bench.recipes.loader import _merge, parse_override
@@ -52,9 +55,10 @@ def save_grid(npz: Path, png: Path) -> None:
 @click.option("--sampler", type=click.Choice(["sde", "euler", "heun", "dopri5", "rae-euler"]), default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
+@click.option("--fast", is_flag=True, help="the fast path: bf16 autocast + torch.compile (see benchmarks/README.md)")
 @launch_options
 def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cfg, steps, sampler, seed, batch_size,
-            **kwargs) -> None:  # fmt: skip
+            fast, **kwargs) -> None:  # fmt: skip
     """Sample RECIPE (with KEY.PATH=VALUE overrides) or --model NAME to --out x.npz | x.png."""
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.launch.tasks import Task
@@ -94,6 +98,8 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
             sample[key] = value
     if num is None and recipe is None:
         sample["num"] = 8
+    if fast:
+        sample.update(FAST_SAMPLING)
     if cfg is not None:
         sample["guidance"] = {**sample["guidance"], "kind": "cfg" if cfg != 1.0 else "none", "scale": cfg}
     sample["shard_size"] = min(sample["shard_size"], sample["num"])

@@ -70,6 +70,7 @@ class TrainSection:
     ema_decay: float = 0.9999
     grad_clip: float | None = None
     precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False  # torch.compile the training model (fast path; fp32 eager stays the reference)
     checkpoint_every: int = 1000
     seed: int = 0
 
@@ -114,12 +115,18 @@ class SampleSection:
     time_shift: float | Literal["auto"] | None = None  # RAE grid shift; "auto" = sqrt(C*H*W/4096)
     last_step_size: float = 0.04  # SDE: the final drift-only step
     quantize: Literal["round", "truncate"] = "round"  # SiT rounds (127.5x+128); REPA/RAE truncate
+    # Fast-path switches (see mixflow_bench.sampling.fast); the defaults are the exact reference path.
+    attention: Literal["sdpa", "math"] = "sdpa"  # fused attention, or the explicit softmax of the official code
+    compile: bool = False  # torch.compile the model (and guide)
+    cuda_graphs: bool = False  # with compile: capture CUDA graphs of each model call (mode reduce-overhead)
 
     def check(self) -> tuple[str, str] | None:
         if self.steps <= 0:
             return "steps", f"must be positive, got {self.steps}"
         if self.num <= 0:
             return "num", f"must be positive, got {self.num}"
+        if self.cuda_graphs and not self.compile:
+            return "cuda_graphs", "needs compile: true (the graphs are captured by torch.compile)"
         return None
 
 

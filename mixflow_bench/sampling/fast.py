@@ -3,15 +3,18 @@
 Each switch is independent: ``precision`` (fp32 / tf32 / bf16 autocast), ``attention`` (fused SDPA or the
 explicit softmax of the official samplers), ``compile`` (``torch.compile``; ``compile_mode="reduce-overhead"``
 also captures CUDA graphs of each model call). The guidance batching (conditional and null halves in one batch,
-autoguidance without the unused null half) and the sync-free sampler loop are always on: they change no number.
+autoguidance without the unused null half), the sync-free sampler loop, the prefetched SDE noise
+(:func:`prefetch_to`) and the asynchronous copy of finished images (``sample_to_npz``) are always on: they change
+no number.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -33,5 +36,52 @@ def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
     if hasattr(model, "set_attention"):
         model.set_attention(fast.attention)
     if fast.compile:
-        model = torch.compile(model, mode=None if fast.compile_mode == "default" else fast.compile_mode)
+        compiled = torch.compile(model, mode=None if fast.compile_mode == "default" else fast.compile_mode)
+        model = OwnedOutputs(compiled) if fast.compile_mode == "reduce-overhead" else compiled
     return model
+
+
+class OwnedOutputs(nn.Module):
+    """A CUDA-graphed model whose outputs the caller owns.
+
+    A graph replay overwrites the previous replay's output buffers; guidance that combines two model calls
+    (autoguidance: main, then guide) would read an overwritten tensor. The copy costs one output-sized memcpy.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        return self.model(*args, **kwargs).clone()
+
+
+def prefetch_to(device: torch.device, draw: Callable[[int], Tensor] | None) -> Callable[[int], Tensor] | None:
+    """``draw(i)`` (CPU tensors, asked for in order i = 0, 1, ...) delivered on ``device`` one step ahead.
+
+    Each call returns step i's tensor and already draws step i + 1 on the host and queues its copy from pinned
+    memory, so neither the draw nor a pageable host-to-device copy (which waits for the device) stalls the
+    sampler loop. On the CPU it is ``draw`` itself.
+    """
+    if draw is None or device.type != "cuda":
+        return draw
+    return OneAhead(lambda i: draw(i).pin_memory().to(device, non_blocking=True))
+
+
+class OneAhead:
+    """Calls ``fetch(i)`` one index ahead: ``self(i)`` returns ``fetch(i)`` and starts ``fetch(i + 1)``.
+
+    An index asked for out of order is fetched directly (nothing is returned twice or for the wrong index).
+    """
+
+    def __init__(self, fetch: Callable[[int], Tensor]):
+        self.fetch = fetch
+        self.ahead: tuple[int, Tensor] | None = None
+
+    def __call__(self, i: int) -> Tensor:
+        if self.ahead is not None and self.ahead[0] == i:
+            out = self.ahead[1]
+        else:
+            out = self.fetch(i)
+        self.ahead = (i + 1, self.fetch(i + 1))
+        return out

@@ -33,6 +33,7 @@ from mixflow_bench.flow import (
     uniform_grid,
 )
 from mixflow_bench.recipes.schema import SampleSection
+from mixflow_bench.sampling.fast import FastPath, prefetch_to, prepare_model
 from mixflow_bench.sampling.shards import Generator
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -118,6 +119,14 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+def fast_path_of(sample_cfg: SampleSection) -> FastPath:
+    """The fast-path switches a recipe's ``sample:`` section sets (its defaults are the exact path)."""
+    mode = "reduce-overhead" if sample_cfg.cuda_graphs else "default"
+    return FastPath(
+        precision=sample_cfg.precision, attention=sample_cfg.attention, compile=sample_cfg.compile, compile_mode=mode
+    )
+
+
 def pixel_decode(x: Tensor) -> Tensor:
     """Decode for pixel-space toy models: data in [-1, 1] of shape (B, H, W) or (B, D) -> gray (B, 3, H, W)."""
     if x.ndim == 2:
@@ -145,9 +154,13 @@ def model_generator(
 ) -> Generator:
     """A :class:`Generator` sampling ``model`` with the recipe's sampler, guidance, precision and decoder."""
     device = torch.device(device)
-    model = model.to(device).eval()
+    fast = fast_path_of(sample_cfg)
+    model = prepare_model(model.to(device), fast)
     if guide_model is not None:
-        guide_model = guide_model.to(device).eval()
+        guide_model = prepare_model(guide_model.to(device), fast)
+    decoder = getattr(codec, "decoder", None)
+    if hasattr(decoder, "set_attention"):  # RAE's ViT decoder: the same attention switch as the model
+        decoder.set_attention(fast.attention)
     decode = pixel_decode if codec is None else codec.decode
 
     def generate(noise: Tensor, y: Tensor, step_noise: Callable[[int], Tensor]) -> Tensor:
@@ -156,9 +169,9 @@ def model_generator(
             main = _fp32(model)
             guide = _fp32(guide_model) if guide_model is not None else None
             velocity = build_velocity(spec, main, y, sample_cfg, guide)
-            latents = integrate(spec, velocity, noise, sample_cfg, step_noise=step_noise)
+            latents = integrate(spec, velocity, noise, sample_cfg, step_noise=prefetch_to(device, step_noise))
             images = decode(latents.float())
-        return images.float().cpu()
+        return images.float()  # stays on the device: sample_to_npz copies it back asynchronously
 
     settings = {
         "model": spec.name,
