@@ -93,18 +93,23 @@ def timed(fn, repeats=1) -> float:
 
 
 def bench_case(
-    case: str, device, timed_steps: int, fidelity: bool, compile_mode: str, smoke: bool = False
+    case: str, device, timed_steps: int, fidelity: bool, compile_mode: str, smoke: bool = False, graphs: bool = False
 ) -> list[dict]:
     rows = []
     official = FastPath.reference()
-    fast = FastPath(precision="bf16", attention="sdpa", compile=device.type == "cuda", compile_mode=compile_mode)
+    on_gpu = device.type == "cuda"
+    fast = FastPath(precision="bf16", attention="sdpa", compile=on_gpu, compile_mode=compile_mode)
     exact = FastPath(precision="fp32", attention="sdpa", compile=False)
     paths = {"official": official, "fast": fast, "fp32": exact}
+    if graphs:  # the fast path with CUDA graphs of every model call (torch.compile mode reduce-overhead)
+        paths["fast+graphs"] = FastPath(
+            precision="bf16", attention="sdpa", compile=on_gpu, compile_mode="reduce-overhead"
+        )
     if case == "sit":
         spec = Case("SiT-XL/2 256, SDE-250, CFG 1.5", 250, 4, 256 if device.type == "cuda" else 2)
         base = randomize(build_model("sit-s-2" if smoke else "sit-xl-2")).to(device)
         codec = build_codec("sd-vae-ft-ema", 256, random_init=True, device=device)
-        models = {"official": prepare_model(base, official), "fast": prepare_model(base, fast)}
+        models = {path: prepare_model(base, fp) for path, fp in paths.items() if path != "fp32"}
         models["fp32"] = models["official"]
 
         def run(path, batch, steps, decode=True):
@@ -124,15 +129,12 @@ def bench_case(
         codec = build_codec("rae-dinov2-b", res, random_init=True, device=device)
         codec.decoder.set_attention("math")
         decoders = {"official": codec}
-        models = {
-            "official": (prepare_model(main, official), prepare_model(guide, official)),
-            "fast": (prepare_model(main, fast), prepare_model(guide, fast)),
-        }
+        models = {path: (prepare_model(main, fp), prepare_model(guide, fp)) for path, fp in paths.items()}
         models["fp32"] = models["official"]
 
         def run(path, batch, steps, decode=True):
             m, gd = models[path]
-            codec.decoder.set_attention("sdpa" if path == "fast" else "math")
+            codec.decoder.set_attention("math" if path == "official" else "sdpa")
             return run_rae(
                 m,
                 gd,
@@ -145,7 +147,8 @@ def bench_case(
                 decode=decode,
             )
 
-    for path in ("official", "fast"):
+    timed_paths = [p for p in paths if p != "fp32"]
+    for path in timed_paths:
         batch = spec.official_batch if path == "official" else spec.fast_batch
         run(path, batch, 2)  # warm-up: compilation, cuDNN/cuBLAS handles
         t_steps = timed(lambda: run(path, batch, timed_steps, decode=False))  # noqa: B023
@@ -158,8 +161,8 @@ def bench_case(
                 "case": spec.name,
                 "path": path,
                 "batch": batch,
-                "precision": (official if path == "official" else fast).precision,
-                "compile": path == "fast" and fast.compile,
+                "precision": paths[path].precision,
+                "compile": paths[path].compile_mode if paths[path].compile else False,
                 "s_per_step": per_step,
                 "decode_s": t_dec,
                 "images_per_s": batch / total,
@@ -169,12 +172,13 @@ def bench_case(
         if device.type == "cuda":
             rows[-1]["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
-    rows[1]["ratio"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
+    for row in rows[1:]:
+        row["ratio"] = row["images_per_s"] / rows[0]["images_per_s"]
 
     if fidelity:
         n = 16 if device.type == "cuda" else 2
         z_ref, _ = run("fp32", n, spec.steps, decode=False)
-        for i, path in enumerate(("official", "fast")):
+        for i, path in enumerate(timed_paths):
             z, _ = run(path, n, spec.steps, decode=False)
             rel = ((z - z_ref).flatten(1).norm(dim=1) / z_ref.flatten(1).norm(dim=1)).cpu()
             rows[i]["fidelity_rel_l2"] = {
@@ -187,12 +191,47 @@ def bench_case(
     return rows
 
 
+def pipeline_check(device, fast_row: dict, steps: int, smoke: bool = False) -> dict:
+    """The real ``sample_to_npz`` + ``model_generator`` pipeline (per-sample CPU seeding, prefetched SDE noise,
+    asynchronous image copies, npz shards) on the fast SiT settings with ``steps`` SDE steps, two batches, against
+    the loop-only estimate ``2 * (s_per_step * steps + decode_s)`` from the fast row of the same run."""
+    import tempfile
+
+    from mixflow_bench.models.zoo import get_spec
+    from mixflow_bench.recipes.schema import GuidanceSection, SampleSection
+    from mixflow_bench.sampling import sample_to_npz
+    from mixflow_bench.sampling.velocity import model_generator
+
+    name = "sit-s-2" if smoke else "sit-xl-2"
+    net = randomize(build_model(name)).to(device)
+    codec = build_codec("sd-vae-ft-ema", 256, random_init=True, device=device)
+    batch = fast_row["batch"]
+    cfg = SampleSection(
+        sampler="sde", steps=steps, guidance=GuidanceSection(kind="cfg", scale=1.5, channels=3),
+        precision="bf16", compile=device.type == "cuda", batch_size=batch, shard_size=batch,
+    )  # fmt: skip
+    gen = model_generator(get_spec(name), net, cfg, codec=codec, device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        sample_to_npz(gen, batch, f"{tmp}/warm.npz", batch_size=batch, shard_size=batch, progress=False)
+        sync()
+        start = time.perf_counter()
+        sample_to_npz(gen, 2 * batch, f"{tmp}/run.npz", batch_size=batch, shard_size=batch, progress=False)
+        sync()
+        wall = time.perf_counter() - start
+    expected = 2 * (fast_row["s_per_step"] * steps + fast_row["decode_s"])
+    return {"steps": steps, "images": 2 * batch, "wall_s": wall, "loop_estimate_s": expected,
+            "overhead": wall / expected - 1.0}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="sit,rae256,rae512")
     parser.add_argument("--timed-steps", type=int, default=8)
     parser.add_argument("--fidelity", action="store_true")
     parser.add_argument("--compile-mode", default="default")
+    parser.add_argument("--graphs", action="store_true", help="also time the fast path with CUDA graphs")
+    parser.add_argument("--pipeline", type=int, default=0, metavar="STEPS",
+                        help="also run the real sampling pipeline (SiT, STEPS SDE steps) against the loop estimate")
     parser.add_argument("--json", default=None)
     parser.add_argument("--smoke", action="store_true", help="small models instead of XL (a quick check of the script)")
     args = parser.parse_args()
@@ -202,9 +241,15 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
     rows = []
     for case in args.cases.split(","):
-        rows += bench_case(case, device, args.timed_steps, args.fidelity, args.compile_mode, args.smoke)
+        new = bench_case(case, device, args.timed_steps, args.fidelity, args.compile_mode, args.smoke, args.graphs)
+        rows += new
         torch.cuda.empty_cache() if device.type == "cuda" else None
-        console.print(rows[-2:])
+        console.print(new)
+    pipeline = None
+    if args.pipeline and "sit" in args.cases.split(","):
+        fast_row = next(r for r in rows if r["case"].startswith("SiT") and r["path"] == "fast")
+        pipeline = pipeline_check(device, fast_row, args.pipeline, args.smoke)
+        console.print({"pipeline": pipeline})
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     table = Table(title=f"Sampling throughput on {name} (torch {torch.__version__})")
     for col in ("case", "path", "batch", "precision", "s/step", "decode s", "images/s", "ratio", "fidelity rel-L2"):
@@ -215,7 +260,7 @@ def main() -> None:
             r["case"],
             r["path"],
             str(r["batch"]),
-            r["precision"] + (" +compile" if r["compile"] else ""),
+            r["precision"] + (f" +compile ({r['compile']})" if r["compile"] else ""),
             f"{r['s_per_step']:.4f}",
             f"{r['decode_s']:.3f}",
             f"{r['images_per_s']:.3f}",
@@ -225,7 +270,7 @@ def main() -> None:
     console.print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=2)
+            json.dump({"device": name, "torch": torch.__version__, "rows": rows, "pipeline": pipeline}, f, indent=2)
 
 
 if __name__ == "__main__":
