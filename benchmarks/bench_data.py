@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import tempfile
 import time
@@ -137,13 +138,14 @@ def bench_preprocess(n: int, workers: int) -> tuple[float, float]:
     return threaded, serial
 
 
-def bench_encoders(device: str, batch: int, iters: int) -> list[tuple[str, str]]:
+def bench_encoders(device: str, batch: int, iters: int, resolutions=(256,)) -> list[tuple[str, str]]:
+    """fp32 encoder throughput (the precision ``data prepare`` encodes in), random weights of the real models."""
     rows = []
     try:
         from mixflow_bench.data.codec import build_named_codec
     except ImportError:
         return [("encoders", "codec module unavailable")]
-    for name, res in (("sd-vae-ft-ema", 256), ("rae-dinov2-b", 256)):
+    for name, res in [(n, r) for r in resolutions for n in ("sd-vae-ft-ema", "rae-dinov2-b")]:
         try:
             codec = build_named_codec(name, res, random_init=True, device=device)
         except Exception as exc:  # zoo not merged yet, or the model cannot be built here
@@ -159,7 +161,11 @@ def bench_encoders(device: str, batch: int, iters: int) -> list[tuple[str, str]]
                 codec.encode(x)
             if device == "cuda":
                 torch.cuda.synchronize()
-        rows.append((f"{name}@{res} (batch {batch})", f"{iters * batch / (time.perf_counter() - t0):,.1f} img/s"))
+        rate = iters * batch / (time.perf_counter() - t0)
+        rows.append((f"{name}@{res} (batch {batch})", f"{rate:,.1f} img/s"))
+        del codec
+        if device == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -170,6 +176,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=40 if cuda else 6)
     ap.add_argument("--dir", default=None, help="Where to write the temporary caches (default: a temp dir).")
+    ap.add_argument("--json", default=None, help="also save the table's rows here")
     args = ap.parse_args()
     device = "cuda" if cuda else "cpu"
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -178,7 +185,7 @@ def main() -> None:
         labels = write_per_sample_files(cdir, ndir)
         fast, naive = bench_read(cdir, ndir, labels, args.batch, args.steps)
     threaded, serial = bench_preprocess(16 if not cuda else 128, workers=min(8, os.cpu_count() or 1))
-    enc = bench_encoders(device, 16 if cuda else 1, 10 if cuda else 1)
+    enc = bench_encoders(device, 64 if cuda else 1, 10 if cuda else 1, (256, 512) if cuda else (256,))
     table = Table(title=f"data pipeline throughput ({device}, {args.samples} cached samples, 4x32x32 x2 flips)")
     table.add_column("what")
     table.add_column("rate", justify="right")
@@ -199,6 +206,12 @@ def main() -> None:
     for what, rate in enc:
         table.add_row(f"encode {what}", rate, "-", "-")
     console.print(table)
+    if args.json:
+        name = torch.cuda.get_device_name() if cuda else "cpu"
+        rows = {"device": name, "torch": torch.__version__, "read_samples_per_s": [fast, naive],
+                "preprocess_img_per_s": [threaded, serial], "encoders": dict(enc)}  # fmt: skip
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -61,13 +61,13 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
 
 def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs) -> None:
     from mixflow_bench.launch import get_launcher
-    from mixflow_bench.pipeline.reproduce import default_run_dir, plan, plan_table, reproduce
+    from mixflow_bench.pipeline.reproduce import data_row, default_run_dir, plan, plan_table, reproduce
     from mixflow_bench.recipes.loader import load_recipe
 
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
     if show_plan:
         r, _, rows = plan(recipe, ov, run_dir)
-        console.print(plan_table(r.name, rows))
+        console.print(plan_table(r.name, rows, data_row(r)))
         for note in r.notes:
             console.print(f"[dim]note:[/] {note}")
         return

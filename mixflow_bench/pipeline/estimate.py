@@ -49,3 +49,40 @@ def gpu_hours_training(model: str, train: Any) -> float | None:
     if rate is None:
         return None
     return 3.0 * train.steps * train.batch_size / rate / 3600.0
+
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+# fp32 images/s of one encoder pass (one orientation), measured by benchmarks/bench_data.py on an H100 with random
+# weights of the real encoders, batch 64 (benchmarks/README.md, 2026-11-22)
+MEASURED_ENCODE_PER_S: dict[tuple[str, int], float] = {
+    ("sd-vae", 256): 442.9,
+    ("sd-vae", 512): 103.2,
+    ("rae-dinov2-b", 256): 922.7,
+    ("rae-dinov2-b", 512): 191.1,
+}
+
+
+def latent_values_per_image(encoder: str, resolution: int) -> int | None:
+    """Stored numbers per image and orientation: SD-VAE keeps its posterior mean and std (2 x 4 x H/8 x W/8),
+    RAE the normalised DINOv2-B features (768 x H/16 x W/16)."""
+    if encoder.startswith("sd-vae"):
+        return 2 * 4 * (resolution // 8) ** 2
+    if encoder == "rae-dinov2-b":
+        return 768 * (resolution // 16) ** 2
+    return None
+
+
+def latent_cache_estimate(
+    encoder: str, resolution: int, num_images: int = IMAGENET_TRAIN_IMAGES, flips: int = 2, bytes_per_value: int = 4
+) -> tuple[float, float | None] | None:
+    """(bytes on disk, encoding GPU-hours on one H100) of a ``data prepare`` cache; None for an unknown encoder.
+
+    Defaults are ``data prepare``'s: ImageNet-1k train, original + mirrored, float32 (float16 halves the bytes).
+    """
+    values = latent_values_per_image(encoder, resolution)
+    if values is None:
+        return None
+    family = "sd-vae" if encoder.startswith("sd-vae") else encoder
+    rate = MEASURED_ENCODE_PER_S.get((family, resolution))
+    hours = None if rate is None else num_images * flips / rate / 3600.0
+    return float(num_images) * flips * values * bytes_per_value, hours

@@ -12,6 +12,7 @@ from mixflow_bench.pipeline.estimate import ASSUMPTIONS
 from mixflow_bench.pipeline.manifest import ManifestStore
 from mixflow_bench.pipeline.stages import STAGE_ORDER, Stage, build_stages, remove_stale
 from mixflow_bench.recipes.loader import load_recipe
+from mixflow_bench.recipes.schema import Recipe
 
 STATUS_STYLE = {"done": "green", "missing": "yellow", "changed": "magenta", "blocked": "dim"}
 
@@ -29,11 +30,34 @@ def plan(recipe_ref: str, overrides: dict[str, Any] | None = None, run_dir: Path
     return recipe, run_dir, [(s, store.status(s.name, s.settings, s.inputs, s.outputs)) for s in stages]
 
 
-def plan_table(recipe_name: str, rows: list[tuple[Stage, str]]) -> Table:
+def data_row(recipe: Recipe) -> tuple[str, str, str, str, float | None] | None:
+    """The latent cache a training recipe reads: (status, what, path, size note, encoding GPU-h), or None."""
+    from mixflow_bench.pipeline.estimate import latent_cache_estimate
+
+    data = recipe.data
+    if recipe.train is None or data is None or data.source != "latent-cache" or not data.encoder:
+        return None
+    present = data.path is not None and (Path(data.path) / "manifest.json").exists()
+    resolution = data.resolution or (512 if "512" in (data.path or "") else 256)
+    estimate = latent_cache_estimate(data.encoder, resolution)
+    if estimate is None:
+        return "done" if present else "missing", f"{data.encoder} latents", data.path or "-", "size unknown", None
+    size, hours = estimate
+    what = f"ImageNet-1k {data.encoder} @ {resolution}, 2 flips, fp32: {size / 1e9:,.0f} GB on disk"
+    return "done" if present else "missing", what, data.path or "-", "mixflow-bench data prepare", hours
+
+
+def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | None = None) -> Table:
     table = Table(title=f"reproduce {recipe_name}", caption=f"GPU-h are ESTIMATES ({ASSUMPTIONS})")
     for col in ("stage", "status", "what", "outputs", "est. GPU-h"):
         table.add_column(col)
     total = 0.0
+    if data is not None:
+        status, what, path, how, hours = data
+        if hours and status != "done":
+            total += hours
+        gpu = "-" if hours is None else f"~{hours:,.1f} (encoder measured)"
+        table.add_row("data", f"[{STATUS_STYLE.get(status, '')}]{status}", f"{what} ({how})", path, gpu)
     for stage, status in rows:
         gpu = "-" if stage.gpu_hours is None else f"~{stage.gpu_hours:,.1f}"
         if stage.gpu_hours and status != "done":
