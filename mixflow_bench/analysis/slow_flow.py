@@ -22,8 +22,6 @@ All times in the outputs are data-ward; models may use either convention.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mixflow_bench.atomic import atomic_path
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.flow.samplers import euler, uniform_grid
 from mixflow_bench.results.records import write_json_atomic
@@ -197,16 +196,9 @@ def plot_slow_flow(
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
     return path

@@ -6,7 +6,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import click
@@ -52,13 +51,9 @@ def environment(device: str) -> dict:
 
 
 def _atomic_write_json(path: Path, obj: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    from mixflow_bench.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def save_result_record(payload: dict, name: str, results_dir: Path | None) -> Path:

@@ -11,9 +11,10 @@ import json
 import os
 import platform
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from mixflow_bench.atomic import atomic_write_text
 
 SCHEMA = "mixflow-bench/result/v1"
 DEFAULT_RESULTS_DIR = Path("results") / "produced"
@@ -73,19 +74,8 @@ def _slug(text: str) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path`` through a temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    return atomic_write_text(path, text, mode=0o644)  # mkstemp creates 0600; results are meant to be shared
 
 
 def save_record(record: dict[str, Any], results_dir: Path | None = None) -> Path:

@@ -8,13 +8,13 @@ memory, and equal arrays always give byte-identical files.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from mixflow_bench.atomic import atomic_path
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -41,17 +41,9 @@ def write_npz_stream(
 ) -> Path:
     """Write ``[(name, dtype, shape, chunks), ...]`` to ``path`` atomically (temporary file, then os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
-            for name, dtype, shape, chunks in members:
-                _member(zf, name, dtype, shape, chunks)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+        for name, dtype, shape, chunks in members:
+            _member(zf, name, dtype, shape, chunks)
     return path
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mixflow_bench.atomic import atomic_write_text
 from mixflow_bench.progress import image_progress
 from mixflow_bench.sampling.npz import write_npz, write_npz_stream
 from mixflow_bench.sampling.quantize import quantize_tensor
@@ -101,9 +102,7 @@ def _check_settings(shard_dir: Path, settings: dict[str, Any], rank: int) -> Non
             )
         return
     if rank == 0:
-        tmp = meta.with_name(f".settings.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(settings, indent=2, sort_keys=True))
-        os.replace(tmp, meta)
+        atomic_write_text(meta, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def sample_to_npz(

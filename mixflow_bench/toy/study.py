@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
+from mixflow_bench.atomic import atomic_path
 from mixflow_bench.flow import FlowMatching, Path, TimeConvention, euler, mixflow, uniform_grid
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
@@ -315,8 +316,6 @@ def _plot(summary: dict, methods: list[str], steps_list: list[int], path: FilePa
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)

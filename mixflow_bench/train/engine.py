@@ -29,6 +29,7 @@ import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
+from mixflow_bench.atomic import atomic_write_text
 from mixflow_bench.train import checkpoint as ckpt
 from mixflow_bench.train.distributed import DistContext, setup
 from mixflow_bench.train.ema import create_ema, update_ema
@@ -168,9 +169,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,61 @@
+"""Atomic file writes, used for every file the project produces.
+
+A file is written under a hidden temporary name in its own directory, flushed and synced, then moved onto its
+name with ``os.replace``: a reader sees the old file or the whole new one, never a torn one, and a killed
+writer leaves at most a ``.<name>.*.tmp`` file behind. (The standard library has no such helper.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, suffix: str = ".tmp", mode: int | None = None, durable: bool = False
+) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; moved onto ``path`` when the block ends, removed on error.
+
+    ``mode``: permissions to give the file (mkstemp creates 0600). ``durable``: also sync the directory, so
+    that the rename itself survives a power loss where the file system allows.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], **options: Any) -> Path:
+    """Call ``write(binary_file)`` and put the synced result at ``path`` atomically (options: :func:`atomic_path`)."""
+    with atomic_path(path, **options) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, **options: Any) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    data = text.encode()
+    return atomic_write(path, lambda handle: handle.write(data), **options)
