@@ -12,6 +12,7 @@ present; on CPU everything runs at a tiny size. Baselines are measured in the sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -88,12 +89,10 @@ def write_per_sample_files(cache_dir: str, out: str) -> np.ndarray:
 
 def drop_page_cache_hint(paths: list[str]) -> None:
     for p in paths:  # best effort: ask the kernel to forget cached pages so both readers start cold
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             fd = os.open(p, os.O_RDONLY)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             os.close(fd)
-        except (OSError, AttributeError):
-            pass
 
 
 def bench_read(cache_dir: str, naive_dir: str, labels: np.ndarray, batch: int, steps: int) -> tuple[float, float]:

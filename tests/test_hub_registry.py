@@ -120,8 +120,7 @@ def test_hugging_face_sources(name, repo, filename):
 
 def test_overrides_validate_and_restore():
     with pytest.raises(ValueError, match="unknown field"):
-        with registry_overrides({"sit-xl-2-256": {"md5": "x"}}):
-            pass
+        registry_overrides({"sit-xl-2-256": {"md5": "x"}}).__enter__()  # refused on entry, before any change
     with registry_overrides({"sit-xl-2-256": {"urls": ["http://127.0.0.1:1/x"]}}):
         assert get_artifact("sit-xl-2-256").urls == ("http://127.0.0.1:1/x",)
     assert "dropbox" in get_artifact("sit-xl-2-256").urls[0]

@@ -144,8 +144,8 @@ class FaultyServer:
                         pos += n
                         if spec.throttle_s:
                             time.sleep(spec.throttle_s)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                except (BrokenPipeError, ConnectionResetError):  # the client hung up: end this connection
+                    self.close_connection = True
                 if drop is not None or pos < len(data):
                     self.close_connection = True
 
