@@ -38,8 +38,8 @@ def data_row(recipe: Recipe) -> tuple[str, str, str, str, float | None] | None:
     if recipe.train is None or data is None or data.source != "latent-cache" or not data.encoder:
         return None
     present = data.path is not None and (Path(data.path) / "manifest.json").exists()
-    resolution = data.resolution or (512 if "512" in (data.path or "") else 256)
-    estimate = latent_cache_estimate(data.encoder, resolution)
+    resolution = data.resolution
+    estimate = latent_cache_estimate(data.encoder, resolution) if resolution else None
     if estimate is None:
         return "done" if present else "missing", f"{data.encoder} latents", data.path or "-", "size unknown", None
     size, hours = estimate
