@@ -39,7 +39,7 @@ def _settings_from_recipe(recipe, encoder, resolution, flips, out_dir):
         if data is None or data.source != "latent-cache":
             raise click.ClickException(f"recipe {recipe} does not train on a latent cache (data.source)")
         for option, mine, theirs in (("--encoder", encoder, data.encoder), ("--resolution", resolution,
-                                     data.resolution), ("--out", out_dir, data.path)):  # fmt: skip
+                                     data.resolution)):  # fmt: skip
             if mine is not None and theirs is not None and str(mine) != str(theirs):
                 raise click.ClickException(f"{option} {mine} contradicts recipe {recipe} ({theirs})")
         encoder, resolution, out_dir = encoder or data.encoder, resolution or data.resolution, out_dir or data.path

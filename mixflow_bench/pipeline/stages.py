@@ -157,7 +157,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
         for variant, samples in sample_outputs.items():
             eval_outputs[variant] = run_dir / "eval" / f"{variant}.json"
             tasks.append(Task("eval", {"samples": str(samples), "reference": reference,
-                                       "metrics": list(recipe.eval.metrics), "out": str(eval_outputs[variant])},
+                                       "metrics": list(recipe.eval.metrics), "out": str(eval_outputs[variant]),
+                                       "inception_weights": recipe.eval.inception_weights},
                               name=f"{recipe.name}-eval-{variant}"))  # fmt: skip
         stages.append(
             Stage(

@@ -208,7 +208,18 @@ def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path, num_
 TOY_METRICS = {"fd-data"}
 
 
-def eval_task(samples: str, reference: str, metrics: list[str], out: str) -> dict[str, float]:
+def _inception_weights(spec: str | None) -> str | None:
+    """A weights file for the evaluator: the path itself, an artifact fetched through the hub, or None."""
+    if spec is None or Path(spec).exists():
+        return spec
+    from mixflow_bench.hub import fetch
+
+    return str(fetch(spec))
+
+
+def eval_task(
+    samples: str, reference: str, metrics: list[str], out: str, inception_weights: str | None = None
+) -> dict[str, float]:
     """Evaluate the ADM npz ``samples`` against ``reference``; writes ``{metric: value}`` to ``out``.
 
     The evaluator's own record (sample count, reference, network weights, settings, notes) is written beside it
@@ -226,7 +237,8 @@ def eval_task(samples: str, reference: str, metrics: list[str], out: str) -> dic
         from mixflow_bench.metrics.evaluate import evaluate
 
         device = "cuda" if torch.cuda.is_available() else None
-        result = evaluate(Path(samples), reference, other, device=device)
+        weights = _inception_weights(inception_weights)
+        result = evaluate(Path(samples), reference, other, device=device, weights=weights)
         values.update({k: float(v) for k, v in result.metrics.items()})
         details = {
             "num_samples": result.num_samples,

@@ -140,6 +140,8 @@ class EvalSection:
     metrics: list[Literal["fid", "sfid", "is", "prec", "rec", "fd-data"]] = field(
         default_factory=lambda: ["fid", "sfid", "is", "prec", "rec"]
     )
+    # the Inception network's weights: a file, an artifact name, or null for the evaluator's default
+    inception_weights: str | None = None
 
 
 @dataclass
