@@ -55,10 +55,11 @@ class DiskFullError(DownloadError):
 class _Retryable(Exception):
     """A failure worth another attempt (connection dropped, 5xx, stalled); ``wait`` is a server's Retry-After."""
 
-    def __init__(self, message: str, moved: int = 0, wait: float | None = None) -> None:
+    def __init__(self, message: str, moved: int = 0, wait: float | None = None, progress: bool = True) -> None:
         super().__init__(message)
         self.moved = moved
         self.wait = wait
+        self.progress = progress  # False: bytes moved, but too slowly to count as progress
 
 
 @dataclass(frozen=True)
@@ -234,17 +235,18 @@ def _download_one(
         offset = partial.stat().st_size if partial.exists() else 0
         moved = 0
         wait: float | None = None
+        counts = True
         try:
             moved = _attempt(url, partial, meta_file, meta, offset, expected_size, policy, bar, task, session)
             return
         except _Retryable as exc:
-            reason, moved, wait = str(exc), exc.moved, exc.wait
+            reason, moved, wait, counts = str(exc), exc.moved, exc.wait, exc.progress
         except requests.Timeout as exc:
             reason = f"timed out (no data for {policy.read_timeout:g} s or no connection in "
             reason += f"{policy.connect_timeout:g} s): {exc.__class__.__name__}"
         except requests.RequestException as exc:
             reason = f"{exc.__class__.__name__}: {exc}"
-        moved = max(moved, (partial.stat().st_size if partial.exists() else 0) - offset)
+        moved = max(moved, (partial.stat().st_size if partial.exists() else 0) - offset) if counts else 0
         failures = 0 if moved > 0 else failures + 1
         if failures > policy.retries:
             raise DownloadError(
@@ -339,6 +341,7 @@ def _attempt(
                                 f"too slow: {window_bytes / elapsed:.0f} B/s for {elapsed:.3g} s (below "
                                 f"{policy.low_speed_limit} B/s) at byte {offset + written}",
                                 moved=written,
+                                progress=False,
                             )
                         window_start, window_bytes = time.monotonic(), 0
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -182,10 +182,16 @@ def eval_task(samples: str, reference: str, metrics: list[str], out: str) -> dic
 
         values["fd-data"] = fd_data(Path(samples), reference)
     if other:
-        from mixflow_bench.metrics import evaluate
+        from mixflow_bench.metrics.evaluate import evaluate
 
-        device = "cuda" if torch.cuda.is_available() else None
-        values.update({k: float(v) for k, v in evaluate(Path(samples), reference, other, device=device).items()})
+        ref_path = Path(reference)
+        if not ref_path.exists():  # an artifact name (e.g. adm-ref-imagenet256): from the cache
+            from mixflow_bench.hub import fetch
+
+            ref_path = fetch(reference, progress=False)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        result = evaluate(Path(samples), ref_path, other, device=device, show_progress=False)
+        values.update({k: float(v) for k, v in result.metrics.items()})
     if int(os.environ.get("RANK", 0)) == 0:
         write_json_atomic(Path(out), values)
     return values
