@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 import zipfile
 from pathlib import Path
@@ -118,6 +119,7 @@ def load_state_dict(
     return {str(k): v for k, v in obj.items() if v is not None}
 
 
+@functools.cache
 def expected_shapes(name: str) -> dict[str, tuple[int, ...]] | None:
     """Parameter names and shapes artifact ``name`` must hold, from the project's own model definitions.
 

@@ -123,16 +123,15 @@ def verify_file(
 ) -> str:
     """Check ``path`` against the registry (size, sha256 or its prefix), the host's sha256 and the hash lock.
 
-    Returns the file's sha256. With ``record=True`` the hash is recorded in the lock when it holds none;
-    ``replace_record`` (a forced download) replaces a different record instead of refusing the file, and says
-    so through ``report``. Raises :class:`IntegrityError` naming the mismatch.
+    Returns the file's sha256. With ``record=True`` the hash is recorded in the lock (``replace_record``, for
+    a forced download, accepts a file that differs from the record, and the record is then replaced and
+    reported through ``report``). Raises :class:`IntegrityError` naming the mismatch.
     """
     lock = HashLock()
     size = path.stat().st_size
     if art.size is not None and size != art.size:
         raise IntegrityError(f"{art.name}: {path} has {size} bytes, the registry expects {art.size}")
     entry = lock.get(art.name)
-    stale = False
     if art.size is None and entry is not None and entry.get("size") not in (None, size):
         if not replace_record:
             raise IntegrityError(
@@ -140,7 +139,6 @@ def verify_file(
                 f"on first download; replace the file and the record with `mixflow-bench download {art.name} "
                 f"--force`"
             )
-        stale = True
     actual = sha256_file(path)
     if art.sha256 is not None and actual != art.sha256:
         raise IntegrityError(
@@ -158,27 +156,35 @@ def verify_file(
             f"prefix {art.sha256_prefix}"
         )
     if entry is not None and entry.get("sha256") != actual:
-        stale = True
         if not replace_record:
             raise IntegrityError(
                 f"{art.name}: sha256 of {path} is {actual}, but the hash lock {lock.path} says "
                 f"{entry.get('sha256')} (recorded {entry.get('recorded', '?')}); the file is corrupt or was "
                 f"changed. Replace the file and the record with `mixflow-bench download {art.name} --force`"
             )
-    if record and (entry is None or stale):
-        try:
-            if stale:
-                old = lock.replace(art.name, actual, size, source or art.source)
-                if report is not None and old is not None:
-                    report(
-                        f"{art.name}: replaced the hash lock record sha256 {old.get('sha256')} ({old.get('size')} "
-                        f"bytes, recorded {old.get('recorded', '?')}) by {actual} ({size} bytes)"
-                    )
-            else:
-                lock.record(art.name, actual, size, source or art.source)
-        except OSError:  # a read-only cache: the check itself passed
-            pass
+    if record:
+        _record(art, actual, size, source, report)
     return actual
+
+
+def _record(art: Artifact, sha256: str, size: int, source: str | None, report: Callable[[str], None] | None) -> None:
+    """Record a checked file's hash in the lock (replacing a different record: a repair, reported)."""
+    lock = HashLock()
+    entry = lock.get(art.name)
+    if entry is not None and entry.get("sha256") == sha256 and entry.get("size") in (None, size):
+        return
+    try:
+        if entry is None:
+            lock.record(art.name, sha256, size, source or art.source)
+            return
+        old = lock.replace(art.name, sha256, size, source or art.source)
+    except OSError:  # a read-only cache: the check itself passed
+        return
+    if report is not None and old is not None:
+        report(
+            f"{art.name}: replaced the hash lock record sha256 {old.get('sha256')} ({old.get('size')} bytes, "
+            f"recorded {old.get('recorded', '?')}) by {sha256} ({size} bytes)"
+        )
 
 
 def _checked_by(art: Artifact, host_sha256: str | None) -> str:
@@ -201,9 +207,9 @@ def _accept(
     """Full check of a file (hashes, then its content), then the marker that spares later readers the work."""
     from mixflow_bench.hub.checkpoint import sanity_check
 
-    sha = verify_file(art, path, record=True, source=source, host_sha256=host_sha256,
-                      replace_record=replace_record, report=report)  # fmt: skip
+    sha = verify_file(art, path, host_sha256=host_sha256, replace_record=replace_record)
     sanity_check(art, path)
+    _record(art, sha, path.stat().st_size, source, report)
     if stamp:
         _write_stamp(art.name, path, sha, _checked_by(art, host_sha256))
     return sha

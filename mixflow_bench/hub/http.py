@@ -320,14 +320,8 @@ def _attempt(
         try:
             with open(partial, mode) as fh:
                 for chunk in _chunks(resp, policy.chunk_size):
-                    try:
-                        fh.write(chunk)
-                        fh.flush()
-                    except OSError as exc:
-                        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                            remaining = None if total is None else total - offset - written
-                            raise _disk_full(partial, remaining) from exc
-                        raise
+                    fh.write(chunk)
+                    fh.flush()
                     written += len(chunk)
                     window_bytes += len(chunk)
                     if bar is not None:
@@ -345,6 +339,8 @@ def _attempt(
                             )
                         window_start, window_bytes = time.monotonic(), 0
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(partial, None if total is None else total - offset - written) from exc
             stalled = isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError))
             stalled = stalled or "timed out" in str(exc).lower()
             if stalled:
