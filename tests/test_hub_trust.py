@@ -247,8 +247,21 @@ def serve_everything(server, env, monkeypatch, inception: bytes) -> None:
     override(env, monkeypatch, entries)
 
 
+def download_bundles_then_go_offline(server, env, monkeypatch, inception: bytes) -> CliRunner:
+    """`download --recipe R` for every full recipe on the 'login node', then the network off."""
+    serve_everything(server, env, monkeypatch, inception)
+    runner = CliRunner()
+    for name in full_recipes():
+        result = runner.invoke(cli, ["download", "--recipe", name, "--no-progress"])
+        assert result.exit_code == 0, (name, result.output)
+    server.files.clear()  # the compute node: nothing to reach, and the switch is on
+    monkeypatch.setenv("MIXFLOW_BENCH_OFFLINE", "1")
+    return runner
+
+
 def test_recipe_bundles_are_complete_and_reproduce_runs_offline(server, env, monkeypatch, inception_file):
     from mixflow_bench.hub import artifacts_for_recipe
+    from mixflow_bench.metrics.inception import load_inception
     from mixflow_bench.recipes import load_recipe
 
     recipes = full_recipes()
@@ -261,29 +274,33 @@ def test_recipe_bundles_are_complete_and_reproduce_runs_offline(server, env, mon
     }
     for name, must in expected.items():
         assert must <= set(artifacts_for_recipe(load_recipe(name))), name
-    serve_everything(server, env, monkeypatch, inception_file)
-    runner = CliRunner()
-    for name in recipes:
-        result = runner.invoke(cli, ["download", "--recipe", name, "--no-progress"])
-        assert result.exit_code == 0, (name, result.output)
-    # the compute node: no network (the server is gone, and the switch is on)
-    server.files.clear()
-    monkeypatch.setenv("MIXFLOW_BENCH_OFFLINE", "1")
+    runner = download_bundles_then_go_offline(server, env, monkeypatch, inception_file)
     before = len(server.requests)
     for name in recipes:
         run_dir = env / "runs" / name
         result = runner.invoke(cli, ["reproduce", name, "--stage", "download", "--run-dir", str(run_dir)])
         assert result.exit_code == 0, (name, result.output)
-    # evaluation of one recipe end to end from the cache (tiny sample files stand in for sampling)
+    # the evaluator's network comes from the cache too (torch-fidelity's own download would need the network)
+    net = load_inception(device="cpu")
+    assert net.weights_id == "torch-fidelity-6726825d"
+    assert len(server.requests) == before
+
+
+@pytest.mark.slow
+def test_offline_reproduce_evaluates_from_the_cache(server, env, monkeypatch, inception_file):
+    runner = download_bundles_then_go_offline(server, env, monkeypatch, inception_file)
+    before = len(server.requests)
     run_dir = env / "runs" / "sit-xl-256"
     (run_dir / "samples").mkdir(parents=True)
     for variant, seed in (("baseline", 1), ("mixflow", 2)):
-        (run_dir / "samples" / f"{variant}.npz").write_bytes(npz_bytes(seed=seed))
-    args = ["--offline", "reproduce", "sit-xl-256", "eval.metrics=[fid]", "--stage", "eval", "--run-dir", str(run_dir)]
+        (run_dir / "samples" / f"{variant}.npz").write_bytes(npz_bytes(n=2, seed=seed))  # Inception is slow on CPU
+    # the Inception score: the evaluator's network and the reference batch from the cache, without the slow
+    # 2048x2048 matrix square root of FID on a CPU
+    args = ["--offline", "reproduce", "sit-xl-256", "eval.metrics=[is]", "--stage", "eval", "--run-dir", str(run_dir)]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    fid = json.loads((run_dir / "eval" / "baseline.json").read_text())["fid"]
-    assert np.isfinite(fid) and fid > 0
+    score = json.loads((run_dir / "eval" / "baseline.json").read_text())["is"]
+    assert np.isfinite(score) and score >= 1
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # --offline turns Hugging Face's own switch on too
     assert len(server.requests) == before
 
