@@ -103,6 +103,17 @@ def serve_hf(server, name: str, data: bytes, *, published: bytes | None = None, 
         server.files[f"{base}/{companion}"] = ServedFile(b"{}", etag='"a1b2c3"', headers=headers)
 
 
+PLAIN = "inception-torch-fidelity"  # a direct-URL artifact whose content check only loads the state dict
+PLAIN_FILE = "weights-inception-2015-12-05-6726825d.pth"
+NO_PREFIX = {"sha256_prefix": None}  # the stand-in files do not have the published hash prefix
+
+
+def big_torch_bytes(n: int, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"w": torch.randn(n // 4, generator=torch.Generator().manual_seed(seed))}, buf)
+    return buf.getvalue()
+
+
 def rows(output: str) -> dict[str, str]:
     found = {}
     for line in output.splitlines():
@@ -184,23 +195,23 @@ def test_list_shows_how_each_file_is_checked(server, env, monkeypatch):
 
 def test_force_repairs_a_bad_record_and_says_what_it_replaced(server, env, monkeypatch):
     good, bad = torch_bytes(1), torch_bytes(2)
-    serve_direct(server, env, monkeypatch, "repa-sit-xl-2-256", good, {"check": "state-dict"})
-    folder = env / "home" / "artifacts" / "repa-sit-xl-2-256"
+    serve_direct(server, env, monkeypatch, PLAIN, good, NO_PREFIX)
+    folder = env / "home" / "artifacts" / PLAIN
     folder.mkdir(parents=True)
-    (folder / "last.pt").write_bytes(bad)  # a bad first download, recorded as if it were good
+    (folder / PLAIN_FILE).write_bytes(bad)  # a bad first download, recorded as if it were good
     bad_sha = hashlib.sha256(bad).hexdigest()
-    lock = {"repa-sit-xl-2-256": {"sha256": bad_sha, "size": len(bad), "source": "x", "recorded": "2026-01-01"}}
+    lock = {PLAIN: {"sha256": bad_sha, "size": len(bad), "source": "x", "recorded": "2026-01-01"}}
     (env / "home" / "hashes.lock.json").write_text(json.dumps(lock))
-    result = CliRunner().invoke(cli, ["download", "repa-sit-xl-2-256", "--force", "--no-progress"])
+    result = CliRunner().invoke(cli, ["download", PLAIN, "--force", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert (folder / "last.pt").read_bytes() == good
-    recorded = json.loads((env / "home" / "hashes.lock.json").read_text())["repa-sit-xl-2-256"]
+    assert (folder / PLAIN_FILE).read_bytes() == good
+    recorded = json.loads((env / "home" / "hashes.lock.json").read_text())[PLAIN]
     assert recorded["sha256"] == hashlib.sha256(good).hexdigest()
     text = " ".join(result.output.split())
     assert f"replaced the hash lock record sha256 {bad_sha}" in text
     assert "replaced the cached file" in text
     # without --force the repaired file is accepted as it is
-    assert CliRunner().invoke(cli, ["download", "repa-sit-xl-2-256", "--no-progress"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["download", PLAIN, "--no-progress"]).exit_code == 0
 
 
 # 3. complete recipe bundles, offline reproduce --------------------------------------------------------------------
@@ -311,26 +322,24 @@ def test_offline_reproduce_evaluates_from_the_cache(server, env, monkeypatch, in
 def test_shared_cache_respects_umask_and_works_read_only(server, env, monkeypatch):
     from mixflow_bench.atomic import atomic_write_text
 
-    data = torch_bytes()
-    serve_direct(server, env, monkeypatch, "sit-xl-2-256", data, {"check": "state-dict"})
-    serve_hf(server, "rae-stats-256", torch_bytes(3))
-    override(env, monkeypatch, {"rae-stats-256": {"check": "state-dict"}})
+    serve_direct(server, env, monkeypatch, PLAIN, torch_bytes(), NO_PREFIX)
+    serve_hf(server, "dinov2-reg-b", safetensors_bytes(3))
     old = os.umask(0o002)
     try:
-        path = fetch("sit-xl-2-256", progress=False)
-        hf_path = fetch("rae-stats-256", progress=False)
+        path = fetch(PLAIN, progress=False)
+        hf_path = fetch("dinov2-reg-b", progress=False)
         written = atomic_write_text(env / "data-cache" / "index.json", "{}")
     finally:
         os.umask(old)
     home = env / "home"
-    files = [path, home / "hashes.lock.json", home / "artifacts/sit-xl-2-256/verified.json",
-             home / "locks/sit-xl-2-256.lock", Path(os.path.realpath(hf_path)), written]  # fmt: skip
+    files = [path, home / "hashes.lock.json", home / f"artifacts/{PLAIN}/verified.json",
+             home / f"locks/{PLAIN}.lock", Path(os.path.realpath(hf_path)), written]  # fmt: skip
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o664, f
     assert stat.S_IMODE((home / "artifacts").stat().st_mode) == 0o775
 
     # a cache without write access: no lock, no marker, no record may be written, and nothing is needed
-    (home / "artifacts/sit-xl-2-256/verified.json").unlink()  # e.g. filled by another user's older version
+    (home / f"artifacts/{PLAIN}/verified.json").unlink()  # e.g. filled by another user's older version
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied (read-only cache)")
@@ -342,9 +351,9 @@ def test_shared_cache_respects_umask_and_works_read_only(server, env, monkeypatc
         for n in dirs + names:
             os.chmod(os.path.join(root, n), 0o555 if n in dirs else 0o444)
     try:
-        assert fetch("sit-xl-2-256", progress=False, offline=True) == path
-        assert fetch("rae-stats-256", progress=False, offline=True) == hf_path
-        assert status("sit-xl-2-256").state == "present"  # checked, but the marker could not be kept
+        assert fetch(PLAIN, progress=False, offline=True) == path
+        assert fetch("dinov2-reg-b", progress=False, offline=True) == hf_path
+        assert status(PLAIN).state == "present"  # checked, but the marker could not be kept
     finally:
         for root, dirs, _ in os.walk(home):
             for n in dirs:
@@ -377,28 +386,28 @@ def test_sample_without_network_names_artifact_url_path_and_command(server, env,
 
 
 def test_hf_download_resumes_after_a_reset(server, env, monkeypatch):
-    data = payload(900_000)
-    serve_hf(server, "rae-dith-s-256", data, drop_after=300_000, drop_times=2)
-    hf = get_artifact("rae-dith-s-256").hf
-    override(env, monkeypatch, {"rae-dith-s-256": {"check": "none"}})
-    path = fetch("rae-dith-s-256", progress=False)
+    from safetensors.torch import save
+
+    data = save({"w": torch.randn(225_000, generator=torch.Generator().manual_seed(0))})
+    serve_hf(server, "dinov2-reg-b", data, drop_after=300_000, drop_times=2)
+    hf = get_artifact("dinov2-reg-b").hf
+    path = fetch("dinov2-reg-b", progress=False)
     assert path.read_bytes() == data
     gets = server.requests_for(f"/{hf.repo_id}/resolve/{hf.revision}/{hf.filename}")
     assert [g.headers.get("Range") for g in gets] == [None, "bytes=300000-", "bytes=600000-"]
     assert [g.status for g in gets] == [200, 206, 206]
     assert sum(g.body_bytes for g in gets) == len(data)
-    assert status("rae-dith-s-256").state == "verified"
+    assert status("dinov2-reg-b").state == "verified"
 
 
 # 7. robustness details ---------------------------------------------------------------------------------------------
 
 
 def test_retry_after_is_honoured(server, env, monkeypatch, capfd):
-    data = torch_bytes()
-    serve_direct(server, env, monkeypatch, "sit-xl-2-256", data, {"check": "none"}, status=503, status_times=1,
+    serve_direct(server, env, monkeypatch, PLAIN, torch_bytes(), NO_PREFIX, status=503, status_times=1,
                  headers={"Retry-After": "1"})  # fmt: skip
-    fetch("sit-xl-2-256", progress=False)
-    first, second = server.requests_for("/direct/sit-xl-2-256")
+    fetch(PLAIN, progress=False)
+    first, second = server.requests_for(f"/direct/{PLAIN}")
     assert (first.status, second.status) == (503, 200)
     assert second.time - first.time >= 0.9  # the backoff alone would wait 0.01 s
     err = capfd.readouterr().err
@@ -408,35 +417,34 @@ def test_retry_after_is_honoured(server, env, monkeypatch, capfd):
 def test_trickling_server_is_a_stall(server, env, monkeypatch):
     monkeypatch.setenv("MIXFLOW_BENCH_DOWNLOAD_LOW_SPEED_LIMIT", "2000")
     monkeypatch.setenv("MIXFLOW_BENCH_DOWNLOAD_LOW_SPEED_TIME", "0.3")
-    serve_direct(server, env, monkeypatch, "sit-xl-2-256", payload(2_000), {"check": "none"}, chunk=1,
-                 throttle_s=0.02)  # fmt: skip  # 50 B/s: 40 s for the file, never silent for 2 s
+    data = torch_bytes()  # ~1.5 kB at 50 B/s: half a minute for the file, never silent for 2 s
+    serve_direct(server, env, monkeypatch, PLAIN, data, NO_PREFIX, chunk=1, throttle_s=0.02)
     start = time.monotonic()
     with pytest.raises(DownloadError, match="too slow"):
-        fetch("sit-xl-2-256", progress=False)
+        fetch(PLAIN, progress=False)
     assert time.monotonic() - start < 6
-    assert len(server.requests_for("/direct/sit-xl-2-256")) == 3  # first attempt + 2 retries
+    assert len(server.requests_for(f"/direct/{PLAIN}")) == 3  # first attempt + 2 retries
 
 
 def test_full_disk_is_reported_at_once(server, env, monkeypatch):
     import shutil
 
-    from mixflow_bench.hub.http import DiskFullError
-
-    serve_direct(server, env, monkeypatch, "sit-xl-2-256", payload(100_000), {"check": "none"})
+    data = big_torch_bytes(100_000)
+    serve_direct(server, env, monkeypatch, PLAIN, data, NO_PREFIX)
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=5_000))
-    with pytest.raises(DiskFullError, match=r"no space left.*100,000 more bytes are needed, 5,000 bytes are free"):
-        fetch("sit-xl-2-256", progress=False)
-    assert len(server.requests_for("/direct/sit-xl-2-256")) == 1
+    needed = rf"no space left.*{len(data):,} more bytes are needed, 5,000 bytes are free"
+    with pytest.raises(DownloadError, match=needed):
+        fetch(PLAIN, progress=False)
+    assert len(server.requests_for(f"/direct/{PLAIN}")) == 1
 
 
 def test_write_error_enospc_is_not_retried(server, env, monkeypatch):
     import errno
 
     from mixflow_bench.hub import http
-    from mixflow_bench.hub.http import DiskFullError
 
-    serve_direct(server, env, monkeypatch, "sit-xl-2-256", payload(100_000), {"check": "none"}, chunk=10_000)
+    serve_direct(server, env, monkeypatch, PLAIN, big_torch_bytes(100_000), NO_PREFIX, chunk=10_000)
     real_chunks = http._chunks
 
     def chunks_then_full(resp, size):
@@ -446,34 +454,33 @@ def test_write_error_enospc_is_not_retried(server, env, monkeypatch):
             yield block
 
     monkeypatch.setattr(http, "_chunks", chunks_then_full)
-    with pytest.raises(DiskFullError, match="no space left"):
-        fetch("sit-xl-2-256", progress=False)
-    assert len(server.requests_for("/direct/sit-xl-2-256")) == 1
+    with pytest.raises(DownloadError, match="no space left"):
+        fetch(PLAIN, progress=False)
+    assert len(server.requests_for(f"/direct/{PLAIN}")) == 1
 
 
 def test_retries_are_one_line_each_in_logs(server, env, monkeypatch, capfd):
-    data = payload(400_000)
-    serve_direct(server, env, monkeypatch, "sit-xl-2-256", data, {"check": "none"}, drop_after=100_000,
+    serve_direct(server, env, monkeypatch, PLAIN, big_torch_bytes(400_000), NO_PREFIX, drop_after=100_000,
                  drop_times=2)  # fmt: skip
-    fetch("sit-xl-2-256", progress=False)
+    fetch(PLAIN, progress=False)
     lines = [line for line in capfd.readouterr().err.splitlines() if "retry" in line]
     assert len(lines) == 2
-    assert all(line.startswith("sit-xl-2-256: connection") for line in lines)
+    assert all(line.startswith(f"{PLAIN}: connection") for line in lines)
 
 
 def test_cached_file_is_read_without_rehash_or_lock(server, env, monkeypatch):
-    serve_direct(server, env, monkeypatch, "sit-xl-2-256", torch_bytes(), {"check": "state-dict"})
-    path = fetch("sit-xl-2-256", progress=False)
+    serve_direct(server, env, monkeypatch, PLAIN, torch_bytes(), NO_PREFIX)
+    path = fetch(PLAIN, progress=False)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a reader of an unchanged, checked file must not hash it or take the lock")
 
     monkeypatch.setattr(FETCH_MODULE, "sha256_file", forbidden)
     monkeypatch.setattr(FETCH_MODULE, "lock_for", forbidden)
-    assert fetch("sit-xl-2-256", progress=False) == path
-    os.utime(path)  # a changed mtime: the marker no longer applies and the file is hashed again
+    assert fetch(PLAIN, progress=False) == path
+    os.utime(path, ns=(0, path.stat().st_mtime_ns + 1))  # a changed mtime: the marker no longer applies
     with pytest.raises(AssertionError, match="must not hash"):
-        fetch("sit-xl-2-256", progress=False)
+        fetch(PLAIN, progress=False)
 
 
 # 8. registry hygiene ---------------------------------------------------------------------------------------
