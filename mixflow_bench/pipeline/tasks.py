@@ -236,9 +236,14 @@ def eval_task(
     if other:
         from mixflow_bench.metrics.evaluate import evaluate
 
-        device = "cuda" if torch.cuda.is_available() else None
+        ref_path = Path(reference)
+        if not ref_path.exists():  # an artifact name (e.g. adm-ref-imagenet256): from the cache
+            from mixflow_bench.hub import fetch
+
+            ref_path = fetch(reference, progress=False)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         weights = _inception_weights(inception_weights)
-        result = evaluate(Path(samples), reference, other, device=device, weights=weights)
+        result = evaluate(Path(samples), ref_path, other, device=device, weights=weights, show_progress=False)
         values.update({k: float(v) for k, v in result.metrics.items()})
         details = {
             "num_samples": result.num_samples,
