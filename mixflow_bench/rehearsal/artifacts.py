@@ -36,11 +36,16 @@ def torch_file(obj: object) -> bytes:
 
 
 def zoo_checkpoint(model_name: str, seed: int = 0) -> bytes:
-    """A zoo model's raw state dict, as SiT, REPA and RAE release their EMA weights (``torch.save(state_dict)``)."""
+    """A zoo model's raw state dict, as SiT, REPA and RAE release their EMA weights (``torch.save(state_dict)``).
+
+    Built on the GPU when there is one (initialising 0.7B parameters on a CPU takes long), saved from the CPU.
+    """
     from mixflow_bench.models.zoo import build_model
 
     torch.manual_seed(seed)
-    return torch_file(perturbed(build_model(model_name), seed).state_dict())
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = perturbed(build_model(model_name), seed)
+    return torch_file({k: v.cpu() for k, v in model.state_dict().items()})
 
 
 def rae_decoder(resolution: int, seed: int = 0) -> bytes:

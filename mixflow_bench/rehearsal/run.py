@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,7 +181,8 @@ class Rehearsal:
         if path is None:
             path = self.workdir / "checkpoints" / f"{recipe.model.name}.pt"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(fab.zoo_checkpoint(recipe.model.name))
+            if not path.exists():  # a user's own file: written once, kept across reruns
+                path.write_bytes(fab.zoo_checkpoint(recipe.model.name))
             self.local_checkpoints[recipe.model.name] = path
         return [f"model.checkpoint={path}"]
 
@@ -209,6 +211,8 @@ class Rehearsal:
         compare_with: Path | None = None,
         fast: bool = False,
         extra_overrides: list[str] | tuple[str, ...] = (),
+        reuse_training_of: Path | None = None,
+        cleanup: bool = False,
     ) -> RehearsalResult:
         """Run one recipe end to end; returns what happened (never raises for a failed step)."""
         from mixflow_bench.cli.sample_cmd import _overrides
@@ -223,7 +227,7 @@ class Rehearsal:
             result.stages["fabricate+serve"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            self.cli("download", "--recipe", recipe_name)
+            self.cli("download", *result.checks["artifacts"])  # reproduce's download stage then checks completeness
             result.stages["download"] = time.perf_counter() - t
 
             res = recipe.data.resolution
@@ -241,18 +245,38 @@ class Rehearsal:
             result.overrides = self.overrides(recipe, cache) + list(extra_overrides)
             args = ["reproduce", recipe_name, *result.overrides, "--run-dir", str(run_dir), "--launcher", launcher,
                     *launcher_args, *(["--fast"] if fast else [])]  # fmt: skip
+            if reuse_training_of is not None:
+                self._reuse_training(reuse_training_of, run_dir, result)
             t = time.perf_counter()
             if resume_check:
                 self._kill_during_sampling(args, run_dir)
-            self.cli(*args)
+            output = self.cli(*args)
             result.stages["reproduce"] = time.perf_counter() - t
+            if reuse_training_of is not None:
+                assert "train: up to date, skipped" in output, "the reused training was not recognised as done"
             self._check_outputs(recipe, run_dir, result)
             if compare_with is not None:
                 self._compare_runs(compare_with, run_dir, result)
             result.ok = True
+            if cleanup:  # post-training checkpoints of XL models are 10 GB each; the exported weights stay
+                for ckpts in run_dir.glob("train*/checkpoints"):
+                    shutil.rmtree(ckpts)
         except (RehearsalFailure, subprocess.TimeoutExpired, AssertionError, OSError, ValueError) as exc:
             result.error = str(exc)[-4000:]
         return result
+
+    def _reuse_training(self, sibling: Path, run_dir: Path, result: RehearsalResult) -> None:
+        """Start from a sibling recipe's finished post-training (same train: section, so the same manifest key):
+        ``reproduce`` must then skip the train stage, which the check below confirms."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "manifests").mkdir(exist_ok=True)
+        for train in sibling.glob("train*"):
+            if not (run_dir / train.name).exists():
+                shutil.copytree(train, run_dir / train.name, ignore=shutil.ignore_patterns("checkpoints"))
+        for manifest in sibling.glob("manifests/train*.json"):
+            text = manifest.read_text().replace(str(sibling), str(run_dir))
+            (run_dir / "manifests" / manifest.name).write_text(text)
+        result.checks["training_reused_from"] = str(sibling)
 
     # --- checks ------------------------------------------------------------------------------------------
     def _check_outputs(self, recipe: Any, run_dir: Path, result: RehearsalResult) -> None:

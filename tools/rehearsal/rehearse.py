@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default="{}", help='JSON overrides of the Scale fields, e.g. {"samples": 64}')
     ap.add_argument("--resume-check", action="store_true", help="kill the reference run during sampling, resume")
     ap.add_argument("--fast", action="store_true", help="also rehearse `reproduce --fast` on the reference launcher")
+    ap.add_argument("--reuse-sibling-training", action="store_true",
+                    help="a guided recipe (NAME-cfg) starts from NAME's finished post-training when NAME ran before "
+                    "(identical train: sections; reproduce must skip the train stage)")
+    ap.add_argument("--cleanup", action="store_true", help="delete post-training checkpoints after each recipe")
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -67,16 +71,21 @@ def main(argv: list[str] | None = None) -> int:
         for recipe in args.recipes.split(","):
             first = None
             for i, launcher in enumerate(launchers):
+                sibling = args.workdir / "runs" / f"{recipe.removesuffix('-cfg')}-{launcher}"
+                reuse = args.reuse_sibling_training and recipe.endswith("-cfg") and (sibling / "train").exists()
                 r = rehearsal.rehearse(recipe, launcher=launcher, launcher_args=LAUNCH_ARGS[launcher],
                                        resume_check=args.resume_check and i == 0,
-                                       compare_with=first, extra_overrides=args.override)  # fmt: skip
+                                       compare_with=first, extra_overrides=args.override,
+                                       reuse_training_of=sibling if reuse else None, cleanup=args.cleanup)  # fmt: skip
                 results.append(r)
                 first = first or (args.workdir / "runs" / f"{recipe}-{launcher}")
                 console.print(f"{'[green]PASS' if r.ok else '[red]FAIL'}[/] {recipe} ({launcher}) "
                               f"{sum(r.stages.values()):.0f} s" + (f"\n{r.error}" if r.error else ""))  # fmt: skip
             if args.fast:
+                trained = args.workdir / "runs" / f"{recipe}-{launchers[0]}"
                 r = rehearsal.rehearse(recipe, launcher=launchers[0], launcher_args=LAUNCH_ARGS[launchers[0]],
-                                       fast=True, extra_overrides=args.override)  # fmt: skip
+                                       fast=True, extra_overrides=args.override, cleanup=args.cleanup,
+                                       reuse_training_of=trained)  # fmt: skip
                 results.append(r)
                 console.print(f"{'[green]PASS' if r.ok else '[red]FAIL'}[/] {recipe} (--fast) {r.error}")
     report = args.report or args.workdir / "report.json"
