@@ -1,4 +1,5 @@
-"""The stages of ``mixflow-bench reproduce``: download -> train -> sample (baseline, post-trained) -> eval -> table.
+"""The stages of ``mixflow-bench reproduce``: download -> train (post-training, and the flow-matching control) ->
+sample (baseline, post-trained, control) -> eval -> table.
 
 A :class:`Stage` names its settings, input files and output files; the :class:`ManifestStore` decides from them
 whether it is done. Work runs through a launcher as :class:`~mixflow_bench.launch.tasks.Task` s (sampling on
@@ -15,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from mixflow_bench.launch.tasks import Task
-from mixflow_bench.pipeline.estimate import gpu_hours_sampling, gpu_hours_training
+from mixflow_bench.pipeline.estimate import Estimate, sampling_estimates, training_estimates
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.sampling.models import TOY_MODELS
 
-STAGE_ORDER = ("download", "train", "sample-baseline", "sample-posttrained", "eval", "table")
+CONTROL = "fm-control"
+STAGE_ORDER = ("download", "train", f"train-{CONTROL}", "sample-baseline", "sample-posttrained", f"sample-{CONTROL}",
+               "eval", "table")  # fmt: skip
+SAMPLE_STAGES = {"baseline": "sample-baseline", CONTROL: f"sample-{CONTROL}"}  # the post-trained: sample-posttrained
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Stage:
     local: Callable[[], Any] | None = None  # run in this process instead
     distributed: bool = False  # may run on several processes (torchrun)
     gpu_hours: float | None = None
+    gpu_basis: str = ""  # which measurement the estimate comes from, and what is assumed
     cleanup: list[Path] = field(default_factory=list)  # stale partial work to remove before a changed rerun
     note: str = ""
 
@@ -45,14 +50,33 @@ def posttrained_name(recipe: Recipe) -> str:
 
 
 def variants(recipe: Recipe, run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Model sections to sample: ``baseline`` (the recipe's checkpoint) and the post-trained model."""
+    """Model sections to sample: ``baseline`` (the recipe's checkpoint), the post-trained model, and the
+    equal-length flow-matching control (``fm-control``) when the recipe post-trains a checkpoint and has one."""
     out: dict[str, dict[str, Any]] = {}
     model = dataclasses.asdict(recipe.model)
     if recipe.train is None or recipe.train.init == "checkpoint":
         out["baseline"] = model
     if recipe.train is not None:
         out[posttrained_name(recipe)] = {**model, "checkpoint": str(run_dir / "train" / "model.pt")}
+        if has_control(recipe):
+            out[CONTROL] = {**model, "checkpoint": str(run_dir / f"train-{CONTROL}" / "model.pt")}
     return out
+
+
+def has_control(recipe: Recipe) -> bool:
+    return recipe.control is not None and recipe.train is not None and recipe.train.init == "checkpoint"
+
+
+def control_overrides(recipe: Recipe, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that turn the recipe's training into the control's: only the objective is replaced."""
+    from mixflow_bench.recipes.loader import _merge
+
+    return _merge(overrides, {"train": {"objective": dataclasses.asdict(recipe.control)}})
+
+
+def _estimate(estimates: list[Estimate]) -> tuple[float | None, str]:
+    """The first GPU type's hours, and every GPU type's basis."""
+    return (estimates[0].hours if estimates else None), " | ".join(e.label for e in estimates)
 
 
 def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict[str, Any]) -> list[Stage]:
@@ -77,26 +101,34 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
     note = f"{len(artifacts)} artifacts"
     stages.append(Stage("download", {"artifacts": artifacts}, {}, [], local=download, note=note))
 
-    # train
+    # train: the post-training, and the flow-matching control (same steps, optimiser, batch, checkpoint, seed)
     if recipe.train is not None:
-        train_out = run_dir / "train" / "model.pt"
+        trainings = [("train", "train", overrides, recipe.train)]
+        if has_control(recipe):
+            control_train = dataclasses.replace(recipe.train, objective=recipe.control)
+            trainings.append((f"train-{CONTROL}", f"train-{CONTROL}", control_overrides(recipe, overrides),
+                              control_train))  # fmt: skip
         init = recipe.model.checkpoint if recipe.train.init == "checkpoint" else None
         inputs = {"init": Path(init)} if init and Path(init).exists() else {}
-        stages.append(
-            Stage(
-                "train",
-                {"model": dataclasses.asdict(recipe.model), "train": dataclasses.asdict(recipe.train),
-                 "data": dataclasses.asdict(recipe.data) if recipe.data else None},
-                inputs,
-                [train_out],
-                tasks=[Task("train", {"recipe": recipe_ref, "overrides": overrides, "out_dir": str(train_out.parent)},
-                            name=f"{recipe.name}-train")],
-                distributed=not toy,
-                gpu_hours=gpu_hours_training(recipe.model.name, recipe.train),
-                cleanup=[run_dir / "train"],
-                note=f"{recipe.train.steps} steps x batch {recipe.train.batch_size}",
-            )
-        )  # fmt: skip
+        for stage_name, folder, stage_overrides, train in trainings:
+            train_out = run_dir / folder / "model.pt"
+            hours, basis = _estimate(training_estimates(recipe.model.name, train))
+            stages.append(
+                Stage(
+                    stage_name,
+                    {"model": dataclasses.asdict(recipe.model), "train": dataclasses.asdict(train),
+                     "data": dataclasses.asdict(recipe.data) if recipe.data else None},
+                    inputs,
+                    [train_out],
+                    tasks=[Task("train", {"recipe": recipe_ref, "overrides": stage_overrides,
+                                          "out_dir": str(train_out.parent)}, name=f"{recipe.name}-{stage_name}")],
+                    distributed=not toy,
+                    gpu_hours=hours,
+                    gpu_basis=basis,
+                    cleanup=[run_dir / folder],
+                    note=f"{train.objective.kind} {train.steps} steps x batch {train.batch_size}",
+                )
+            )  # fmt: skip
 
     # sampling
     sample_outputs: dict[str, Path] = {}
@@ -106,7 +138,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
             sample_outputs[variant] = out
             ckpt = model.get("checkpoint")
             inputs = {"checkpoint": Path(ckpt)} if ckpt and (variant != "baseline" or Path(ckpt).exists()) else {}
-            stage_name = "sample-baseline" if variant == "baseline" else "sample-posttrained"
+            stage_name = SAMPLE_STAGES.get(variant, "sample-posttrained")
+            hours, basis = _estimate(sampling_estimates(recipe.model.name, recipe.sample))
             stages.append(
                 Stage(
                     stage_name,
@@ -116,7 +149,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                     tasks=[Task("sample", {"model": model, "sample": dataclasses.asdict(recipe.sample),
                                            "out": str(out), "progress": True}, name=f"{recipe.name}-{stage_name}")],
                     distributed=True,
-                    gpu_hours=gpu_hours_sampling(recipe.model.name, recipe.sample),
+                    gpu_hours=hours,
+                    gpu_basis=basis,
                     cleanup=[out, out.with_name(out.name + ".shards")],
                     note=f"{variant}: {recipe.sample.num} images, {recipe.sample.sampler} {recipe.sample.steps}",
                 )
@@ -161,14 +195,26 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
 
 
 def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) -> dict[str, Any]:
-    """Result records (``results/<recipe>-<variant>.json``) and the run's ``table.json``."""
+    """Result records (``results/<recipe>-<variant>.json``, each with its protocol) and the run's ``table.json``.
+
+    A post-trained variant's record also carries ``fid_gain`` = baseline FID - its FID, the quantity of the
+    MixFlow steps study, when the baseline was evaluated in the same run (hence with the same protocol).
+    """
     import json
 
+    from mixflow_bench.results.protocol import protocol_of
     from mixflow_bench.results.records import make_record, save_record, write_json_atomic
 
-    rows = {}
+    protocol = protocol_of(recipe.sample, recipe.eval.metrics if recipe.eval else None) if recipe.sample else None
+    metrics_of = {}
     for variant, path in eval_outputs.items():
-        metrics = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
+        metrics_of[variant] = dict(data["metrics"]) if isinstance(data.get("metrics"), dict) else dict(data)
+    base_fid = metrics_of.get("baseline", {}).get("fid")
+    rows = {}
+    for variant, metrics in metrics_of.items():
+        if variant != "baseline" and base_fid is not None and metrics.get("fid") is not None:
+            metrics = {**metrics, "fid_gain": float(base_fid) - float(metrics["fid"])}
         record = make_record(
             "reproduce",
             metrics,
@@ -176,13 +222,14 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
             num_samples=recipe.sample.num if recipe.sample else None,
             experiment=recipe.name,
             method=variant,
-            guidance=recipe.sample.guidance.kind if recipe.sample else None,
+            guidance=protocol["guidance"] if protocol else None,
             recipe=recipe.to_dict(),
+            protocol=protocol,
             samples=str(run_dir / "samples" / f"{variant}.npz"),
         )
         save_record(record, run_dir / "results")
         rows[variant] = metrics
-    table = {"recipe": recipe.name, "rows": rows}
+    table = {"recipe": recipe.name, "protocol": protocol, "rows": rows}
     write_json_atomic(run_dir / "table.json", table)
     return table
 

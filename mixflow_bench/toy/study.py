@@ -207,6 +207,9 @@ def run_study(
             guidance="none",
             seeds=seeds,
             recipe=recipe.to_dict(),
+            protocol={"sampler": "euler", "steps": list(study.eval_steps), "nfe": list(study.eval_steps),
+                      "guidance": "none", "num_samples": study.num_eval_samples,
+                      "evaluator": "+".join(sorted({k.split("@")[0] for k in metrics if not k.endswith("_std")}))},
             note=f"small CPU reproduction, {len(seeds)} seeds, Euler sampling; lower is better",
         )
         save_record(record, results_dir)
