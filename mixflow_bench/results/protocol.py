@@ -119,7 +119,10 @@ def protocol_of(sample: Any, metrics: list[str] | tuple[str, ...] | None = None)
 def record_protocol(record: dict[str, Any]) -> dict[str, Any] | None:
     """A result record's protocol: its ``protocol`` field, else derived from its recipe; None when neither."""
     if isinstance(record.get("protocol"), dict):
-        return record["protocol"]
+        protocol = dict(record["protocol"])
+        if "guidance" not in protocol and record.get("guidance"):  # the record's join key states it
+            protocol["guidance"] = record["guidance"]
+        return protocol
     recipe = record.get("recipe")
     if isinstance(recipe, dict) and isinstance(recipe.get("sample"), dict):
         metrics = (recipe.get("eval") or {}).get("metrics")
