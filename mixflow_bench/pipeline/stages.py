@@ -209,7 +209,9 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
     metrics_of = {}
     for variant, path in eval_outputs.items():
         data = json.loads(Path(path).read_text())
-        metrics_of[variant] = dict(data["metrics"]) if isinstance(data.get("metrics"), dict) else dict(data)
+        values = data["metrics"] if isinstance(data.get("metrics"), dict) else data
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics_of[variant] = numbers
     base_fid = metrics_of.get("baseline", {}).get("fid")
     rows = {}
     for variant, metrics in metrics_of.items():

@@ -116,6 +116,16 @@ def protocol_of(sample: Any, metrics: list[str] | tuple[str, ...] | None = None)
     return out
 
 
+def study_protocol(study: Any, metric_keys: Any) -> dict[str, Any]:
+    """The protocol of a small CPU study (``study:`` section, a StudySection or its dict): Euler at each of its
+    evaluation step counts, unguided, its evaluation sample count; the evaluator names the metrics (``fd@8`` ...)."""
+    get = study.get if isinstance(study, dict) else lambda k: getattr(study, k)
+    steps = list(get("eval_steps"))
+    names = sorted({str(k).split("@")[0] for k in metric_keys if not str(k).endswith("_std")})
+    return {"sampler": "euler", "steps": steps, "nfe": steps, "guidance": "none",
+            "num_samples": int(get("num_eval_samples")), "evaluator": "+".join(names) or UNKNOWN}  # fmt: skip
+
+
 def record_protocol(record: dict[str, Any]) -> dict[str, Any] | None:
     """A result record's protocol: its ``protocol`` field, else derived from its recipe; None when neither."""
     if isinstance(record.get("protocol"), dict):
@@ -124,6 +134,8 @@ def record_protocol(record: dict[str, Any]) -> dict[str, Any] | None:
             protocol["guidance"] = record["guidance"]
         return protocol
     recipe = record.get("recipe")
+    if isinstance(recipe, dict) and isinstance(recipe.get("study"), dict):
+        return study_protocol(recipe["study"], record.get("metrics") or {})
     if isinstance(recipe, dict) and isinstance(recipe.get("sample"), dict):
         metrics = (recipe.get("eval") or {}).get("metrics")
         return protocol_of(recipe["sample"], metrics)

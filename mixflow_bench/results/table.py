@@ -156,7 +156,8 @@ def _generic_tables(records: list[dict[str, Any]]) -> list[GenericTable]:
         for (name, method), rec in latest.items():
             cells = _pair_std(rec.get("metrics") or {})
             columns += [c for c in cells if c not in columns]
-            rows.append({"name": name, "method": method, "cells": cells, "num_samples": rec.get("num_samples")})
+            rows.append({"name": name, "method": method, "cells": cells, "num_samples": rec.get("num_samples"),
+                         "protocol": describe(record_protocol(rec))})  # fmt: skip
         tables.append(GenericTable(experiment, columns, rows))
     return tables
 
@@ -231,13 +232,13 @@ def comparison_cells(row: ComparisonRow, metrics: list[str]) -> list[str]:
 
 
 def generic_header(table: GenericTable) -> list[str]:
-    return ["Name", "Method", *table.columns, "Samples"]
+    return ["Name", "Method", *table.columns, "Samples", "Protocol"]
 
 
 def generic_cells(table: GenericTable, row: dict[str, Any]) -> list[str]:
     cells = [row["name"], row["method"]]
     cells += [format_cell(row["cells"][c]) if c in row["cells"] else "" for c in table.columns]
-    return [*cells, "" if row["num_samples"] is None else str(row["num_samples"])]
+    return [*cells, "" if row["num_samples"] is None else str(row["num_samples"]), row.get("protocol", "")]
 
 
 # --- renderers -------------------------------------------------------------------------------------------------
@@ -351,7 +352,8 @@ def to_csv(table: ResultsTable) -> str:
                 if c in row["cells"]:
                     mean, std = row["cells"][c]
                     w.writerow(["generic", g.experiment, row["method"], "", row["name"], c, _num(mean), _num(std),
-                                "", "", "" if row["num_samples"] is None else row["num_samples"], "", "", ""])
+                                "", "", "" if row["num_samples"] is None else row["num_samples"], "",
+                                row.get("protocol", ""), ""])
     return buf.getvalue()
 
 
