@@ -8,6 +8,7 @@ torchrun or Slurm, training too for latent models); download and table run in th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 from collections.abc import Callable
@@ -74,6 +75,29 @@ def control_overrides(recipe: Recipe, overrides: dict[str, Any]) -> dict[str, An
     return _merge(overrides, {"train": {"objective": dataclasses.asdict(recipe.control)}})
 
 
+def control_training_stage(train: Stage, recipe: Recipe, run_dir: Path, overrides: dict[str, Any]) -> Stage:
+    """The ``train`` stage again, for the flow-matching control: the same checkpoint, data, steps, optimiser, batch
+    and seed, the objective replaced by ``recipe.control``, the outputs under ``train-fm-control/``."""
+    folder = f"train-{CONTROL}"
+
+    def moved(p: Path) -> Path:
+        p = Path(p)
+        return run_dir / folder / p.relative_to(run_dir / "train") if p.is_relative_to(run_dir / "train") else p
+
+    control_train = dataclasses.replace(recipe.train, objective=recipe.control)
+    settings = copy.deepcopy(train.settings)
+    settings["train"] = {**settings["train"], "objective": dataclasses.asdict(recipe.control)}
+    tasks = [Task(t.kind, {**t.args, "overrides": control_overrides(recipe, t.args.get("overrides") or overrides),
+                           "out_dir": str(moved(Path(t.args["out_dir"])))}, name=f"{recipe.name}-{folder}")
+             for t in train.tasks]  # fmt: skip
+    hours, basis = _estimate(training_estimates(recipe.model.name, control_train))
+    return dataclasses.replace(
+        train, name=folder, settings=settings, outputs=[moved(p) for p in train.outputs], tasks=tasks,
+        gpu_hours=hours, gpu_basis=basis, cleanup=[moved(p) for p in train.cleanup],
+        note=f"{CONTROL}: {recipe.control.kind} objective, otherwise as train",
+    )  # fmt: skip
+
+
 def _estimate(estimates: list[Estimate]) -> tuple[float | None, str]:
     """The first GPU type's hours, and every GPU type's basis."""
     return (estimates[0].hours if estimates else None), " | ".join(e.label for e in estimates)
@@ -101,34 +125,30 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
     note = f"{len(artifacts)} artifacts"
     stages.append(Stage("download", {"artifacts": artifacts}, {}, [], local=download, note=note))
 
-    # train: the post-training, and the flow-matching control (same steps, optimiser, batch, checkpoint, seed)
+    # train
     if recipe.train is not None:
-        trainings = [("train", "train", overrides, recipe.train)]
-        if has_control(recipe):
-            control_train = dataclasses.replace(recipe.train, objective=recipe.control)
-            trainings.append((f"train-{CONTROL}", f"train-{CONTROL}", control_overrides(recipe, overrides),
-                              control_train))  # fmt: skip
+        train_out = run_dir / "train" / "model.pt"
         init = recipe.model.checkpoint if recipe.train.init == "checkpoint" else None
         inputs = {"init": Path(init)} if init and Path(init).exists() else {}
-        for stage_name, folder, stage_overrides, train in trainings:
-            train_out = run_dir / folder / "model.pt"
-            hours, basis = _estimate(training_estimates(recipe.model.name, train))
-            stages.append(
-                Stage(
-                    stage_name,
-                    {"model": dataclasses.asdict(recipe.model), "train": dataclasses.asdict(train),
-                     "data": dataclasses.asdict(recipe.data) if recipe.data else None},
-                    inputs,
-                    [train_out],
-                    tasks=[Task("train", {"recipe": recipe_ref, "overrides": stage_overrides,
-                                          "out_dir": str(train_out.parent)}, name=f"{recipe.name}-{stage_name}")],
-                    distributed=not toy,
-                    gpu_hours=hours,
-                    gpu_basis=basis,
-                    cleanup=[run_dir / folder],
-                    note=f"{train.objective.kind} {train.steps} steps x batch {train.batch_size}",
-                )
-            )  # fmt: skip
+        hours, basis = _estimate(training_estimates(recipe.model.name, recipe.train))
+        stages.append(
+            Stage(
+                "train",
+                {"model": dataclasses.asdict(recipe.model), "train": dataclasses.asdict(recipe.train),
+                 "data": dataclasses.asdict(recipe.data) if recipe.data else None},
+                inputs,
+                [train_out],
+                tasks=[Task("train", {"recipe": recipe_ref, "overrides": overrides, "out_dir": str(train_out.parent)},
+                            name=f"{recipe.name}-train")],
+                distributed=not toy,
+                gpu_hours=hours,
+                gpu_basis=basis,
+                cleanup=[run_dir / "train"],
+                note=f"{recipe.train.steps} steps x batch {recipe.train.batch_size}",
+            )
+        )  # fmt: skip
+        if has_control(recipe):
+            stages.append(control_training_stage(stages[-1], recipe, run_dir, overrides))
 
     # sampling
     sample_outputs: dict[str, Path] = {}
