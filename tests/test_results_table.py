@@ -18,27 +18,32 @@ from mixflow_bench.results.table import build_table, format_count, to_csv, to_js
 
 PROV = {"paper": "P", "arxiv": "0000.00000", "where": "Table 1", "setting": "s", "sampler": "euler",
         "source": "primary", "verified": True, "verified_by": "me"}
+P_ANY = {"sampler": "unknown", "steps": "unknown", "nfe": "unknown", "num_samples": "unknown", "evaluator": "adm"}
+P_CFG = {**P_ANY, "scale": 1.5, "channels": "unknown", "interval": "unknown"}
 REPORTED = {
     "schema": "mixflow-bench/reported/v1",
     "entries": [
         {"key": "a-base", "experiment": "exp-a", "method": "baseline", "guidance": "none",
-         "metrics": {"fid": 2.06, "is": 270.3}, "provenance": PROV},
+         "metrics": {"fid": 2.06, "is": 270.3}, "provenance": PROV, "protocol": P_ANY},
         {"key": "a-mf", "experiment": "exp-a", "method": "mixflow", "guidance": "none",
-         "metrics": {"fid": 1.50, "precision": 0.82}, "provenance": PROV},
+         "metrics": {"fid": 1.50, "precision": 0.82}, "provenance": PROV, "protocol": P_ANY},
         {"key": "b-mf", "experiment": "exp-b", "method": "mixflow", "guidance": "cfg",
-         "metrics": {"fid": 1.10}, "provenance": PROV},
+         "metrics": {"fid": 1.10}, "provenance": PROV, "protocol": P_CFG},
     ],
 }
+
+
+ADM = {"evaluator": "adm"}
 
 
 def _records():
     return [
         make_record("eval", {"fid": 9.99}, name="old-a-base", experiment="exp-a", method="baseline",
-                    guidance="none", num_samples=50_000) | {"created": "2025-01-01T00:00:00+00:00"},
+                    guidance="none", num_samples=50_000, protocol=ADM) | {"created": "2025-01-01T00:00:00+00:00"},
         make_record("eval", {"fid": 2.31, "is": 265.0}, name="a-base", experiment="exp-a", method="baseline",
-                    guidance="none", num_samples=10_000) | {"created": "2025-02-01T00:00:00+00:00"},
+                    guidance="none", num_samples=10_000, protocol=ADM) | {"created": "2025-02-01T00:00:00+00:00"},
         make_record("eval", {"fid": 1.40, "precision": 0.85}, name="a-mf", experiment="exp-a", method="mixflow",
-                    guidance="none", num_samples=50_000) | {"created": "2025-02-02T00:00:00+00:00"},
+                    guidance="none", num_samples=50_000, protocol=ADM) | {"created": "2025-02-02T00:00:00+00:00"},
         make_record("study", {"fd_steps8": 0.5, "fd_steps8_std": 0.05, "nll_mean": 2.5, "nll_std": 0.1},
                     name="toy-mixflow", experiment="toy2d-study", method="mixflow", num_samples=2000)
         | {"created": "2025-02-03T00:00:00+00:00"},
@@ -106,7 +111,7 @@ def test_latex_booktabs_and_numbers():
     assert tex.count(r"\toprule") == 2 and tex.count(r"\midrule") == 2 and tex.count(r"\bottomrule") == 2
     row = [ln for ln in tex.splitlines() if ln.startswith("exp-a & baseline")][0]
     cells = [c.strip() for c in row.removesuffix(r"\\").split("&")]
-    assert cells[3] == "2.31 (10K)" and float(cells[4]) == 2.06 and float(cells[5]) == pytest.approx(0.25)
+    assert cells[4] == "2.31 (10K)" and float(cells[5]) == 2.06 and float(cells[6]) == pytest.approx(0.25)
     assert "fd\\_steps8" in tex
 
 

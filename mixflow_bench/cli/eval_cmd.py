@@ -60,6 +60,9 @@ def save_result_record(payload: dict, name: str, results_dir: Path | None) -> Pa
     """Registers the result for `mixflow-bench table` (through mixflow_bench.results.records when present)."""
     context = {k: v for k, v in payload.items() if k not in ("metrics", "num_samples", "kind")}
     context["name"] = name
+    # the samples' sampler and guidance are not known here: only the evaluator and the sample count are stated
+    context.setdefault("protocol", {"sampler": "unknown", "steps": "unknown", "nfe": "unknown", "guidance": "unknown",
+                                    "num_samples": payload["num_samples"], "evaluator": "adm"})
     try:
         from mixflow_bench.results.records import make_record, save_record  # type: ignore[import-not-found]
     except ImportError:

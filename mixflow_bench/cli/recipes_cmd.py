@@ -29,6 +29,8 @@ def list_cmd() -> None:
             table.add_row(name, "[red]invalid[/red]", "", "", str(e))
             continue
         train = f"{r.train.objective.kind} {r.train.steps} steps" if r.train else "-"
+        if r.train and r.control is not None and r.train.init == "checkpoint":
+            train += f" + {r.control.kind} control"
         sample = f"{r.sample.sampler}-{r.sample.steps} {r.sample.guidance.kind}" if r.sample else "-"
         table.add_row(name, r.model.name, train, sample, r.description)
     console.print(table)

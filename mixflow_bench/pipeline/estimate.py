@@ -1,54 +1,199 @@
-"""Rough GPU-hour estimates for ``reproduce --plan``.
+"""GPU-hour estimates for ``reproduce --plan``, from the throughputs measured in ``benchmarks/results/``.
 
-An ESTIMATE, not a measurement: network evaluations (NFE, doubled for guidance that runs two models or a doubled
-batch) times images, divided by an assumed throughput of forward passes per second on one H100 in bf16/TF32. The
-throughputs below are order-of-magnitude assumptions scaled from the models' GFLOPs (SiT-XL/2 119 GFLOPs per
-forward at 256 px) at ~35 % of an H100's dense bf16 peak; training steps are costed as 3 forward passes per image.
+Each estimate follows the recipe's precision and compile settings: ``tf32`` eager is the official-equivalent path
+of ``benchmarks/bench_*.py``, ``bf16`` + ``torch.compile`` the fast path. A sampling estimate is the measured
+seconds per sampler step of one batch (guidance included), times the recipe's network evaluations per image, plus
+the measured decode time, divided by the measured batch; a training estimate is images / measured images per
+second. There is one estimate per GPU type that has measurements, and each says which measurement (file, case,
+path, batch) it comes from. What was not measured (another model size, precision, guidance or sampler) is derived
+from the nearest measurement and labelled as an assumption.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-# model name -> assumed forward passes (images) per second on one H100
-ASSUMED_FORWARD_PER_S: dict[str, float] = {
-    "sit-b-2": 12000.0,
-    "sit-xl-2": 2800.0,
-    "sit-xl-2-512": 600.0,
-    "repa-sit-xl-2": 2800.0,
-    "rae-dith-xl-256": 2000.0,
-    "rae-dith-xl-512": 450.0,
-    "rae-dith-s-256": 15000.0,
-    "rae-dith-s-512": 3500.0,
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+# benchmark case (the "case" field of the JSON rows) -> model names it measures
+SAMPLING_CASES = {
+    "SiT-XL/2 256, SDE-250, CFG 1.5": "sit-xl-2",
+    "RAE DiT^DH-XL 256, Euler-49, AG 1.42": "rae-dith-xl-256",
+    "RAE DiT^DH-XL 512, Euler-49, AG 1.5": "rae-dith-xl-512",
+}
+TRAINING_CASES = {
+    "SiT-XL/2 256, MixFlow gamma 0.8": "sit-xl-2",
+    "DiT^DH-XL 256, MixFlow gamma 0.4": "rae-dith-xl-256",
+}
+# model -> (measured model it is derived from, cost factor, why); a factor of 1.0 with no reason is "same network"
+DERIVED: dict[str, tuple[str, float, str | None]] = {
+    "repa-sit-xl-2": ("sit-xl-2", 1.0, None),  # SiT-XL/2 backbone; the projector is not run at sampling
+    "sit-b-2": ("sit-xl-2", 23.01 / 118.64, "SiT-B/2 not measured: SiT-XL/2 x GFLOPs ratio 23.0/118.6"),
+    "sit-xl-2-512": ("sit-xl-2", 524.6 / 118.64, "SiT-XL/2 512 not measured: SiT-XL/2 256 x GFLOPs ratio 524.6/118.6"),
+    "rae-dith-xl-512": ("rae-dith-xl-256", 4.0, "DiT^DH-XL 512 training not measured: 256 x 4 (4x tokens)"),
 }
 ASSUMPTIONS = (
-    "one H100; throughput per model assumed from GFLOPs at ~35% of bf16 peak (ASSUMED_FORWARD_PER_S); "
-    "sampling NFE x images (x2 with guidance); training 3 forward-equivalents per image; decoding and "
-    "evaluation not counted"
+    "throughputs measured by benchmarks/ (benchmarks/results/, one row per GPU type and path); the basis column "
+    "names the measurement, 'assumed' marks what was derived; evaluation not counted"
 )
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """One benchmark row: a model on one GPU type, on the official-equivalent or the fast path."""
+
+    gpu: str  # device name as the benchmark recorded it
+    source: str  # file, relative to the repository root
+    case: str
+    path: str  # official | fast | fast+graphs
+    batch: int
+    precision: str
+    compile: bool | str
+    images_per_s: float
+    s_per_step: float | None = None  # sampling: seconds per sampler step of one batch, guidance included
+    decode_s: float | None = None  # sampling: seconds to decode one batch
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """GPU-hours on one GPU type, with the measurement behind them and what had to be assumed."""
+
+    gpu: str
+    hours: float
+    basis: str
+    assumptions: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def label(self) -> str:
+        kind = "assumed: " + "; ".join(self.assumptions) if self.assumptions else "measured"
+        return f"{short_gpu(self.gpu)}: {self.basis} ({kind})"
+
+
+def short_gpu(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``H100``."""
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
+    return m.group(1) if m else name
+
+
+@lru_cache(maxsize=4)
+def load_measurements(root: Path = BENCHMARK_RESULTS) -> tuple[Measurement, ...]:
+    """Every timing row of the sampling (``sampling-*.json``) and training (``train.json``) benchmarks."""
+    rows: list[Measurement] = []
+    for file in sorted(Path(root).glob("*/*.json")) if Path(root).is_dir() else []:
+        if not (file.name.startswith("sampling") or file.name == "train.json"):
+            continue
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for r in data.get("rows") or []:
+            rows.append(
+                Measurement(
+                    gpu=str(data.get("device", "?")), source=str(file.relative_to(Path(root).parents[1])),
+                    case=r["case"], path=r["path"], batch=int(r["batch"]),
+                    precision=r.get("precision", "tf32" if r["path"] == "official" else "bf16"),
+                    compile=r.get("compile", r["path"] != "official"), images_per_s=float(r["images_per_s"]),
+                    s_per_step=r.get("s_per_step") if file.name.startswith("sampling") else None,
+                    decode_s=r.get("decode_s"),
+                )
+            )  # fmt: skip
+    return tuple(rows)
+
+
+def _path_for(precision: str, compile: bool, cuda_graphs: bool = False) -> tuple[str, str | None]:
+    """The benchmark path that runs like these settings, and an assumption when none does exactly."""
+    if precision == "tf32" and not compile:
+        return "official", None
+    if precision == "bf16" and compile:
+        return ("fast+graphs" if cuda_graphs else "fast"), None
+    if precision == "fp32" and not compile:
+        return "official", "fp32 (TF32 off) not measured: the TF32 rate is used, fp32 is slower"
+    return "official", f"{precision}{' + compile' if compile else ' eager'} not measured: the TF32 eager rate is used"
+
+
+def _pick(rows: list[Measurement], path: str) -> Measurement | None:
+    """The slowest run of ``path`` (conservative when a case was measured more than once)."""
+    found = [m for m in rows if m.path == path and m.compile in (False, "default", "reduce-overhead")]
+    if not found and path == "fast+graphs":
+        return _pick(rows, "fast")
+    return min(found, key=lambda m: m.images_per_s) if found else None
+
+
+def _candidates(model: str, cases: dict[str, str], root: Path) -> tuple[list[Measurement], float, str | None]:
+    measured_model, factor, why = model, 1.0, None
+    if model not in cases.values() and model in DERIVED:
+        measured_model, factor, why = DERIVED[model]
+    rows = [m for m in load_measurements(root) if cases.get(m.case) == measured_model]
+    return rows, factor, why
+
+
 def sampling_nfe(sample: Any) -> int:
-    """Network evaluations per image for a SampleSection (dopri5 assumed ~ 2 x steps)."""
+    """Network evaluations per image for a SampleSection, guidance not counted (dopri5 assumed ~ 2 x steps)."""
     steps = sample.steps
-    nfe = {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}[sample.sampler]
-    if sample.guidance.kind != "none" and not (sample.guidance.kind == "cfg" and sample.guidance.scale == 1.0):
-        nfe *= 2
-    return nfe
+    return {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}[
+        sample.sampler
+    ]
+
+
+def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:
+    """GPU-hours to sample ``sample.num`` images of ``model``, one estimate per measured GPU type."""
+    rows, factor, why = _candidates(model, SAMPLING_CASES, root)
+    path, path_assumption = _path_for(sample.precision, sample.compile, getattr(sample, "cuda_graphs", False))
+    guided = sample.guidance.kind != "none" and not (sample.guidance.kind == "cfg" and sample.guidance.scale == 1.0)
+    nfe = sampling_nfe(sample)
+    out = []
+    for gpu in sorted({m.gpu for m in rows}):
+        m = _pick([r for r in rows if r.gpu == gpu], path)
+        if m is None or m.s_per_step is None:
+            continue
+        assumptions = [a for a in (why, path_assumption) if a]
+        step = m.s_per_step * factor
+        if not guided:  # every measured sampling case is guided
+            step *= 0.5
+            assumptions.append("unguided: half the measured guided step")
+        if sample.sampler == "dopri5":
+            assumptions.append("dopri5: ~2 x steps evaluations")
+        seconds_per_image = (nfe * step + (m.decode_s or 0.0) * factor) / m.batch
+        basis = (f"{m.source}, {m.case}, {m.path} ({m.precision}, batch {m.batch}): {m.s_per_step:.4g} s/step "
+                 f"x {nfe} NFE")  # fmt: skip
+        if m.batch != sample.batch_size:
+            basis += f"; measured at batch {m.batch}, the recipe samples at {sample.batch_size}"
+        out.append(Estimate(gpu, sample.num * seconds_per_image / 3600.0, basis, tuple(assumptions)))
+    return out
+
+
+def training_estimates(model: str, train: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:
+    """GPU-hours for ``train.steps`` steps of ``train.batch_size`` images, one estimate per measured GPU type."""
+    rows, factor, why = _candidates(model, TRAINING_CASES, root)
+    # the training engine runs fp32 with TF32 matmuls, as the benchmark's official-equivalent path does
+    path, path_assumption = _path_for("tf32" if train.precision == "fp32" else train.precision, train.compile)
+    out = []
+    for gpu in sorted({m.gpu for m in rows}):
+        m = _pick([r for r in rows if r.gpu == gpu], path)
+        if m is None:
+            continue
+        assumptions = tuple(a for a in (why, path_assumption) if a)
+        images = train.steps * train.batch_size
+        basis = f"{m.source}, {m.case}, {m.path} (batch {m.batch}): {m.images_per_s:.4g} img/s"
+        out.append(Estimate(gpu, images * factor / m.images_per_s / 3600.0, basis, assumptions))
+    return out
 
 
 def gpu_hours_sampling(model: str, sample: Any) -> float | None:
-    rate = ASSUMED_FORWARD_PER_S.get(model)
-    if rate is None:
-        return None
-    return sampling_nfe(sample) * sample.num / rate / 3600.0
+    """The first GPU type's sampling estimate (see :func:`sampling_estimates`), or None when nothing applies."""
+    est = sampling_estimates(model, sample)
+    return est[0].hours if est else None
 
 
 def gpu_hours_training(model: str, train: Any) -> float | None:
-    rate = ASSUMED_FORWARD_PER_S.get(model)
-    if rate is None:
-        return None
-    return 3.0 * train.steps * train.batch_size / rate / 3600.0
+    """The first GPU type's training estimate (see :func:`training_estimates`), or None when nothing applies."""
+    est = training_estimates(model, train)
+    return est[0].hours if est else None
 
 
 IMAGENET_TRAIN_IMAGES = 1_281_167

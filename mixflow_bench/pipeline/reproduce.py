@@ -56,7 +56,7 @@ def data_row(recipe: Recipe) -> tuple[str, str, str, str, float | None] | None:
 
 def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | None = None) -> Table:
     table = Table(title=f"reproduce {recipe_name}", caption=f"GPU-h are ESTIMATES ({ASSUMPTIONS})")
-    for col in ("stage", "status", "what", "outputs", "est. GPU-h"):
+    for col in ("stage", "status", "what", "outputs", "est. GPU-h", "estimate basis"):
         table.add_column(col)
     total = 0.0
     if data is not None:
@@ -64,14 +64,16 @@ def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | No
         if hours and status != "done":
             total += hours
         gpu = "-" if hours is None else f"~{hours:,.1f} (encoder measured)"
-        table.add_row("data", f"[{STATUS_STYLE.get(status, '')}]{status}", f"{what} ({how})", path, gpu)
+        table.add_row("data", f"[{STATUS_STYLE.get(status, '')}]{status}", f"{what} ({how})", path, gpu,
+                      "H100 encoder throughput, benchmarks/results/ (measured)")  # fmt: skip
     for stage, status in rows:
         gpu = "-" if stage.gpu_hours is None else f"~{stage.gpu_hours:,.1f}"
         if stage.gpu_hours and status != "done":
             total += stage.gpu_hours
         outputs = ", ".join(p.name for p in stage.outputs) or "-"
-        table.add_row(stage.name, f"[{STATUS_STYLE.get(status, '')}]{status}", stage.note, outputs, gpu)
-    table.add_row("[bold]remaining", "", "", "", f"[bold]~{total:,.1f}")
+        table.add_row(stage.name, f"[{STATUS_STYLE.get(status, '')}]{status}", stage.note, outputs, gpu,
+                      stage.gpu_basis or "-")  # fmt: skip
+    table.add_row("[bold]remaining", "", "", "", f"[bold]~{total:,.1f}", "")
     return table
 
 

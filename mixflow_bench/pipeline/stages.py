@@ -1,4 +1,5 @@
-"""The stages of ``mixflow-bench reproduce``: download -> train -> sample (baseline, post-trained) -> eval -> table.
+"""The stages of ``mixflow-bench reproduce``: download -> train (post-training, and the flow-matching control) ->
+sample (baseline, post-trained, control) -> eval -> table.
 
 A :class:`Stage` names its settings, input files and output files; the :class:`ManifestStore` decides from them
 whether it is done. Work runs through a launcher as :class:`~mixflow_bench.launch.tasks.Task` s (sampling on
@@ -7,6 +8,7 @@ torchrun or Slurm, training too for latent models); download and table run in th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -16,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from mixflow_bench.launch.tasks import Task
-from mixflow_bench.pipeline.estimate import gpu_hours_sampling, gpu_hours_training
+from mixflow_bench.pipeline.estimate import Estimate, sampling_estimates, training_estimates
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.sampling.models import TOY_MODELS
 
-STAGE_ORDER = ("download", "train", "sample-baseline", "sample-posttrained", "eval", "table")
+CONTROL = "fm-control"
+STAGE_ORDER = ("download", "train", f"train-{CONTROL}", "sample-baseline", "sample-posttrained", f"sample-{CONTROL}",
+               "eval", "table")  # fmt: skip
+SAMPLE_STAGES = {"baseline": "sample-baseline", CONTROL: f"sample-{CONTROL}"}  # the post-trained: sample-posttrained
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Stage:
     local: Callable[[], Any] | None = None  # run in this process instead
     distributed: bool = False  # may run on several processes (torchrun)
     gpu_hours: float | None = None
+    gpu_basis: str = ""  # which measurement the estimate comes from, and what is assumed
     cleanup: list[Path] = field(default_factory=list)  # what a changed rerun deletes (only with --force)
     note: str = ""
     # (old settings, new settings) -> True when the finished work can be continued rather than redone
@@ -69,14 +75,56 @@ def posttrained_name(recipe: Recipe) -> str:
 
 
 def variants(recipe: Recipe, run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Model sections to sample: ``baseline`` (the recipe's checkpoint) and the post-trained model."""
+    """Model sections to sample: ``baseline`` (the recipe's checkpoint), the post-trained model, and the
+    equal-length flow-matching control (``fm-control``) when the recipe post-trains a checkpoint and has one."""
     out: dict[str, dict[str, Any]] = {}
     model = dataclasses.asdict(recipe.model)
     if recipe.train is None or recipe.train.init == "checkpoint":
         out["baseline"] = model
     if recipe.train is not None:
         out[posttrained_name(recipe)] = {**model, "checkpoint": str(run_dir / "train" / "model.pt")}
+        if has_control(recipe):
+            out[CONTROL] = {**model, "checkpoint": str(run_dir / f"train-{CONTROL}" / "model.pt")}
     return out
+
+
+def has_control(recipe: Recipe) -> bool:
+    return recipe.control is not None and recipe.train is not None and recipe.train.init == "checkpoint"
+
+
+def control_overrides(recipe: Recipe, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that turn the recipe's training into the control's: only the objective is replaced."""
+    from mixflow_bench.recipes.loader import _merge
+
+    return _merge(overrides, {"train": {"objective": dataclasses.asdict(recipe.control)}})
+
+
+def control_training_stage(train: Stage, recipe: Recipe, run_dir: Path, overrides: dict[str, Any]) -> Stage:
+    """The ``train`` stage again, for the flow-matching control: the same checkpoint, data, steps, optimiser, batch
+    and seed, the objective replaced by ``recipe.control``, the outputs under ``train-fm-control/``."""
+    folder = f"train-{CONTROL}"
+
+    def moved(p: Path) -> Path:
+        p = Path(p)
+        return run_dir / folder / p.relative_to(run_dir / "train") if p.is_relative_to(run_dir / "train") else p
+
+    control_train = dataclasses.replace(recipe.train, objective=recipe.control)
+    settings = copy.deepcopy(train.settings)
+    settings["train"] = {**settings["train"], "objective": dataclasses.asdict(recipe.control)}
+    tasks = [Task(t.kind, {**t.args, "overrides": control_overrides(recipe, t.args.get("overrides") or overrides),
+                           "out_dir": str(moved(Path(t.args["out_dir"])))}, name=f"{recipe.name}-{folder}")
+             for t in train.tasks]  # fmt: skip
+    hours, basis = _estimate(training_estimates(recipe.model.name, control_train))
+    return dataclasses.replace(
+        train, name=folder, settings=settings, outputs=[moved(p) for p in train.outputs], tasks=tasks,
+        gpu_hours=hours, gpu_basis=basis, cleanup=[moved(p) for p in train.cleanup],
+        note=f"{CONTROL}: {recipe.control.kind} objective, otherwise as train",
+    )  # fmt: skip
+
+
+def _estimate(estimates: list[Estimate]) -> tuple[float | None, str]:
+    """The first GPU type's hours, and every GPU type's basis."""
+    return (estimates[0].hours if estimates else None), " | ".join(e.label for e in estimates)
 
 
 def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict[str, Any]) -> list[Stage]:
@@ -106,6 +154,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
         train_out = run_dir / "train" / "model.pt"
         init = recipe.model.checkpoint if recipe.train.init == "checkpoint" else None
         inputs = {"init": Path(init)} if init and Path(init).exists() else {}
+        hours, basis = _estimate(training_estimates(recipe.model.name, recipe.train))
         stages.append(
             Stage(
                 "train",
@@ -117,12 +166,15 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                 tasks=[Task("train", {"recipe": recipe_ref, "overrides": overrides, "out_dir": str(train_out.parent)},
                             name=f"{recipe.name}-train")],
                 distributed=not toy,
-                gpu_hours=gpu_hours_training(recipe.model.name, recipe.train),
+                gpu_hours=hours,
+                gpu_basis=basis,
                 cleanup=[run_dir / "train"],
                 note=f"{recipe.train.steps} steps x batch {recipe.train.batch_size}",
                 extendable=training_extends,
             )
         )  # fmt: skip
+        if has_control(recipe):
+            stages.append(control_training_stage(stages[-1], recipe, run_dir, overrides))
 
     # sampling
     sample_outputs: dict[str, Path] = {}
@@ -132,7 +184,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
             sample_outputs[variant] = out
             ckpt = model.get("checkpoint")
             inputs = {"checkpoint": Path(ckpt)} if ckpt and (variant != "baseline" or Path(ckpt).exists()) else {}
-            stage_name = "sample-baseline" if variant == "baseline" else "sample-posttrained"
+            stage_name = SAMPLE_STAGES.get(variant, "sample-posttrained")
+            hours, basis = _estimate(sampling_estimates(recipe.model.name, recipe.sample))
             stages.append(
                 Stage(
                     stage_name,
@@ -143,7 +196,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                     tasks=[Task("sample", {"model": model, "sample": dataclasses.asdict(recipe.sample),
                                            "out": str(out), "progress": True}, name=f"{recipe.name}-{stage_name}")],
                     distributed=True,
-                    gpu_hours=gpu_hours_sampling(recipe.model.name, recipe.sample),
+                    gpu_hours=hours,
+                    gpu_basis=basis,
                     cleanup=[out, out.with_name(out.name + ".shards")],
                     note=f"{variant}: {recipe.sample.num} images, {recipe.sample.sampler} {recipe.sample.steps}",
                 )
@@ -189,14 +243,28 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
 
 
 def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) -> dict[str, Any]:
-    """Result records (``results/<recipe>-<variant>.json``) and the run's ``table.json``."""
+    """Result records (``results/<recipe>-<variant>.json``, each with its protocol) and the run's ``table.json``.
+
+    A post-trained variant's record also carries ``fid_gain`` = baseline FID - its FID, the quantity of the
+    MixFlow steps study, when the baseline was evaluated in the same run (hence with the same protocol).
+    """
     import json
 
+    from mixflow_bench.results.protocol import protocol_of
     from mixflow_bench.results.records import make_record, save_record, write_json_atomic
 
-    rows = {}
+    protocol = protocol_of(recipe.sample, recipe.eval.metrics if recipe.eval else None) if recipe.sample else None
+    metrics_of = {}
     for variant, path in eval_outputs.items():
-        metrics = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
+        values = data["metrics"] if isinstance(data.get("metrics"), dict) else data
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics_of[variant] = numbers
+    base_fid = metrics_of.get("baseline", {}).get("fid")
+    rows = {}
+    for variant, metrics in metrics_of.items():
+        if variant != "baseline" and base_fid is not None and metrics.get("fid") is not None:
+            metrics = {**metrics, "fid_gain": float(base_fid) - float(metrics["fid"])}
         record = make_record(
             "reproduce",
             metrics,
@@ -204,13 +272,14 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
             num_samples=recipe.sample.num if recipe.sample else None,
             experiment=recipe.name,
             method=variant,
-            guidance=recipe.sample.guidance.kind if recipe.sample else None,
+            guidance=protocol["guidance"] if protocol else None,
             recipe=recipe.to_dict(),
+            protocol=protocol,
             samples=str(run_dir / "samples" / f"{variant}.npz"),
         )
         save_record(record, run_dir / "results")
         rows[variant] = metrics
-    table = {"recipe": recipe.name, "rows": rows}
+    table = {"recipe": recipe.name, "protocol": protocol, "rows": rows}
     write_json_atomic(run_dir / "table.json", table)
     return table
 

@@ -185,6 +185,10 @@ class Recipe:
     eval: EvalSection | None = None
     slurm: SlurmSection = field(default_factory=SlurmSection)
     study: StudySection | None = None
+    # The equal-length flow-matching control: post-trained from the same checkpoint with the same steps, optimiser,
+    # batch, data and seed as ``train``, with only the objective replaced by this one; sampled and evaluated beside
+    # the post-trained model as the ``fm-control`` variant (null: no control).
+    control: ObjectiveSection | None = None
     reported: list[str] = field(default_factory=list)  # keys of rows in results/reported.yaml
     notes: list[str] = field(default_factory=list)  # settings the sources leave unknown, and other caveats
     source: str = ""  # the file it was loaded from (filled by the loader)

@@ -49,9 +49,16 @@ def make_record(
     method: str | None = None,
     guidance: str | None = None,
     recipe: dict[str, Any] | None = None,
+    protocol: dict[str, Any] | None = None,
     **context: Any,
 ) -> dict[str, Any]:
-    """A result record. ``experiment`` + ``method`` + ``guidance`` key it against ``results/reported.yaml``."""
+    """A result record. ``experiment`` + ``method`` + ``guidance`` key it against ``results/reported.yaml``, and
+    ``protocol`` (:func:`mixflow_bench.results.protocol.protocol_of`; derived from ``recipe`` when not given) says
+    how the number was measured, so that ``table`` compares it only with a number measured the same way."""
+    if protocol is None and recipe is not None:
+        from mixflow_bench.results.protocol import record_protocol
+
+        protocol = record_protocol({"recipe": recipe})
     return {
         "schema": SCHEMA,
         "kind": kind,
@@ -61,6 +68,7 @@ def make_record(
         "guidance": guidance,
         "metrics": {k: float(v) for k, v in metrics.items()},
         "num_samples": num_samples,
+        "protocol": protocol,
         "recipe": recipe,
         "environment": environment_info(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

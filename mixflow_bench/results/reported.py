@@ -1,8 +1,9 @@
 """The numbers the papers report (``results/reported.yaml``): loading and validation.
 
 Each entry is keyed by ``(experiment, method, guidance)`` for the join with produced result records, carries only
-the metrics its source gives, and says where the number comes from and whether it was checked against a primary
-source.
+the metrics its source gives, the protocol they were measured with (:mod:`mixflow_bench.results.protocol`; what the
+source does not state is ``unknown``), and says where the number comes from and whether it was checked against a
+primary source.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mixflow_bench.results.protocol import check_protocol
 
 SCHEMA = "mixflow-bench/reported/v1"
 DEFAULT_REPORTED = Path(__file__).resolve().parents[2] / "results" / "reported.yaml"
@@ -43,6 +46,7 @@ class ReportedEntry:
     guidance: str
     metrics: dict[str, float]
     provenance: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
     def join_key(self) -> tuple[str, str, str]:
@@ -57,7 +61,7 @@ def _entry(raw: Any, index: int, where: str) -> ReportedEntry:
 
     if not isinstance(raw, dict):
         raise fail(f"expected a mapping, got {type(raw).__name__}")
-    unknown = set(raw) - {"key", "experiment", "method", "guidance", "metrics", "provenance"}
+    unknown = set(raw) - {"key", "experiment", "method", "guidance", "metrics", "provenance", "protocol"}
     if unknown:
         raise fail(f"unknown field(s) {sorted(unknown)}")
     for fld in ("key", "experiment", "method", "guidance"):
@@ -92,7 +96,10 @@ def _entry(raw: Any, index: int, where: str) -> ReportedEntry:
         raise fail(f"provenance.verified must be true or false, got {prov['verified']!r}")
     if prov["verified"] and not prov.get("verified_by"):
         raise fail("provenance.verified is true but verified_by does not say who verified it")
-    return ReportedEntry(raw["key"], raw["experiment"], raw["method"], raw["guidance"], clean, dict(prov))
+    protocol, problem = check_protocol(raw.get("protocol"), raw["guidance"])
+    if problem:
+        raise fail(problem)
+    return ReportedEntry(raw["key"], raw["experiment"], raw["method"], raw["guidance"], clean, dict(prov), protocol)
 
 
 def parse_reported(data: Any, where: str = "<reported>") -> list[ReportedEntry]:

@@ -1,7 +1,10 @@
 """Produced results beside reported numbers: the join, and its renderings (rich, Markdown, LaTeX, CSV, JSON).
 
-Records whose ``(experiment, method, guidance)`` matches a reported entry form the comparison table (produced,
-reported and their difference per metric). Other records (e.g. the small CPU ``study`` reproduction) are shown
+Records whose ``(experiment, method, guidance)`` matches a reported entry form the comparison table. A produced
+number is set beside a reported one (with their difference) only when its protocol agrees with the reported
+protocol on every field the source states (:func:`mixflow_bench.results.protocol.compare`); a record of the same
+experiment measured another way gets a row of its own, with its protocol and a note of the differing fields, and
+no difference is computed. Other records (e.g. the small CPU ``study`` reproduction) are shown
 generically: one table per experiment, rows = record name / method, columns = the records' metric keys, where a
 ``<m>_std`` key is shown as ``mean ± std`` beside ``<m>`` or ``<m>_mean``.
 """
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixflow_bench.results.protocol import compare, describe, record_protocol
 from mixflow_bench.results.reported import ReportedEntry
 
 METRIC_ORDER = ("fid", "sfid", "is", "precision", "recall", "fid_gain")
@@ -31,7 +35,9 @@ FULL_EVAL = 50_000
 
 @dataclass
 class ComparisonRow:
-    """One (experiment, method, guidance): produced (latest record) and reported values per metric."""
+    """One (experiment, method, guidance) row: a reported number with the produced one measured the same way
+    (``status`` ``match``), without one (``unproduced``), or a produced number whose protocol differs from the
+    reported row's (``mismatch``: no reported value, no difference; ``note`` names the differing fields)."""
 
     experiment: str
     method: str
@@ -41,9 +47,12 @@ class ComparisonRow:
     num_samples: int | None = None
     record: str | None = None  # name of the produced record
     reported_key: str | None = None
+    protocol: dict[str, Any] | None = None  # the reported protocol; the produced one for a mismatch row
+    status: str = "unproduced"  # match | unproduced | mismatch
+    note: str = ""
 
     def delta(self, metric: str) -> float | None:
-        if metric in self.produced and metric in self.reported:
+        if self.status == "match" and metric in self.produced and metric in self.reported:
             return self.produced[metric] - self.reported[metric]
         return None
 
@@ -76,34 +85,58 @@ def _record_key(record: dict[str, Any]) -> tuple[str, str, str]:
 def build_table(
     records: list[dict[str, Any]], reported: list[ReportedEntry], *, include_unproduced: bool = True
 ) -> ResultsTable:
-    """Join ``records`` (oldest first; the newest record of a key wins) with ``reported`` entries."""
+    """Join ``records`` (oldest first) with ``reported`` entries on (experiment, method, guidance) and protocol.
+
+    Per entry, the newest record whose protocol agrees is compared; the newest record of every other protocol
+    (newer than the compared one) is shown in a mismatch row beneath it.
+    """
     by_key = {e.join_key: e for e in reported}
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    keyed: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     unmatched: list[dict[str, Any]] = []
     for rec in records:
         key = _record_key(rec)
         if key in by_key:
-            latest[key] = rec
+            keyed.setdefault(key, []).append(rec)
         else:
             unmatched.append(rec)
     rows = []
     for entry in reported:
-        rec = latest.get(entry.join_key)
-        if rec is None and not include_unproduced:
-            continue
-        rows.append(
-            ComparisonRow(
-                experiment=entry.experiment,
-                method=entry.method,
-                guidance=entry.guidance,
-                produced={k: float(v) for k, v in (rec or {}).get("metrics", {}).items() if _is_number(v)},
-                reported=dict(entry.metrics),
-                num_samples=(rec or {}).get("num_samples"),
-                record=(rec or {}).get("name"),
-                reported_key=entry.key,
-            )
-        )
+        match: dict[str, Any] | None = None
+        others: dict[str, tuple[dict[str, Any], list[str]]] = {}  # produced protocol -> newest record, diffs
+        for rec in keyed.get(entry.join_key, []):  # oldest first: later records replace earlier ones
+            protocol = record_protocol(rec)
+            differs, _ = compare(protocol, entry.protocol)
+            if differs:
+                others[describe(protocol)] = (rec, differs)
+            else:
+                match = rec
+                others = {}  # older mismatches are superseded by a newer comparable record
+        _, unstated = compare(None, entry.protocol)
+        unstated_note = f"paper does not state: {', '.join(unstated)}" if unstated else ""
+        if match is not None or include_unproduced or others:
+            rows.append(
+                ComparisonRow(
+                    experiment=entry.experiment, method=entry.method, guidance=entry.guidance,
+                    produced=_metrics(match), reported=dict(entry.metrics),
+                    num_samples=(match or {}).get("num_samples"), record=(match or {}).get("name"),
+                    reported_key=entry.key, protocol=entry.protocol,
+                    status="match" if match is not None else "unproduced", note=unstated_note,
+                )
+            )  # fmt: skip
+        for rec, differs in others.values():
+            rows.append(
+                ComparisonRow(
+                    experiment=entry.experiment, method=entry.method, guidance=entry.guidance,
+                    produced=_metrics(rec), reported={}, num_samples=rec.get("num_samples"), record=rec.get("name"),
+                    reported_key=entry.key, protocol=record_protocol(rec), status="mismatch",
+                    note=f"not comparable with the reported row: {'; '.join(differs)}",
+                )
+            )  # fmt: skip
     return ResultsTable(rows, _generic_tables(unmatched))
+
+
+def _metrics(rec: dict[str, Any] | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (rec or {}).get("metrics", {}).items() if _is_number(v)}
 
 
 def _is_number(v: Any) -> bool:
@@ -123,7 +156,8 @@ def _generic_tables(records: list[dict[str, Any]]) -> list[GenericTable]:
         for (name, method), rec in latest.items():
             cells = _pair_std(rec.get("metrics") or {})
             columns += [c for c in cells if c not in columns]
-            rows.append({"name": name, "method": method, "cells": cells, "num_samples": rec.get("num_samples")})
+            rows.append({"name": name, "method": method, "cells": cells, "num_samples": rec.get("num_samples"),
+                         "protocol": describe(record_protocol(rec))})  # fmt: skip
         tables.append(GenericTable(experiment, columns, rows))
     return tables
 
@@ -177,28 +211,34 @@ def format_cell(cell: tuple[float, float | None]) -> str:
 
 
 def comparison_header(metrics: list[str]) -> list[str]:
-    head = ["Experiment", "Method", "Guidance"]
+    head = ["Experiment", "Method", "Guidance", "Protocol"]
     for m in metrics:
         label = METRIC_LABELS.get(m, m)
         head += [f"{label} produced", f"{label} reported", f"{label} Δ"]
-    return head
+    return [*head, "Note"]
+
+
+def row_protocol(row: ComparisonRow) -> str:
+    """The row's protocol in words; a mismatch row is marked as the produced protocol."""
+    text = describe(row.protocol)
+    return f"produced: {text}" if row.status == "mismatch" else text
 
 
 def comparison_cells(row: ComparisonRow, metrics: list[str]) -> list[str]:
-    cells = [row.experiment, row.method, row.guidance]
+    cells = [row.experiment, row.method, row.guidance, row_protocol(row)]
     for m in metrics:
         cells += [format_produced(row, m), format_value(m, row.reported.get(m)), format_value(m, row.delta(m), True)]
-    return cells
+    return [*cells, row.note]
 
 
 def generic_header(table: GenericTable) -> list[str]:
-    return ["Name", "Method", *table.columns, "Samples"]
+    return ["Name", "Method", *table.columns, "Samples", "Protocol"]
 
 
 def generic_cells(table: GenericTable, row: dict[str, Any]) -> list[str]:
     cells = [row["name"], row["method"]]
     cells += [format_cell(row["cells"][c]) if c in row["cells"] else "" for c in table.columns]
-    return [*cells, "" if row["num_samples"] is None else str(row["num_samples"])]
+    return [*cells, "" if row["num_samples"] is None else str(row["num_samples"]), row.get("protocol", "")]
 
 
 # --- renderers -------------------------------------------------------------------------------------------------
@@ -211,8 +251,10 @@ def to_rich(table: ResultsTable) -> list[Any]:
     t = Table(title="Produced vs reported (produced / reported / Δ)", header_style="bold")
     for h in ("Experiment", "Method", "Guidance"):
         t.add_column(h, no_wrap=True)
+    t.add_column("Protocol")
     for m in metrics:
         t.add_column(METRIC_LABELS.get(m, m), justify="right")
+    t.add_column("Note")
     for row in table.comparison:
         cells = []
         for m in metrics:
@@ -222,7 +264,8 @@ def to_rich(table: ResultsTable) -> list[Any]:
             produced, reported = format_produced(row, m) or "—", format_value(m, row.reported.get(m)) or "—"
             delta = format_value(m, row.delta(m), True)
             cells.append(f"{produced}\n[dim]{reported}[/dim]" + (f"\n[bold]{delta}[/bold]" if delta else ""))
-        t.add_row(row.experiment, row.method, row.guidance, *cells)
+        style = "[yellow]" if row.status == "mismatch" else ""
+        t.add_row(row.experiment, row.method, row.guidance, style + row_protocol(row), *cells, style + row.note)
     out.append(t)
     for g in table.generic:
         gt = Table(title=f"{g.experiment} (no reported numbers)", header_style="bold")
@@ -249,7 +292,7 @@ def to_markdown(table: ResultsTable, title: str | None = None) -> str:
     metrics = table.metrics
     parts = [f"# {title}\n"] if title else []
     parts.append("## Produced vs reported\n")
-    parts.append(_md_table(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 3))
+    parts.append(_md_table(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 4))
     for g in table.generic:
         parts.append(f"\n## {g.experiment}\n")
         parts.append(_md_table(generic_header(g), [generic_cells(g, r) for r in g.rows], 2))
@@ -277,14 +320,14 @@ def to_latex(table: ResultsTable) -> str:
         return "\n".join(lines)
 
     metrics = table.metrics
-    blocks.append(tabular(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 3))
+    blocks.append(tabular(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 4))
     for g in table.generic:
         blocks.append(f"% {g.experiment}\n" + tabular(generic_header(g), [generic_cells(g, r) for r in g.rows], 2))
     return "\n\n".join(blocks) + "\n"
 
 
 CSV_FIELDS = ("section", "experiment", "method", "guidance", "name", "metric", "produced", "produced_std",
-              "reported", "delta", "num_samples")
+              "reported", "delta", "num_samples", "status", "protocol", "note")
 
 
 def _num(v: float | None) -> str:
@@ -302,14 +345,15 @@ def to_csv(table: ResultsTable) -> str:
                 continue
             w.writerow(["comparison", r.experiment, r.method, r.guidance, r.record or "", m,
                         _num(r.produced.get(m)), "", _num(r.reported.get(m)), _num(r.delta(m)),
-                        "" if r.num_samples is None else r.num_samples])
+                        "" if r.num_samples is None else r.num_samples, r.status, describe(r.protocol), r.note])
     for g in table.generic:
         for row in g.rows:
             for c in g.columns:
                 if c in row["cells"]:
                     mean, std = row["cells"][c]
                     w.writerow(["generic", g.experiment, row["method"], "", row["name"], c, _num(mean), _num(std),
-                                "", "", "" if row["num_samples"] is None else row["num_samples"]])
+                                "", "", "" if row["num_samples"] is None else row["num_samples"], "",
+                                row.get("protocol", ""), ""])
     return buf.getvalue()
 
 
@@ -320,6 +364,7 @@ def to_json(table: ResultsTable) -> dict[str, Any]:
                 "experiment": r.experiment, "method": r.method, "guidance": r.guidance, "record": r.record,
                 "reported_key": r.reported_key, "num_samples": r.num_samples, "produced": r.produced,
                 "reported": r.reported, "delta": {m: r.delta(m) for m in r.produced if r.delta(m) is not None},
+                "status": r.status, "protocol": r.protocol, "note": r.note,
             }
             for r in table.comparison
         ],
@@ -336,8 +381,13 @@ Results of mixflow-bench beside the numbers the papers report. This file is gene
 `mixflow-bench table --markdown` from the result records (JSON) under `results/` and from
 `results/reported.yaml`; do not edit it by hand.
 
-* *produced*: the newest result record for the row's (experiment, method, guidance); a value computed from fewer
-  than 50K samples carries its sample count, e.g. `2.31 (10K)`, and is not comparable to a 50K FID.
+* *protocol*: how the number is measured: sampler-steps (network evaluations per image), guidance (scale, guided
+  channels, interval), samples, evaluator; `?` is a value the paper does not state (`unknown` in
+  `results/reported.yaml`, listed under *Note*).
+* *produced*: the newest result record for the row's (experiment, method, guidance) whose protocol agrees with
+  the reported one on every field the paper states; a value computed from fewer than 50K samples carries its
+  sample count, e.g. `2.31 (10K)`. A record measured another way is shown in a row of its own (*produced:* before
+  its protocol) with the differing fields in *Note*, and no Δ.
 * *reported*: the paper's number; `results/reported.yaml` gives its source and whether it was checked against a
   primary source (numbers from the MixFlow main table, steps study and ablation come from a third-party note).
 * *Δ* = produced − reported.

@@ -24,6 +24,7 @@ from torch import Tensor
 from mixflow_bench.atomic import atomic_path
 from mixflow_bench.flow import FlowMatching, Path, TimeConvention, euler, mixflow, uniform_grid
 from mixflow_bench.recipes.schema import Recipe
+from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
 from mixflow_bench.toy.datasets import VectorDataset, load_digits_split, load_toy2d_split
 from mixflow_bench.toy.metrics import data_fd, finite_or_raise, mean_nll
@@ -207,6 +208,7 @@ def run_study(
             guidance="none",
             seeds=seeds,
             recipe=recipe.to_dict(),
+            protocol=study_protocol(study, metrics),
             note=f"small CPU reproduction, {len(seeds)} seeds, Euler sampling; lower is better",
         )
         save_record(record, results_dir)

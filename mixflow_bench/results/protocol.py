@@ -1,0 +1,198 @@
+"""The evaluation protocol behind a number: sampler, steps, NFE, guidance, interval, samples and evaluator.
+
+Every reported number (``results/reported.yaml``) and every produced record carries one, as a flat mapping with
+the fields of :data:`FIELDS`. A value a paper does not state is the string ``unknown``. ``mixflow-bench table``
+sets a produced number beside a reported one only when no field that both state differs (:func:`compare`).
+
+Fields:
+  sampler      sde | euler | heun | dopri5 | rae-euler (the project's sampler names) or unknown
+  steps        sampler steps (the recipe's ``sample.steps``)
+  nfe          network evaluations per image, guidance not counted (Heun: 2 per step; RAE's 50-point grid: 49)
+  guidance     none | cfg | autoguidance
+  scale        guidance scale                                   (guided protocols only)
+  channels     guided latent channels: an integer or ``all``     (guided protocols only)
+  interval     ``none`` or [lo, hi] in the model's own time      (guided protocols only)
+  num_samples  images evaluated
+  evaluator    adm (OpenAI's ADM suite or this project's equivalent), fd-data (toy data-space FD), ...
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+UNKNOWN = "unknown"
+SAMPLERS = ("sde", "euler", "heun", "dopri5", "rae-euler")
+GUIDANCE = ("none", "cfg", "autoguidance")
+GUIDED_FIELDS = ("scale", "channels", "interval")
+FIELDS = ("sampler", "steps", "nfe", "guidance", *GUIDED_FIELDS, "num_samples", "evaluator")
+ADM_METRICS = {"fid", "sfid", "is", "prec", "rec", "precision", "recall"}
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _check_value(name: str, v: Any) -> str | None:
+    """A problem with the value of field ``name``, or None."""
+    if v == UNKNOWN:
+        return None
+    if name == "sampler":
+        return None if v in SAMPLERS else f"must be one of {list(SAMPLERS)} or {UNKNOWN!r}"
+    if name == "guidance":
+        return None if v in GUIDANCE else f"must be one of {list(GUIDANCE)}"
+    if name in ("steps", "nfe", "num_samples"):
+        return None if _positive_int(v) else f"must be a positive integer or {UNKNOWN!r}"
+    if name == "scale":
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return None if ok else f"must be a number or {UNKNOWN!r}"
+    if name == "channels":
+        return None if v == "all" or _positive_int(v) else f"must be a positive integer, 'all' or {UNKNOWN!r}"
+    if name == "interval":
+        ok = v == "none" or (
+            isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+            and v[0] <= v[1]
+        )  # fmt: skip
+        return None if ok else f"must be 'none', [lo, hi] with lo <= hi, or {UNKNOWN!r}"
+    if name == "evaluator":
+        return None if isinstance(v, str) and v else f"must be a name or {UNKNOWN!r}"
+    return "unknown field"
+
+
+def check_protocol(raw: Any, guidance: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Validate a reported protocol (``guidance`` comes from the entry); returns (protocol, problem)."""
+    if not isinstance(raw, dict):
+        return None, "protocol is missing (every reported number says how it was measured; use 'unknown')"
+    raw = {**raw, "guidance": raw.get("guidance", guidance)}
+    if raw["guidance"] != guidance:
+        return None, f"protocol.guidance {raw['guidance']!r} differs from the entry's guidance {guidance!r}"
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        return None, f"protocol has unknown field(s) {unknown} (fields: {list(FIELDS)})"
+    needed = [f for f in FIELDS if guidance != "none" or f not in GUIDED_FIELDS]
+    missing = [f for f in needed if f not in raw]
+    if missing:
+        return None, f"protocol lacks {missing} (write {UNKNOWN!r} for what the source does not state)"
+    for name in needed:
+        problem = _check_value(name, raw[name])
+        if problem:
+            return None, f"protocol.{name} = {raw[name]!r} {problem}"
+    clean = {f: raw[f] for f in needed}
+    if isinstance(clean.get("interval"), tuple):
+        clean["interval"] = list(clean["interval"])
+    return clean, None
+
+
+def sampler_nfe(sampler: str, steps: int) -> int | str:
+    """Network evaluations per image for the project's samplers (guidance not counted); dopri5 is adaptive."""
+    per = {"sde": steps, "euler": steps, "heun": 2 * steps, "rae-euler": steps - 1}
+    return per.get(sampler, UNKNOWN)
+
+
+def evaluator_of(metrics: list[str] | tuple[str, ...]) -> str:
+    """The evaluator that computes ``metrics``: ``adm`` for FID/sFID/IS/Prec/Rec, else the metric's own name."""
+    names = set(metrics)
+    if names and names <= ADM_METRICS:
+        return "adm"
+    return "+".join(sorted(names)) if names else UNKNOWN
+
+
+def protocol_of(sample: Any, metrics: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The protocol a recipe's ``sample:`` section (a SampleSection or its dict) and evaluation metrics produce."""
+    s = sample if isinstance(sample, dict) else {k: getattr(sample, k) for k in ("sampler", "steps", "num")}
+    g = sample["guidance"] if isinstance(sample, dict) else sample.guidance
+    g = g if isinstance(g, dict) else {k: getattr(g, k) for k in ("kind", "scale", "channels", "interval")}
+    kind = g.get("kind", "none")
+    if kind == "cfg" and float(g.get("scale", 1.0)) == 1.0:
+        kind = "none"  # CFG at scale 1 is the conditional model alone
+    out: dict[str, Any] = {"sampler": s["sampler"], "steps": int(s["steps"]),
+                           "nfe": sampler_nfe(s["sampler"], int(s["steps"])), "guidance": kind}  # fmt: skip
+    if kind != "none":
+        out["scale"] = float(g.get("scale", 1.0))
+        out["channels"] = g.get("channels") or "all"
+        out["interval"] = list(g["interval"]) if g.get("interval") is not None else "none"
+    out["num_samples"] = int(s["num"])
+    out["evaluator"] = evaluator_of(list(metrics)) if metrics is not None else UNKNOWN
+    return out
+
+
+def study_protocol(study: Any, metric_keys: Any) -> dict[str, Any]:
+    """The protocol of a small CPU study (``study:`` section, a StudySection or its dict): Euler at each of its
+    evaluation step counts, unguided, its evaluation sample count; the evaluator names the metrics (``fd@8`` ...)."""
+    get = study.get if isinstance(study, dict) else lambda k: getattr(study, k)
+    steps = list(get("eval_steps"))
+    names = sorted({str(k).split("@")[0] for k in metric_keys if not str(k).endswith("_std")})
+    return {"sampler": "euler", "steps": steps, "nfe": steps, "guidance": "none",
+            "num_samples": int(get("num_eval_samples")), "evaluator": "+".join(names) or UNKNOWN}  # fmt: skip
+
+
+def record_protocol(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A result record's protocol: its ``protocol`` field, else derived from its recipe; None when neither."""
+    if isinstance(record.get("protocol"), dict):
+        protocol = dict(record["protocol"])
+        if "guidance" not in protocol and record.get("guidance"):  # the record's join key states it
+            protocol["guidance"] = record["guidance"]
+        return protocol
+    recipe = record.get("recipe")
+    if isinstance(recipe, dict) and isinstance(recipe.get("study"), dict):
+        return study_protocol(recipe["study"], record.get("metrics") or {})
+    if isinstance(recipe, dict) and isinstance(recipe.get("sample"), dict):
+        metrics = (recipe.get("eval") or {}).get("metrics")
+        return protocol_of(recipe["sample"], metrics)
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=0.0, abs_tol=1e-9)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def compare(produced: dict[str, Any] | None, reported: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(differences, fields the source leaves unknown) between a produced and a reported protocol.
+
+    A field the source states differs when the produced protocol has another value or does not state it; a field
+    the source leaves ``unknown`` is not a difference but is listed. Guided-only fields count for guided protocols.
+    """
+    produced = produced or {}
+    differs, unstated = [], []
+    fields = [f for f in FIELDS if reported.get("guidance") != "none" or f not in GUIDED_FIELDS]
+    for f in fields:
+        r = reported.get(f, UNKNOWN)
+        if r == UNKNOWN:
+            unstated.append(f)
+            continue
+        p = produced.get(f, UNKNOWN)
+        if not _same(p, r):
+            differs.append(f"{f} {_fmt(p)} (paper {_fmt(r)})")
+    return differs, unstated
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def describe(protocol: dict[str, Any] | None) -> str:
+    """A short line: ``heun-250 (500 NFE), cfg 1.5 on 3 ch, interval none, 50K, adm``; ``?`` for unknown."""
+    if not protocol:
+        return "protocol not recorded"
+
+    def v(name: str) -> str:
+        value = protocol.get(name, UNKNOWN)
+        return "?" if value == UNKNOWN else _fmt(value)
+
+    n = protocol.get("num_samples", UNKNOWN)
+    count = "?" if n == UNKNOWN else (f"{n / 1000:g}K" if isinstance(n, int) and n >= 1000 else str(n))
+    text = f"{v('sampler')}-{v('steps')} ({v('nfe')} NFE)"
+    g = protocol.get("guidance", UNKNOWN)
+    if g == "none":
+        text += ", no guidance"
+    else:
+        text += f", {v('guidance')} {v('scale')} on {v('channels')} ch, interval {v('interval')}"
+    return f"{text}, {count}, {v('evaluator')}"

@@ -1,0 +1,103 @@
+"""`reproduce --plan` GPU-hours follow the recipe's precision/compile settings and the throughputs measured in
+benchmarks/results/, per GPU type, and say which measurement they come from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mixflow_bench.pipeline import estimate
+from mixflow_bench.pipeline.reproduce import plan
+from mixflow_bench.recipes.loader import load_recipe
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+FAST = {"sample": {"precision": "bf16", "compile": True}}
+
+
+def _rows(case: str, path: str, kind: str = "sampling") -> list[dict]:
+    """The benchmark JSON rows of one case and path, read directly."""
+    rows = []
+    for f in RESULTS.glob(f"h100-*/{kind}*.json"):
+        rows += [r for r in json.loads(f.read_text())["rows"] if r["case"] == case and r["path"] == path]
+    return [r for r in rows if r.get("compile") in (False, "default", None)]
+
+
+def test_sit_xl_sde_cfg_50k_at_the_official_setting_is_the_measured_rate():
+    runs = _rows("SiT-XL/2 256, SDE-250, CFG 1.5", "official")
+    assert len(runs) == 2  # sampling-sit.json and sampling-sit-max-autotune.json
+    official = min(r["images_per_s"] for r in runs)
+    recipe = load_recipe("sit-xl-256-sde-cfg")
+    assert (recipe.sample.precision, recipe.sample.compile, recipe.sample.num) == ("tf32", False, 50_000)
+    (est,) = estimate.sampling_estimates(recipe.model.name, recipe.sample)
+    assert est.hours == pytest.approx(50_000 / official / 3600, rel=1e-6)  # the slower of the two runs
+    assert estimate.gpu_hours_sampling(recipe.model.name, recipe.sample) == est.hours
+    assert est.hours > 15 and not est.assumptions and "H100" in est.label and "sampling-sit.json" in est.basis
+    # the same recipe on the fast path (bf16 + compile) uses the fast row
+    (fast_row,) = _rows("SiT-XL/2 256, SDE-250, CFG 1.5", "fast")
+    fast = load_recipe("sit-xl-256-sde-cfg", FAST)
+    (est_fast,) = estimate.sampling_estimates(fast.model.name, fast.sample)
+    assert est_fast.hours == pytest.approx(50_000 / fast_row["images_per_s"] / 3600, rel=1e-6)
+
+
+def test_rae_autoguidance_and_training_follow_the_measured_rows():
+    (row,) = _rows("RAE DiT^DH-XL 256, Euler-49, AG 1.42", "official")
+    rae = load_recipe("rae-256-cfg")
+    (est,) = estimate.sampling_estimates(rae.model.name, rae.sample)
+    assert est.hours == pytest.approx(50_000 / row["images_per_s"] / 3600, rel=1e-6)
+    (train_row,) = _rows("DiT^DH-XL 256, MixFlow gamma 0.4", "official", "train")
+    (t,) = estimate.training_estimates(rae.model.name, rae.train)
+    assert t.hours == pytest.approx(rae.train.steps * rae.train.batch_size / train_row["images_per_s"] / 3600)
+    assert not t.assumptions and "train.json" in t.basis
+    sit = load_recipe("sit-xl-256")
+    (sit_row,) = _rows("SiT-XL/2 256, MixFlow gamma 0.8", "official", "train")
+    (t,) = estimate.training_estimates(sit.model.name, sit.train)
+    assert t.hours == pytest.approx(500_000 * 256 / sit_row["images_per_s"] / 3600)
+
+
+def test_unmeasured_cases_are_labelled_assumptions():
+    b = load_recipe("sit-b-256")  # SiT-B/2 was not benchmarked; unguided sampling was not either
+    (est,) = estimate.sampling_estimates(b.model.name, b.sample)
+    assert any("SiT-B/2 not measured" in a for a in est.assumptions) and "assumed" in est.label
+    assert any("unguided" in a for a in est.assumptions)
+    repa = load_recipe("repa-256")  # trains in bf16 without compile: not a benchmarked path
+    (t,) = estimate.training_estimates(repa.model.name, repa.train)
+    assert any("bf16 eager not measured" in a for a in t.assumptions)
+
+
+def test_one_estimate_per_measured_gpu_type(tmp_path):
+    shutil.copytree(RESULTS / "h100-2026-11-22", tmp_path / "h100")
+    other = tmp_path / "h200"
+    other.mkdir()
+    data = json.loads((RESULTS / "h100-2026-11-22" / "sampling-sit.json").read_text())
+    data["device"] = "NVIDIA H200"
+    for r in data["rows"]:
+        r["s_per_step"] /= 2
+        r["decode_s"] /= 2
+    (other / "sampling-sit.json").write_text(json.dumps(data))
+    recipe = load_recipe("sit-xl-256-sde-cfg")
+    by_gpu = {estimate.short_gpu(e.gpu): e for e in estimate.sampling_estimates("sit-xl-2", recipe.sample, tmp_path)}
+    assert set(by_gpu) == {"H100", "H200"}
+    assert by_gpu["H200"].hours == pytest.approx(by_gpu["H100"].hours / 2, rel=0.02)  # the H100 takes the slower run
+    assert "h200/sampling-sit.json" in by_gpu["H200"].basis
+
+
+def test_plan_rows_carry_the_estimate_and_its_basis(tmp_path):
+    _, _, rows = plan("sit-xl-256-sde-cfg", None, tmp_path)
+    stage = {s.name: s for s, _ in rows}["sample-baseline"]
+    recipe = load_recipe("sit-xl-256-sde-cfg")
+    assert stage.gpu_hours == pytest.approx(estimate.sampling_estimates("sit-xl-2", recipe.sample)[0].hours)
+    assert "sampling-sit.json" in stage.gpu_basis and "(measured)" in stage.gpu_basis
+
+
+def test_stage_hours_equal_the_measured_rates():
+    """Through the functions the stages call: SiT-XL/2 SDE-250 + CFG 1.5, 50K at TF32, and RAE's training."""
+    sit = load_recipe("sit-xl-256-cfg", {"sample": {"sampler": "sde", "steps": 250}})
+    official = min(r["images_per_s"] for r in _rows("SiT-XL/2 256, SDE-250, CFG 1.5", "official"))
+    assert estimate.gpu_hours_sampling(sit.model.name, sit.sample) == pytest.approx(50_000 / official / 3600, 1e-6)
+    rae = load_recipe("rae-256")
+    (row,) = _rows("DiT^DH-XL 256, MixFlow gamma 0.4", "official", "train")
+    expected = rae.train.steps * rae.train.batch_size / row["images_per_s"] / 3600
+    assert estimate.gpu_hours_training(rae.model.name, rae.train) == pytest.approx(expected)

@@ -1,0 +1,169 @@
+"""Every reported and produced number carries its protocol; the table compares only like with like; the paper
+recipes produce the reported rows with the reported protocol, and the equal-length flow-matching control."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixflow_bench.pipeline.stages import CONTROL, build_stages, variants, write_results
+from mixflow_bench.recipes.loader import list_recipes, load_recipe
+from mixflow_bench.results.protocol import FIELDS, GUIDED_FIELDS, UNKNOWN, compare, protocol_of
+from mixflow_bench.results.records import load_records, make_record
+from mixflow_bench.results.reported import DEFAULT_REPORTED, ReportedError, load_reported, parse_reported
+from mixflow_bench.results.table import build_table, to_markdown
+
+# Reported rows no recipe can produce: REPA's with-CFG table row does not give its guidance scale.
+NOT_PRODUCIBLE = {"repa-256-sde-cfg"}
+
+
+def test_every_reported_number_states_its_protocol_field_by_field():
+    raw = yaml.safe_load(DEFAULT_REPORTED.read_text())
+    for entry, raw_entry in zip(load_reported(), raw["entries"]):
+        needed = [f for f in FIELDS if entry.guidance != "none" or f not in GUIDED_FIELDS]
+        assert list(entry.protocol) == needed, entry.key
+        assert raw_entry["protocol"], entry.key  # in the YAML itself, not only in comments
+    by_key = {e.join_key: e.protocol for e in load_reported()}
+    # the MixFlow main table: Heun 250, CFG 1.5 (mixflow.md §3.2), the rest unstated
+    main = by_key[("sit-xl-256-cfg", "baseline", "cfg")]
+    assert (main["sampler"], main["steps"], main["scale"]) == ("heun", 250, 1.5)
+    assert main["nfe"] == main["interval"] == main["channels"] == main["num_samples"] == UNKNOWN
+    # the baselines' own protocols (baselines.md §1.3-1.4, §2.3-2.4, §3.4-3.5)
+    assert by_key[("sit-xl-256-sde-cfg", "baseline", "cfg")] | {} == {
+        "sampler": "sde", "steps": 250, "nfe": 250, "guidance": "cfg", "scale": 1.5, "channels": 3,
+        "interval": "none", "num_samples": 50000, "evaluator": "adm"}  # fmt: skip
+    repa = by_key[("repa-256-sde-cfg-interval", "baseline", "cfg")]
+    assert (repa["scale"], repa["channels"], repa["interval"]) == (1.8, "all", [0.0, 0.7])
+    assert by_key[("repa-256-sde-cfg", "baseline", "cfg")]["scale"] == UNKNOWN
+    rae = by_key[("rae-256-cfg", "baseline", "autoguidance")]
+    assert (rae["sampler"], rae["steps"], rae["nfe"], rae["scale"]) == ("rae-euler", 50, 49, 1.42)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda e: e.pop("protocol"), "protocol is missing"),
+        (lambda e: e["protocol"].pop("nfe"), "lacks \\['nfe'\\]"),
+        (lambda e: e["protocol"].update(sampler="rk4"), "protocol.sampler"),
+        (lambda e: e["protocol"].update(steps="many"), "protocol.steps"),
+        (lambda e: e["protocol"].update(guidance="cfg"), "differs from the entry's guidance"),
+    ],
+)
+def test_a_protocol_that_does_not_validate_is_named(mutate, message):
+    data = copy.deepcopy(yaml.safe_load(DEFAULT_REPORTED.read_text()))
+    entry = data["entries"][0]
+    entry["protocol"] = dict(entry["protocol"])
+    mutate(entry)
+    with pytest.raises(ReportedError, match=message) as info:
+        parse_reported(data, "reported.yaml")
+    assert f"entry {entry['key']}" in str(info.value)
+
+
+def _reported(protocol):
+    prov = {"paper": "P", "arxiv": "0", "where": "T1", "setting": "s", "sampler": "s", "source": "primary",
+            "verified": False}  # fmt: skip
+    return parse_reported({"schema": "mixflow-bench/reported/v1", "entries": [
+        {"key": "k", "experiment": "exp", "method": "baseline", "guidance": "cfg", "metrics": {"fid": 2.0},
+         "provenance": prov, "protocol": protocol}]})  # fmt: skip
+
+
+HEUN = {"sampler": "heun", "steps": 250, "nfe": "unknown", "scale": 1.5, "channels": "unknown",
+        "interval": "unknown", "num_samples": 50000, "evaluator": "adm"}  # fmt: skip
+SDE_SAMPLE = {"sampler": "sde", "steps": 250, "num": 50000,
+              "guidance": {"kind": "cfg", "scale": 1.5, "channels": 3, "interval": None}}  # fmt: skip
+HEUN_SAMPLE = {**SDE_SAMPLE, "sampler": "heun"}
+ADM = ["fid", "sfid", "is", "prec", "rec"]
+
+
+def _record(sample, fid, created):
+    rec = make_record("reproduce", {"fid": fid}, name=f"r{fid}", experiment="exp", method="baseline", guidance="cfg",
+                      num_samples=sample["num"], protocol=protocol_of(sample, ADM))  # fmt: skip
+    return rec | {"created": created}
+
+
+def test_table_compares_like_with_like_and_shows_the_mismatch():
+    # an SDE number is never set beside a Heun number, even when it is the only one
+    table = build_table([_record(SDE_SAMPLE, 2.06, "2025-01-01")], _reported(HEUN))
+    reported_row, mismatch = table.comparison
+    assert reported_row.status == "unproduced" and reported_row.produced == {} and reported_row.delta("fid") is None
+    assert mismatch.status == "mismatch" and mismatch.produced == {"fid": 2.06} and mismatch.delta("fid") is None
+    assert "sampler sde (paper heun)" in mismatch.note and mismatch.protocol["sampler"] == "sde"
+    md = to_markdown(table)
+    assert "produced: sde-250 (250 NFE), cfg 1.5 on 3 ch" in md and "sampler sde (paper heun)" in md
+
+    # the same protocol joins (fields the paper leaves unknown are listed, not counted), a newer other-protocol
+    # record still shows beneath it
+    both = [_record(HEUN_SAMPLE, 2.20, "2025-01-02"), _record(SDE_SAMPLE, 2.06, "2025-01-03")]
+    matched, mismatch = build_table(both, _reported(HEUN)).comparison
+    assert matched.status == "match" and matched.delta("fid") == pytest.approx(0.20)
+    assert "paper does not state: nfe, channels, interval" in matched.note
+    assert mismatch.status == "mismatch" and mismatch.produced == {"fid": 2.06}
+
+    # another sample count or scale is a mismatch too; a record without a protocol cannot be compared
+    fewer = _record({**HEUN_SAMPLE, "num": 10_000}, 2.5, "2025-01-04")
+    assert "num_samples 10000 (paper 50000)" in build_table([fewer], _reported(HEUN)).comparison[1].note
+    bare = make_record("eval", {"fid": 2.0}, name="bare", experiment="exp", method="baseline", guidance="cfg")
+    row = build_table([bare], _reported(HEUN)).comparison[1]
+    assert row.status == "mismatch" and "sampler unknown (paper heun)" in row.note
+
+
+def test_paper_recipes_reproduce_their_reported_rows_with_the_reported_protocol():
+    names = set(list_recipes())
+    for entry in load_reported():
+        if entry.experiment in NOT_PRODUCIBLE:
+            assert entry.experiment not in names, f"{entry.experiment} cannot be produced: its protocol is unknown"
+            continue
+        assert entry.experiment in names, f"no recipe produces {entry.key}"
+        recipe = load_recipe(entry.experiment)
+        produced = protocol_of(recipe.sample, recipe.eval.metrics)
+        differs, _ = compare(produced, entry.protocol)
+        assert not differs, f"recipe {recipe.name} does not use the protocol of {entry.key}: {differs}"
+        methods = variants(recipe, Path("runs") / recipe.name)
+        assert entry.method in methods, (entry.key, sorted(methods))
+        if "fid_gain" in entry.metrics:  # the gain needs the baseline of the same run
+            assert "baseline" in methods
+
+
+@pytest.mark.parametrize("name", ["sit-b-256", "sit-xl-256-cfg", "repa-256-cfg", "rae-256-cfg"])
+def test_paper_recipes_post_train_an_equal_length_flow_matching_control(name, tmp_path):
+    recipe = load_recipe(name)
+    stages = {s.name: s for s in build_stages(recipe, tmp_path, name, {})}
+    main, control = stages["train"], stages[f"train-{CONTROL}"]
+    assert control.inputs == main.inputs  # the same initial checkpoint
+    differing = {k for k in main.settings["train"] if main.settings["train"][k] != control.settings["train"][k]}
+    assert differing == {"objective"}  # same steps, lr, batch, EMA, seed, precision
+    kinds = (control.settings["train"]["objective"]["kind"], main.settings["train"]["objective"]["kind"])
+    assert kinds == ("fm", "mixflow")
+    # the task trains exactly that: the recipe with only its objective replaced
+    task = control.tasks[0]
+    trained = load_recipe(task.args["recipe"], task.args["overrides"])
+    assert dataclasses.asdict(trained.train) == control.settings["train"]
+    assert task.args["out_dir"] != main.tasks[0].args["out_dir"]
+    sampled = {s.settings["variant"]: s for n, s in stages.items() if n.startswith("sample-")}
+    assert set(sampled) == {"baseline", "mixflow", CONTROL}
+    assert sampled[CONTROL].settings["sample"] == sampled["mixflow"].settings["sample"]
+    assert sampled[CONTROL].inputs["checkpoint"] == control.outputs[0]
+    assert f"{CONTROL}.json" in [p.name for p in stages["eval"].outputs]
+
+
+def test_produced_records_carry_the_protocol_and_the_gain(tmp_path):
+    recipe = load_recipe("sit-b-256-steps50")
+    evals = {}
+    for variant, fid in {"baseline": 20.0, "mixflow": 17.5}.items():
+        evals[variant] = tmp_path / "eval" / f"{variant}.json"
+        evals[variant].parent.mkdir(exist_ok=True)
+        evals[variant].write_text(json.dumps({"fid": fid}))
+    write_results(recipe, tmp_path, evals)
+    records = {r["method"]: r for r in load_records(tmp_path / "results")}
+    expected = {"sampler": "heun", "steps": 50, "nfe": 100, "guidance": "none", "num_samples": 50000,
+                "evaluator": "adm"}  # fmt: skip
+    assert records["baseline"]["protocol"] == records["mixflow"]["protocol"] == expected
+    assert records["mixflow"]["metrics"]["fid_gain"] == pytest.approx(2.5)
+    row = next(r for r in build_table(list(records.values()), load_reported()).comparison
+               if r.experiment == "sit-b-256-steps50")  # fmt: skip
+    assert row.status == "match" and row.delta("fid_gain") == pytest.approx(2.5 - 2.34)
