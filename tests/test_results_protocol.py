@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixflow_bench.pipeline.stages import CONTROL, build_stages, variants, write_results
+from mixflow_bench.pipeline.stages import CONTROL, build_stages, result_settings, variants, write_results
 from mixflow_bench.recipes.loader import list_recipes, load_recipe
 from mixflow_bench.results.protocol import FIELDS, GUIDED_FIELDS, UNKNOWN, compare, protocol_of
 from mixflow_bench.results.records import load_records, make_record
@@ -142,7 +142,7 @@ def test_paper_recipes_post_train_an_equal_length_flow_matching_control(name, tm
     # the task trains exactly that: the recipe with only its objective replaced
     task = control.tasks[0]
     trained = load_recipe(task.args["recipe"], task.args["overrides"])
-    assert dataclasses.asdict(trained.train) == control.settings["train"]
+    assert result_settings("train", dataclasses.asdict(trained.train)) == control.settings["train"]
     assert task.args["out_dir"] != main.tasks[0].args["out_dir"]
     sampled = {s.settings["variant"]: s for n, s in stages.items() if n.startswith("sample-")}
     assert set(sampled) == {"baseline", "mixflow", CONTROL}
