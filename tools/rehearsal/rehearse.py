@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--override", action="append", default=[],
                     help="extra KEY=VALUE for every reproduce call (say why in the report)")
     ap.add_argument("--scale", default="{}", help='JSON overrides of the Scale fields, e.g. {"samples": 64}')
-    ap.add_argument("--resume-check", action="store_true", help="kill the reference run during sampling, resume")
+    ap.add_argument("--resume-check", default="", metavar="RECIPES",
+                    help="comma-separated recipes (or 'all') whose reference run is killed during sampling and resumed")
     ap.add_argument("--fast", action="store_true", help="also rehearse `reproduce --fast` on the reference launcher")
     ap.add_argument("--reuse-sibling-training", action="store_true",
                     help="a guided recipe (NAME-cfg) starts from NAME's finished post-training when NAME ran before "
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if "CPU" not in device_name() else "cpu"
     results = []
     launchers = args.launchers.split(",")
+    resume = args.resume_check.split(",")
     start = time.perf_counter()
     with Rehearsal(args.workdir, str(inception), scale, device) as rehearsal:
         for recipe in args.recipes.split(","):
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 sibling = args.workdir / "runs" / f"{recipe.removesuffix('-cfg')}-{launcher}"
                 reuse = args.reuse_sibling_training and recipe.endswith("-cfg") and (sibling / "train").exists()
                 r = rehearsal.rehearse(recipe, launcher=launcher, launcher_args=LAUNCH_ARGS[launcher],
-                                       resume_check=args.resume_check and i == 0,
+                                       resume_check=i == 0 and (args.resume_check == "all" or recipe in resume),
                                        compare_with=first, extra_overrides=args.override,
                                        reuse_training_of=sibling if reuse else None, cleanup=args.cleanup)  # fmt: skip
                 results.append(r)
