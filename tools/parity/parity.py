@@ -235,10 +235,12 @@ def repa_heun(official_root: Path, batch: int, steps: int = 50) -> tuple[list[di
                                 guidance_low=0.0, guidance_high=0.7 if interval else 1.0).float()  # fmt: skip
             velocity = build_velocity(spec, model, y, cfg)
             label = f"heun {steps} steps, " + (f"CFG {scale} on t<=0.7" if kind == "cfg" else "no guidance")
-            rows.append(_row(f"{label} (REPA's Heun)", "-", False, integrate(spec, velocity, latents, cfg), ref))
+            ours = integrate(spec, velocity, latents, cfg)
+            rows.append({**_row(f"{label} (REPA's Heun)", "-", False, ours, ref), "official": "-"})
             if kind == "cfg":
                 generic = heun(velocity, latents, uniform_grid(steps, TimeConvention.DATA_AT_0))
-                rows.append({**_row(f"{label} (generic Heun)", "-", False, generic, ref), "counted": False})
+                row = _row(f"{label} (generic Heun)", "-", False, generic, ref)
+                rows.append({**row, "official": "-", "counted": False})
     return rows, {}
 
 
