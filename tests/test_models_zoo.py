@@ -58,27 +58,22 @@ def test_spec_facts_and_model_agree(name, convention, latent, checkpoint, decode
 
 
 def test_sampler_defaults() -> None:
-    assert get_spec("sit-xl-2").sampler_defaults == {
-        "sampler": "sde",
-        "steps": 250,
-        "cfg_scale": 1.5,
-        "cfg_channels": 3,
-    }
-    assert get_spec("repa-sit-xl-2").sampler_defaults == {
-        "sampler": "sde",
-        "steps": 250,
-        "cfg_scale": 1.8,
-        "guidance_interval": [0.0, 0.7],
-    }
-    for res, scale in ((256, 1.42), (512, 1.5)):
-        assert get_spec(f"rae-dith-xl-{res}").sampler_defaults == {
-            "sampler": "rae-euler",
-            "steps": 50,
-            "autoguidance_scale": scale,
-            "guide": f"rae-dith-s-{res}",
-            "time_shift": "auto",
-            "labels": "equal",
-        }
+    sde = {"sampler": "sde", "steps": 250, "last_step_size": 0.04, "labels": "uniform", "precision": "tf32"}
+    assert get_spec("sit-xl-2").sampler_defaults == {**sde, "quantize": "round"}
+    assert get_spec("repa-sit-xl-2").sampler_defaults == {**sde, "quantize": "truncate"}
+    assert (get_spec("sit-xl-2").family, get_spec("repa-sit-xl-2").family) == ("sit", "repa")
+    for res in (256, 512):
+        for size in ("xl", "s"):
+            spec = get_spec(f"rae-dith-{size}-{res}")
+            assert spec.family == "rae"
+            assert spec.sampler_defaults == {
+                "sampler": "rae-euler",
+                "steps": 50,
+                "time_shift": "auto",
+                "labels": "equal",
+                "quantize": "truncate",
+                "precision": "tf32",
+            }
 
 
 def test_build_model_loads_ema_checkpoint_strictly(tmp_path) -> None:

@@ -42,6 +42,19 @@ def save_grid(npz: Path, png: Path) -> None:
     tmp.replace(png)
 
 
+def _guidance(model_name: str, guidance: dict, kind: str | None, scale: float | None) -> dict:
+    """The guidance section after ``--guidance KIND`` / ``--cfg SCALE``, with the model family's rules."""
+    from mixflow_bench.recipes.families import apply_guidance
+    from mixflow_bench.recipes.schema import GuidanceSection
+    from mixflow_bench.recipes.validate import RecipeError, build_dataclass
+
+    out = apply_guidance(model_name, guidance, kind=kind, scale=scale)
+    try:
+        return dataclasses.asdict(build_dataclass(GuidanceSection, out, "sample", "guidance"))
+    except RecipeError as err:  # names the field; one line, no traceback
+        raise click.BadParameter(str(err), param_hint="--guidance/--cfg") from None
+
+
 @click.command(name="sample")
 @click.argument("recipe", required=False)
 @click.argument("overrides", nargs=-1)
@@ -50,21 +63,39 @@ def save_grid(npz: Path, png: Path) -> None:
 @click.option("--random-init", is_flag=True, help="random weights (no download): checks shapes and plumbing")
 @click.option("--num", type=int, default=None, help="number of images")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="output .npz (ADM) or .png (grid)")
-@click.option("--cfg", type=float, default=None, help="classifier-free guidance scale")
+@click.option(
+    "--cfg",
+    type=float,
+    default=None,
+    help="guidance scale, with the model family's own rules (SiT: CFG on 3 of 4 channels; REPA: CFG inside "
+    "t <= 0.7; RAE: autoguidance by DiT^DH-S); 1 turns guidance off",
+)
+@click.option(
+    "--guidance",
+    "guidance_kind",
+    type=click.Choice(["cfg", "autoguidance", "none"]),
+    default=None,
+    help="override the kind of guidance the model family uses (other settings: sample.guidance.KEY=VALUE)",
+)
 @click.option("--steps", type=int, default=None, help="sampler steps")
 @click.option("--sampler", type=click.Choice(["sde", "euler", "heun", "dopri5", "rae-euler"]), default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--fast", is_flag=True, help="the fast path: bf16 autocast + torch.compile (see benchmarks/README.md)")
 @launch_options
-def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cfg, steps, sampler, seed, batch_size,
-            fast, **kwargs) -> None:  # fmt: skip
-    """Sample RECIPE (with KEY.PATH=VALUE overrides) or --model NAME to --out x.npz | x.png."""
+def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cfg, guidance_kind, steps, sampler, seed,
+            batch_size, fast, **kwargs) -> None:  # fmt: skip
+    """Sample RECIPE or --model NAME (with KEY.PATH=VALUE overrides) to --out x.npz | x.png.
+
+    The model family's own sampling rules (mixflow_bench/recipes/families.py) apply unless set explicitly.
+    """
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.launch.tasks import Task
-    from mixflow_bench.recipes.schema import GuidanceSection, ModelSection, SampleSection
+    from mixflow_bench.recipes.schema import ModelSection, SampleSection
 
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
+    if model_name is not None and recipe is not None and "=" in recipe:  # --model NAME KEY=VALUE ...
+        recipe, overrides = None, (recipe, *overrides)
     if (recipe is None) == (model_name is None):
         raise click.UsageError("give either a RECIPE or --model NAME")
     slurm_section = None
@@ -79,17 +110,14 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
         slurm_section = r.slurm
         name = r.name
     else:
+        from mixflow_bench.recipes.families import merge_defaults
+        from mixflow_bench.recipes.validate import build_dataclass
         from mixflow_bench.sampling.models import get_spec
 
-        spec = get_spec(model_name)
-        defaults = dict(spec.sampler_defaults or {})
-        defaults.setdefault("sampler", "euler")
-        defaults.setdefault("steps", 50)
-        fields = {f.name for f in dataclasses.fields(SampleSection)}
-        plain = {k: v for k, v in defaults.items() if k in fields and k != "guidance"}
-        sample = dataclasses.asdict(SampleSection(**plain))
-        if isinstance(defaults.get("guidance"), dict):
-            sample["guidance"] = dataclasses.asdict(GuidanceSection(**defaults["guidance"]))
+        get_spec(model_name)  # an unknown name fails here, with the valid names
+        raw = merge_defaults(model_name, _overrides(overrides).get("sample", {}))
+        raw = {"sampler": "euler", "steps": 50, **raw}  # for models without a family
+        sample = dataclasses.asdict(build_dataclass(SampleSection, raw, f"--model {model_name}", "sample"))
         model = dataclasses.asdict(ModelSection(name=model_name, checkpoint=checkpoint))
         name = model_name
     given = {"num": num, "steps": steps, "sampler": sampler, "seed": seed, "batch_size": batch_size}
@@ -100,8 +128,8 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
         sample["num"] = 8
     if fast:
         sample.update(FAST_SAMPLING)
-    if cfg is not None:
-        sample["guidance"] = {**sample["guidance"], "kind": "cfg" if cfg != 1.0 else "none", "scale": cfg}
+    if guidance_kind is not None or cfg is not None:
+        sample["guidance"] = _guidance(model["name"], sample["guidance"], guidance_kind, cfg)
     sample["shard_size"] = min(sample["shard_size"], sample["num"])
 
     out = out or Path(f"{name}-samples.npz")

@@ -16,6 +16,7 @@ from mixflow_bench.flow.samplers import (
     euler_maruyama,
     heun,
     rae_grid,
+    repa_heun,
     sit_sde_grid,
     uniform_grid,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "mixflow",
     "rae_grid",
     "rae_shift_factor",
+    "repa_heun",
     "shift_noise_level",
     "sit_sde_grid",
     "uniform_grid",

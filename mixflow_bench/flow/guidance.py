@@ -3,7 +3,8 @@
 * classifier-free guidance: ``u + w (c - u)`` with the conditional and null-label halves in one batch; optionally
   on the first ``k`` channels only (SiT/DiT guide 3 of 4 latent channels, the rest stays conditional), and
   optionally only inside a time interval ``lo <= t <= hi`` in the model's own convention (REPA: t <= 0.7 in
-  ``DATA_AT_0`` time), outside of which only the conditional half is evaluated;
+  ``DATA_AT_0`` time), outside of which only the conditional half is evaluated; the interval is tested at the
+  time the sampler names for it (``t.guidance_time``: the evaluation's own time, except in REPA's Heun);
 * autoguidance: ``g + w (m - g)`` with a smaller guide model ``g`` called with the *same* label (RAE), without
   the null-label half that the official sampler computes and discards.
 """
@@ -34,7 +35,7 @@ def _mix(cond: Tensor, other: Tensor, scale: float, channels: int | None) -> Ten
 def _inside(t: Tensor, interval: tuple[float, float] | None) -> bool:
     if interval is None:
         return True
-    value = getattr(t, "host_value", None)  # set by the samplers: no device-to-host sync per step
+    value = getattr(t, "guidance_time", getattr(t, "host_value", None))  # set by the samplers: no host sync
     if value is None:
         value = float(t.reshape(-1)[0])  # all samples of a batch share a time on the sampler's grid
     return interval[0] <= value <= interval[1]

@@ -20,11 +20,16 @@ from mixflow_bench.flow.paths import Path
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _t(value: Tensor | float, x: Tensor) -> Tensor:
-    """A (B,) time tensor on x's device; it remembers its host value so guidance can test it without a sync."""
+def _t(value: Tensor | float, x: Tensor, guidance_time: float | None = None) -> Tensor:
+    """A (B,) time tensor on x's device; it remembers its host value so guidance can test it without a sync.
+
+    ``guidance_time`` is the time at which guidance decides whether it is on (a guidance interval), when a
+    sampler decides that at another time than the evaluation's (REPA's Heun: at the start of the step).
+    """
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     t = torch.full((x.shape[0],), float(value), device=x.device, dtype=dtype)
     t.host_value = float(value)
+    t.guidance_time = float(value) if guidance_time is None else float(guidance_time)
     return t
 
 
@@ -64,7 +69,10 @@ def euler(velocity: VelocityFn, x: Tensor, grid: Tensor, *, trajectory: bool = F
 
 @torch.no_grad()
 def heun(velocity: VelocityFn, x: Tensor, grid: Tensor, *, trajectory: bool = False) -> Tensor | list[Tensor]:
-    """Heun's second-order method along ``grid`` (2 evaluations per step)."""
+    """Heun's second-order method along ``grid`` (2 evaluations per step, the last one at the grid's end).
+
+    Step for step torchdiffeq's fixed-grid ``heun2``, which SiT's (and RAE's) transport ODE runs on its grid.
+    """
     states = [x]
     for t_cur, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
         h = t_next - t_cur
@@ -74,6 +82,28 @@ def heun(velocity: VelocityFn, x: Tensor, grid: Tensor, *, trajectory: bool = Fa
         if trajectory:
             states.append(x)
     return states if trajectory else x
+
+
+@torch.no_grad()
+def repa_heun(velocity: VelocityFn, x: Tensor, grid: Tensor) -> Tensor:
+    """REPA's Heun (its ``euler_sampler`` with ``heun=True``) along ``grid`` (``DATA_AT_0``, noise to data).
+
+    Differs from :func:`heun` in three ways: the state is kept in float64 (each evaluation sees it in ``x``'s
+    dtype); the corrector's guidance is on or off as at the *start* of the step (``t_cur`` decides the guidance
+    interval for both evaluations); and the last step is a plain Euler step, so ``2 * steps - 1`` evaluations.
+    """
+    dtype = x.dtype
+    state = x.to(torch.float64)
+    steps = len(grid) - 1
+    for i, (t_cur, t_next) in enumerate(zip(grid[:-1].tolist(), grid[1:].tolist())):
+        h = t_next - t_cur
+        d_cur = velocity(state.to(dtype), _t(t_cur, x)).to(torch.float64)
+        x_next = state + h * d_cur
+        if i < steps - 1:
+            d_prime = velocity(x_next.to(dtype), _t(t_next, x, guidance_time=t_cur)).to(torch.float64)
+            x_next = state + h * (0.5 * d_cur + 0.5 * d_prime)
+        state = x_next
+    return state.to(dtype)
 
 
 @dataclass

@@ -36,7 +36,11 @@ def load_dinov2(weights: str | os.PathLike | None, device: str) -> torch.nn.Modu
         )
     from transformers import Dinov2Model
 
-    return Dinov2Model.from_pretrained(str(weights)).to(device).eval()
+    from mixflow_bench.models.hf_loading import check_loading_info
+
+    model, info = Dinov2Model.from_pretrained(str(weights), local_files_only=True, output_loading_info=True)
+    check_loading_info(info, Path(weights), "DINOv2 (Dinov2Model)")
+    return model.to(device).eval()
 
 
 @torch.no_grad()

@@ -9,11 +9,14 @@ Sampling decodes model latents with :meth:`LatentCodec.decode`; the data pipelin
 * ``rae-dinov2-b``: RAE's frozen DINOv2-B (registers) encoder, normalised by ``stat.pt``, with the ViT-XL
   pixel decoder; 768 x 16 x 16 (256 px) or 768 x 32 x 32 (512 px) latents.
 
-Weights come from local files named in ``weights`` or, failing that, from ``mixflow_bench.hub.fetch``.
+Weights come from local files named in ``weights`` or, failing that, from ``mixflow_bench.hub.fetch``. SD-VAE and
+DINOv2 load through their libraries' own ``from_pretrained`` (which convert older key names), strictly: a missing,
+unexpected or mis-shaped tensor is an error.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from mixflow_bench.data.codec import SD_VAE_SCALE, model_latent_from_stored
+from mixflow_bench.models.hf_loading import check_loading_info, hf_weights_folder
 from mixflow_bench.models.rae_stage1 import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -28,7 +32,9 @@ from mixflow_bench.models.rae_stage1 import (
     DinoV2Encoder,
     GeneralDecoder,
     LatentStats,
+    dinov2_reg_base_config,
 )
+from mixflow_bench.models.zoo import load_state_dict_file
 
 SD_VAE_NAMES = ("sd-vae-ft-ema", "sd-vae-ft-mse")
 RAE_NAME = "rae-dinov2-b"
@@ -82,26 +88,27 @@ def _resolve(weights: dict[str, str | Path] | None, key: str, artifact: str) -> 
     return Path(fetch(artifact))
 
 
-def _load_tensors(path: Path) -> dict[str, Tensor]:
-    """A flat state dict from a .safetensors / torch file, or a folder holding one (HF layout)."""
-    if path.is_dir():
-        for candidate in (
-            "model.safetensors",
-            "diffusion_pytorch_model.safetensors",
-            "pytorch_model.bin",
-            "diffusion_pytorch_model.bin",
-        ):
-            if (path / candidate).exists():
-                return _load_tensors(path / candidate)
-        raise FileNotFoundError(f"{path}: no model.safetensors / diffusion_pytorch_model.safetensors inside")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def load_sd_vae(path: str | Path) -> nn.Module:
+    """A diffusers ``AutoencoderKL`` from a snapshot folder or weights file, strictly, through diffusers' loader.
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "ema" in state and isinstance(state["ema"], dict):
-        state = state["ema"]
-    return state
+    ``from_pretrained`` renames the attention weights of older diffusers files (``query``/``key``/``value``/
+    ``proj_attn`` to ``to_q``/``to_k``/``to_v``/``to_out.0``), which ``stabilityai/sd-vae-ft-*`` still serve.
+    A bare file without ``config.json`` gets the SD-VAE config (:func:`sd_vae_config`).
+    """
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+
+    def write_config(folder: Path) -> None:
+        config = {"_class_name": "AutoencoderKL", **sd_vae_config()}
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+    with hf_weights_folder(path, "diffusion_pytorch_model.safetensors", write_config) as (folder, safetensors):
+        vae, info = AutoencoderKL.from_pretrained(
+            str(folder), use_safetensors=safetensors, local_files_only=True, output_loading_info=True
+        )
+    check_loading_info(info, path, "SD-VAE (AutoencoderKL)")
+    return vae.eval()
 
 
 def sd_vae_config() -> dict:
@@ -204,24 +211,22 @@ def _build_sd_vae(name: str, resolution: int, weights, random_init: bool) -> SDV
     if random_init:
         vae = AutoencoderKL(**sd_vae_config())
     else:
-        path = _resolve(weights, "vae", name)
-        if path.is_dir() and (path / "config.json").exists():
-            vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
-        else:
-            vae = AutoencoderKL(**sd_vae_config())
-            vae.load_state_dict(_load_tensors(path), strict=True)
+        vae = load_sd_vae(_resolve(weights, "vae", name))
     return SDVAECodec(name, resolution, vae)
 
 
 def _build_rae(resolution: int, weights, random_init: bool) -> RAECodec:
     grid = resolution // 16
-    encoder = DinoV2Encoder(input_size=14 * grid)
     decoder = GeneralDecoder(num_patches=grid * grid, cfg=DecoderConfig())
     if random_init:
+        encoder = DinoV2Encoder(input_size=14 * grid)
         stats = LatentStats(torch.ones(768, grid, grid))
     else:
-        encoder.load_hf_state_dict(_load_tensors(_resolve(weights, "encoder", "dinov2-reg-b")))
-        decoder.load_state_dict(_load_tensors(_resolve(weights, "decoder", f"rae-decoder-{resolution}")), strict=True)
+        encoder = DinoV2Encoder.from_pretrained(
+            _resolve(weights, "encoder", "dinov2-reg-b"), input_size=14 * grid, expect=dinov2_reg_base_config()
+        )
+        decoder_file = _resolve(weights, "decoder", f"rae-decoder-{resolution}")
+        decoder.load_state_dict(load_state_dict_file(decoder_file), strict=True)
         stats = LatentStats.load(_resolve(weights, "stats", f"rae-stats-{resolution}"))
     return RAECodec(resolution, encoder, decoder, stats)
 

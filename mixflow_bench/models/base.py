@@ -43,5 +43,6 @@ class ModelSpec:
     checkpoint: str | None = None
     decoder: str | None = None
     resolution: int | None = None
-    sampler_defaults: dict[str, Any] = field(default_factory=dict)
+    sampler_defaults: dict[str, Any] = field(default_factory=dict)  # the family's ``sample:`` defaults
     description: str = ""
+    family: str | None = None  # sit | repa | rae (mixflow_bench.recipes.families); None for toy models

@@ -1,9 +1,10 @@
 """RAE stage 1: frozen DINOv2-B (with registers) encoder, ViT-XL pixel decoder, and latent normalisation.
 
-* Encoder: ``transformers.Dinov2WithRegistersModel`` built from a local config equal to
-  ``facebook/dinov2-with-registers-base`` (no hub access). Its final LayerNorm keeps normalising but loses its
-  affine weight and bias; CLS and the 4 register tokens are dropped, leaving (768, 16, 16) features for a
-  224 px input (256 px images) or (768, 32, 32) for 448 px (512 px images). Pixels in [0, 1] are resized
+* Encoder: ``transformers.Dinov2WithRegistersModel``, loaded with transformers' own ``from_pretrained`` (any
+  hub naming) or, without weights, built from a local config equal to ``facebook/dinov2-with-registers-base``.
+  Its final LayerNorm keeps normalising but loses its affine weight and bias; CLS and the 4 register tokens are
+  dropped, leaving (768, 16, 16) features for a 224 px input (256 px images) or (768, 32, 32) for 448 px (512 px
+  images). Pixels in [0, 1] are resized
   bicubically and standardised with the ImageNet mean/std.
 * Decoder: :class:`GeneralDecoder`, a ViT-MAE-style decoder whose parameter names equal RAE's
   ``decoder.GeneralDecoder`` (so the released ``model.pt`` loads strictly). It is written here with exact
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +22,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mixflow_bench.models.hf_loading import check_loading_info, hf_weights_folder
 from mixflow_bench.models.layers import attend, check_attention, sincos_2d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NUM_DROPPED_TOKENS = 5  # CLS + 4 registers
 STAT_EPS = 1e-5
+
+
+# transformers 5 names of DINOv2's attention projections -> the 4.x names (what the 4.x classes expect)
+_DINOV2_5X_TO_4X = {
+    r"attention\.q_proj\.": "attention.attention.query.",
+    r"attention\.k_proj\.": "attention.attention.key.",
+    r"attention\.v_proj\.": "attention.attention.value.",
+    r"attention\.o_proj\.": "attention.output.dense.",
+}
+
+
+def dinov2_key_mapping() -> dict[str, str] | None:
+    """A ``from_pretrained`` key mapping for files in the other transformers generation's DINOv2 names.
+
+    transformers 5 renames 4.x files itself (its conversion mapping); a 4.x install gets the regex mapping from
+    5.x names back to its own. None when the installed version needs no help.
+    """
+    from transformers.models.dinov2_with_registers import modeling_dinov2_with_registers as modeling
+
+    uses_5x_names = "q_proj" in inspect.getsource(modeling.Dinov2WithRegistersAttention.__init__)
+    return None if uses_5x_names else dict(_DINOV2_5X_TO_4X)
 
 
 def dinov2_reg_base_config():
@@ -56,20 +80,55 @@ def dinov2_reg_base_config():
 class DinoV2Encoder(nn.Module):
     """DINOv2-B/14 with registers as RAE's feature encoder: images in [0, 1] -> (B, 768, g, g) features."""
 
-    def __init__(self, input_size: int = 224, config=None) -> None:
+    def __init__(self, input_size: int = 224, config=None, model: nn.Module | None = None) -> None:
         super().__init__()
         from transformers import Dinov2WithRegistersModel
 
+        if model is not None:
+            config = model.config
         self.config = config if config is not None else dinov2_reg_base_config()
         if input_size % self.config.patch_size:
             raise ValueError(f"encoder input {input_size} is not divisible by patch {self.config.patch_size}")
         self.input_size = input_size
-        self.model = Dinov2WithRegistersModel(self.config)
+        self.model = model if model is not None else Dinov2WithRegistersModel(self.config)
         self.model.requires_grad_(False)
         self.model.eval()
         self.drop_layernorm_affine()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, input_size: int = 224, expect=None) -> DinoV2Encoder:
+        """The encoder with weights from a ``Dinov2WithRegistersModel`` snapshot folder or weights file.
+
+        Loads through transformers' ``from_pretrained``, which reads both the 4.x key names the hub serves
+        (``attention.attention.query``) and the 5.x names (``attention.q_proj``), strictly: a missing, unused
+        or mis-shaped tensor is an error. ``expect`` (a config) makes a differently shaped model an error too.
+        A bare file without ``config.json`` gets :func:`dinov2_reg_base_config`.
+        """
+        from transformers import Dinov2WithRegistersModel
+
+        path = Path(path)
+        with hf_weights_folder(path, "model.safetensors", lambda d: dinov2_reg_base_config().save_pretrained(d)) as (
+            folder,
+            safetensors,
+        ):
+            model, info = Dinov2WithRegistersModel.from_pretrained(
+                str(folder),
+                use_safetensors=safetensors,
+                local_files_only=True,
+                output_loading_info=True,
+                key_mapping=dinov2_key_mapping(),
+            )
+        check_loading_info(info, path, "DINOv2 (Dinov2WithRegistersModel)")
+        if expect is not None:
+            fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "num_register_tokens")
+            wrong = {f: (getattr(model.config, f), getattr(expect, f)) for f in fields}
+            wrong = {f: v for f, v in wrong.items() if v[0] != v[1]}
+            if wrong:
+                desc = ", ".join(f"{f} {got} (expected {want})" for f, (got, want) in wrong.items())
+                raise ValueError(f"{path}: not the RAE encoder DINOv2-B/14 with registers: {desc}")
+        return cls(input_size=input_size, model=model)
 
     @property
     def grid(self) -> int:
@@ -81,13 +140,6 @@ class DinoV2Encoder(nn.Module):
         ln.elementwise_affine = False
         ln.weight = None
         ln.bias = None
-
-    def load_hf_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        """Load a ``Dinov2WithRegistersModel`` state dict strictly, ignoring the final LayerNorm's affine."""
-        sd = {k.removeprefix("dinov2."): v for k, v in state_dict.items()}
-        sd = {k: v for k, v in sd.items() if k not in ("layernorm.weight", "layernorm.bias")}
-        sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
-        self.model.load_state_dict(sd, strict=True)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:

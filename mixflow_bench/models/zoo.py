@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 
@@ -13,20 +14,7 @@ from mixflow_bench.models.base import ModelSpec
 from mixflow_bench.models.rae_dit import dit_dh
 from mixflow_bench.models.repa import repa_sit
 from mixflow_bench.models.sit import SIT_SIZES, sit
-
-SIT_SAMPLER = {"sampler": "sde", "steps": 250, "cfg_scale": 1.5, "cfg_channels": 3}
-REPA_SAMPLER = {"sampler": "sde", "steps": 250, "cfg_scale": 1.8, "guidance_interval": [0.0, 0.7]}
-
-
-def _rae_sampler(resolution: int) -> dict:
-    return {
-        "sampler": "rae-euler",
-        "steps": 50,
-        "autoguidance_scale": 1.42 if resolution == 256 else 1.5,
-        "guide": f"rae-dith-s-{resolution}",
-        "time_shift": "auto",
-        "labels": "equal",
-    }
+from mixflow_bench.recipes.families import family_of, sample_defaults
 
 
 def _registry() -> dict[str, ModelSpec]:
@@ -44,7 +32,6 @@ def _registry() -> dict[str, ModelSpec]:
                 checkpoint="sit-xl-2-256" if released else None,
                 decoder="sd-vae-ft-ema",
                 resolution=256,
-                sampler_defaults=dict(SIT_SAMPLER),
                 description=f"SiT-{size}/{patch} on SD-VAE latents, 256 px"
                 + (" (official EMA weights, learn_sigma)" if released else ""),
             )
@@ -57,7 +44,6 @@ def _registry() -> dict[str, ModelSpec]:
         checkpoint=None,
         decoder="sd-vae-ft-ema",
         resolution=512,
-        sampler_defaults=dict(SIT_SAMPLER),
         description="SiT-XL/2 on SD-VAE latents, 512 px (no official weights released)",
     )
     zoo["repa-sit-xl-2"] = ModelSpec(
@@ -69,18 +55,12 @@ def _registry() -> dict[str, ModelSpec]:
         checkpoint="repa-sit-xl-2-256",
         decoder="sd-vae-ft-ema",
         resolution=256,
-        sampler_defaults={**REPA_SAMPLER, "guidance_interval": list(REPA_SAMPLER["guidance_interval"])},
         description="SiT-XL/2 + REPA (4M iterations), 256 px",
     )
     for size in ("xl", "s"):
         for res in (256, 512):
             name = f"rae-dith-{size}-{res}"
             grid = res // 16
-            defaults = (
-                _rae_sampler(res)
-                if size == "xl"
-                else {k: v for k, v in _rae_sampler(res).items() if k not in ("autoguidance_scale", "guide")}
-            )
             zoo[name] = ModelSpec(
                 name=name,
                 build=partial(dit_dh, size.upper(), grid),
@@ -90,11 +70,14 @@ def _registry() -> dict[str, ModelSpec]:
                 checkpoint=name,
                 decoder="rae-dinov2-b",
                 resolution=res,
-                sampler_defaults=defaults,
                 description=f"RAE DiT^DH-{size.upper()} on DINOv2-B latents, {res} px"
                 + (" (autoguidance guide)" if size == "s" else ""),
             )
-    return zoo
+    # the family's sampling rules (mixflow_bench.recipes.families: the one source recipes and the CLI share)
+    return {
+        name: dataclasses.replace(spec, family=family_of(name), sampler_defaults=sample_defaults(name))
+        for name, spec in zoo.items()
+    }
 
 
 ZOO: dict[str, ModelSpec] = _registry()

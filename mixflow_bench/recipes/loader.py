@@ -101,12 +101,21 @@ def read_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read, merge and validate a recipe; ``overrides`` (nested mapping) are applied before validation."""
+    """Read, merge and validate a recipe; ``overrides`` (nested mapping) are applied before validation.
+
+    The ``sample:`` section is merged over the sampling rules of the model's family
+    (:mod:`mixflow_bench.recipes.families`): whatever the recipe or an override sets explicitly wins.
+    """
     path = find_recipe(name_or_path)
     data = read_raw(path)
     data.setdefault("name", path.stem)
     if overrides:
         data = _merge(data, overrides)
+    model = data.get("model")
+    if isinstance(data.get("sample"), dict) and isinstance(model, dict):
+        from mixflow_bench.recipes.families import merge_defaults
+
+        data["sample"] = merge_defaults(model.get("name"), data["sample"])  # the model family's sampling rules
     recipe = build_dataclass(Recipe, {k: v for k, v in data.items() if k != "source"}, str(path))
     recipe.source = str(path)
     return recipe

@@ -30,6 +30,7 @@ from mixflow_bench.flow import (
     heun,
     rae_grid,
     rae_shift_factor,
+    repa_heun,
     uniform_grid,
 )
 from mixflow_bench.recipes.schema import SampleSection
@@ -76,8 +77,11 @@ def integrate(
 ) -> Tensor:
     """Run the recipe's sampler from ``noise`` to latents at the data end of the model's convention.
 
-    ``sde``: SiT's Euler-Maruyama (``steps`` NFE, last drift-only step); ``euler``/``heun``: uniform grid of
-    ``steps`` steps; ``dopri5``: adaptive; ``rae-euler``: Euler on RAE's shifted ``steps``-point grid.
+    ``sde``: SiT's Euler-Maruyama (``steps`` NFE, last drift-only step); ``euler``: uniform grid of ``steps``
+    steps; ``heun``: the Heun of the model's family, ``steps`` steps (REPA: :func:`repa_heun` on the uniform
+    grid; RAE: torchdiffeq-style Heun on its shifted grid of ``steps + 1`` points; SiT and models without a
+    family: torchdiffeq-style Heun on the uniform grid); ``dopri5``: adaptive; ``rae-euler``: Euler on RAE's
+    shifted ``steps``-point grid.
     """
     conv = TimeConvention(spec.convention)
     path_kind = (getattr(spec, "sampler_defaults", None) or {}).get("path", "linear")
@@ -90,6 +94,12 @@ def integrate(
     if kind == "euler":
         return euler(velocity, noise, uniform_grid(sample_cfg.steps, conv))
     if kind == "heun":
+        family = getattr(spec, "family", None)
+        if family == "repa":
+            return repa_heun(velocity, noise, uniform_grid(sample_cfg.steps, conv))
+        if family == "rae":
+            shift = resolve_shift(sample_cfg.time_shift, tuple(spec.latent_shape))
+            return heun(velocity, noise, rae_grid(sample_cfg.steps + 1, shift))
         return heun(velocity, noise, uniform_grid(sample_cfg.steps, conv))
     if kind == "dopri5":
         return dopri5(velocity, noise, conv.noise_time, conv.data_time).sample
