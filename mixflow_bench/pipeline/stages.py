@@ -62,7 +62,7 @@ def training_extends(old: dict[str, Any], new: dict[str, Any]) -> bool:
     old_train, new_train = dict(old.get("train") or {}), dict(new.get("train") or {})
     if not old_train or not new_train or new_train.get("steps", 0) < old_train.get("steps", 0):
         return False
-    old_train.pop("steps"), new_train.pop("steps")
+    old_train.pop("steps", None), new_train.pop("steps", None)
     return {**old, "train": old_train} == {**new, "train": new_train}
 
 
