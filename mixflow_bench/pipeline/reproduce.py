@@ -78,8 +78,8 @@ def run_stage(stage: Stage, launcher: Any, store: ManifestStore, console: Consol
                 from mixflow_bench.launch.local import LocalLauncher
 
                 use = LocalLauncher()
-            if launcher.name == "slurm":
-                use.run(task, stage=stage.name)
+            if launcher.name == "slurm":  # one task per job unless the stage is distributed
+                use.run(task, stage=stage.name, distributed=stage.distributed, echo=console.print)
             else:
                 use.run(task)
     missing = [str(p) for p in stage.outputs if not p.exists()]
