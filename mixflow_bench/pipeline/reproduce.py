@@ -71,6 +71,12 @@ def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | No
 def run_stage(stage: Stage, launcher: Any, store: ManifestStore, console: Console) -> None:
     if stage.local is not None:
         stage.local()
+    elif launcher.name == "slurm":
+        # every task of the stage as its own job (one Slurm task each unless the stage is distributed), all in
+        # the queue at once; a job already doing a task (submitted before this process) is waited on instead
+        jobs = [launcher.start(t, stage.name, distributed=stage.distributed, echo=console.print) for t in stage.tasks]
+        for job in jobs:
+            launcher.wait(job, echo=console.print)
     else:
         for task in stage.tasks:
             use = launcher
@@ -78,10 +84,7 @@ def run_stage(stage: Stage, launcher: Any, store: ManifestStore, console: Consol
                 from mixflow_bench.launch.local import LocalLauncher
 
                 use = LocalLauncher()
-            if launcher.name == "slurm":  # one task per job unless the stage is distributed
-                use.run(task, stage=stage.name, distributed=stage.distributed, echo=console.print)
-            else:
-                use.run(task)
+            use.run(task)
     missing = [str(p) for p in stage.outputs if not p.exists()]
     if missing:
         raise RuntimeError(f"stage {stage.name} finished without writing {missing}")
