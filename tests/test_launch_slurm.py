@@ -93,7 +93,7 @@ def test_wait_stops_when_the_job_ended_without_result(fake_slurm, tmp_path, stat
     _set_state(fake_slurm, "41", state)
     start = time.monotonic()
     with pytest.raises(SlurmJobError, match=rf"Slurm job 41 ended {state} .*log: .*41_0_log\.err"):
-        launcher.wait(_job(launcher, "41"), poll_s=0.05, timeout_s=20)
+        launcher.wait(_job(launcher, "41"), poll_s=0.05, state_every_s=0.05, timeout_s=20)
     assert time.monotonic() - start < 5
 
 
@@ -102,7 +102,7 @@ def test_wait_stops_when_the_job_is_lost(fake_slurm, tmp_path):
     launcher = _launcher(tmp_path)
     start = time.monotonic()
     with pytest.raises(SlurmJobError, match=r"Slurm job 42 is unknown to Slurm .*log: .*42_0_log\.err"):
-        launcher.wait(_job(launcher, "42"), poll_s=0.05, timeout_s=20, lost_after_s=0.5)
+        launcher.wait(_job(launcher, "42"), poll_s=0.05, state_every_s=0.05, timeout_s=20, lost_after_s=0.5)
     assert time.monotonic() - start < 5
 
 
@@ -110,7 +110,7 @@ def test_wait_gives_up_on_an_unreachable_controller(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
     launcher = _launcher(tmp_path)
     with pytest.raises(SlurmJobError, match="no Slurm query answered .* reattach"):
-        launcher.wait(_job(launcher, "43"), poll_s=0.05, timeout_s=20, unreachable_after_s=0.3)
+        launcher.wait(_job(launcher, "43"), poll_s=0.05, state_every_s=0.05, timeout_s=20, unreachable_after_s=0.3)
 
 
 def test_multi_task_job_returns_rank_zero_result(fake_slurm, tmp_path):
@@ -119,7 +119,7 @@ def test_multi_task_job_returns_rank_zero_result(fake_slurm, tmp_path):
     _set_state(fake_slurm, "44", "RUNNING")
     _write_result(launcher.folder / "44", "44", 0, "success", "out.npz")
     _write_result(launcher.folder / "44", "44", 1, "success", None)
-    assert launcher.wait(job, poll_s=0.05, timeout_s=20) == "out.npz"
+    assert launcher.wait(job, poll_s=0.05, state_every_s=0.05, timeout_s=20) == "out.npz"
 
 
 def test_multi_task_job_waits_for_every_task(fake_slurm, tmp_path):
@@ -128,7 +128,7 @@ def test_multi_task_job_waits_for_every_task(fake_slurm, tmp_path):
     _set_state(fake_slurm, "45", "RUNNING")
     _write_result(launcher.folder / "45", "45", 0, "success", "out.npz")
     with pytest.raises(TimeoutError):
-        launcher.wait(_job(launcher, "45", tasks=2), poll_s=0.05, timeout_s=0.5)
+        launcher.wait(_job(launcher, "45", tasks=2), poll_s=0.05, state_every_s=0.05, timeout_s=0.5)
 
 
 def test_a_failed_task_stops_the_wait_and_cancels_its_peers(fake_slurm, tmp_path):
@@ -136,15 +136,29 @@ def test_a_failed_task_stops_the_wait_and_cancels_its_peers(fake_slurm, tmp_path
     _set_state(fake_slurm, "46", "RUNNING")
     _write_result(launcher.folder / "46", "46", 1, "error", "Traceback ...\nValueError: bad shard")
     with pytest.raises(SlurmJobError, match=r"Slurm job 46 failed in task 1: ValueError: bad shard .*46_1_log\.err"):
-        launcher.wait(_job(launcher, "46", tasks=2), poll_s=0.05, timeout_s=20)
+        launcher.wait(_job(launcher, "46", tasks=2), poll_s=0.05, state_every_s=0.05, timeout_s=20)
     assert (fake_slurm / "scancel.calls").read_text().split() == ["46"]
+
+
+def test_a_preempted_job_that_is_requeued_is_waited_for(fake_slurm, tmp_path):
+    """PREEMPTED usually comes back as PENDING (requeue); only a lasting PREEMPTED ends the wait."""
+    import threading
+
+    launcher = _launcher(tmp_path)
+    _set_state(fake_slurm, "48", "PREEMPTED")
+    threading.Timer(0.3, _set_state, (fake_slurm, "48", "PENDING")).start()
+    threading.Timer(0.6, _write_result, (launcher.folder / "48", "48", 0, "success", 7)).start()
+    assert launcher.wait(_job(launcher, "48"), poll_s=0.05, state_every_s=0.05, timeout_s=20, lost_after_s=3) == 7
+    _set_state(fake_slurm, "49", "PREEMPTED")
+    with pytest.raises(SlurmJobError, match="Slurm job 49 ended PREEMPTED"):
+        launcher.wait(_job(launcher, "49"), poll_s=0.05, state_every_s=0.05, timeout_s=20, lost_after_s=0.3)
 
 
 def test_completed_job_without_result_is_an_error(fake_slurm, tmp_path):
     launcher = _launcher(tmp_path)
     _set_state(fake_slurm, "47", "COMPLETED")
     with pytest.raises(SlurmJobError, match=r"Slurm job 47 ended COMPLETED but task\(s\) \[0\] left no result"):
-        launcher.wait(_job(launcher, "47"), poll_s=0.05, timeout_s=20, lost_after_s=0.3)
+        launcher.wait(_job(launcher, "47"), poll_s=0.05, state_every_s=0.05, timeout_s=20, lost_after_s=0.3)
 
 
 def test_rerun_reattaches_to_the_running_job(fake_slurm, tmp_path):
@@ -210,3 +224,23 @@ def test_slurm_task_gets_the_torch_distributed_environment(monkeypatch):
     assert rank0["MASTER_PORT"] == env["MASTER_PORT"] and rank0["RANK"] == "0"
     requeued = _torch_env_in_task(monkeypatch, SLURM_RESTART_COUNT="1")
     assert requeued["MASTER_PORT"] != env["MASTER_PORT"]
+
+
+def test_changed_stage_with_a_running_job_is_not_cleared(fake_slurm, tmp_path):
+    """A stage whose settings changed is not wiped while a job of its earlier settings still writes into it."""
+    from mixflow_bench.pipeline.manifest import ManifestStore
+    from mixflow_bench.pipeline.reproduce import reproduce
+
+    run = tmp_path / "run"
+    model = run / "train" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights of the earlier settings")
+    ManifestStore(run).write("train", {"train": "earlier settings"}, {}, [model])
+    launcher = SlurmLauncher(run / "slurm", SlurmOptions(gpus_per_node=0))
+    launcher.registry.add(job_id="77", name="tiny-digits-train", stage="train", folder=str(run / "slurm" / "77"),
+                          tasks=1, fingerprint="earlier", stdout="-", stderr="-")  # fmt: skip
+    _set_state(fake_slurm, "77", "RUNNING")
+    with pytest.raises(RuntimeError, match=r"stage train changed but Slurm job\(s\) 77 .* still queued or running"):
+        reproduce("tiny-digits", run_dir=run, launcher=launcher)
+    assert model.read_bytes() == b"weights of the earlier settings"
+    assert not (fake_slurm / "sbatch.calls").exists()

@@ -38,6 +38,7 @@ def test_unknown_launcher_and_task_are_refused():
         Task("paint")
 
 
+@pytest.mark.slow  # three torchrun launches of two processes each: ~45 CPU-seconds
 @pytest.mark.timeout(480)
 def test_reproduce_on_two_torchrun_ranks_equals_one_rank(tmp_path):
     """``reproduce --launcher torchrun --nproc 2``: training (DDP, gloo) and sampling on 2 ranks, against 1 rank."""

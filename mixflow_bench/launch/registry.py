@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +141,18 @@ class JobRegistry:
 
     def live_job(self, fingerprint: str) -> tuple[dict[str, Any], str] | None:
         """The newest entry for this work whose job is still queued or running, with its state; else None."""
-        for job in reversed(self.read()):
-            if job.get("fingerprint") != fingerprint:
-                continue
-            state = slurm_state(job["job_id"])
-            if state in LIVE_STATES:
-                return job, state
-        return None
+        live = self.live_jobs(lambda job: job.get("fingerprint") == fingerprint)
+        return live[-1] if live else None
+
+    def live_jobs(self, which: Callable[[dict[str, Any]], bool] = lambda job: True) -> list[tuple[dict[str, Any], str]]:
+        """(entry, state) of every registered job selected by ``which`` that is still queued or running."""
+        out = []
+        for job in self.read():
+            if which(job):
+                state = slurm_state(job["job_id"])
+                if state in LIVE_STATES:
+                    out.append((job, state))
+        return out
 
     def with_states(self) -> list[dict[str, Any]]:
         """The entries, each with ``state`` (live from Slurm, else from the result files)."""

@@ -229,22 +229,29 @@ class SlurmLauncher:
         echo(f"submitted Slurm job {job.job_id} ({job.num_tasks} task(s)); log: {job.paths.stderr}")
         return job
 
+    def running_for(self, stage: str) -> list[str]:
+        """The ids of jobs registered for ``stage`` that are still queued or running."""
+        return [entry["job_id"] for entry, _ in self.registry.live_jobs(lambda job: job.get("stage") == stage)]
+
     def wait(
         self,
         job: submitit.Job,
-        poll_s: float = 2.0,
+        poll_s: float = 1.0,
         timeout_s: float | None = None,
         *,
+        state_every_s: float = 5.0,
         lost_after_s: float = 30.0,
         unreachable_after_s: float = 600.0,
         echo: Echo | None = None,
     ) -> Any:
         """Block until every task of ``job`` has its result (requeues included); return rank 0's result.
 
-        Raises :class:`SlurmJobError` as soon as a task raised (the job's other tasks are cancelled, since they
-        may wait for it forever), the job ended failed/cancelled/timed out, ended without results, or has been
-        unknown to Slurm (and every other source) for ``lost_after_s`` seconds (``unreachable_after_s`` when no
-        Slurm query answers at all); :class:`TimeoutError` after ``timeout_s``.
+        Result files are looked at every ``poll_s`` seconds, Slurm is asked every ``state_every_s``. Raises
+        :class:`SlurmJobError` as soon as a task raised (the job's other tasks are cancelled, since they may wait
+        for it forever); when the job ended failed/cancelled/timed out (seen twice, so that a requeue in passing
+        does not count; ``PREEMPTED`` for ``lost_after_s``, since a preempted job is usually requeued); when it
+        ended COMPLETED without every result, or has been unknown to Slurm (and accounting) for ``lost_after_s``;
+        when no Slurm query answered for ``unreachable_after_s``. :class:`TimeoutError` after ``timeout_s``.
         """
         echo = echo or _silent
         job_id = str(job.job_id)
@@ -252,7 +259,7 @@ class SlurmLauncher:
         num_tasks = job.num_tasks
         log = job.paths.stderr
         start = time.monotonic()
-        state, since = "", start
+        state, since, asked = "", start, -float("inf")
         while True:
             results = [read_result(folder, job_id, t) for t in range(num_tasks)]
             failed = [t for t, r in enumerate(results) if r is not None and r[0] == "error"]
@@ -260,13 +267,16 @@ class SlurmLauncher:
                 raise self._task_failed(job, failed[0], results[failed[0]][1])
             if all(r is not None and r[0] == "success" for r in results):
                 return results[0][1]
-            now_state = slurm_state(job_id)
-            if now_state != state:
-                state, since = now_state, time.monotonic()
-                echo(f"Slurm job {job_id}: {state}")
-            waited = time.monotonic() - since
+            now = time.monotonic()
+            if now - asked >= state_every_s:
+                asked = now
+                now_state = slurm_state(job_id)
+                if now_state != state:
+                    state, since = now_state, now
+                    echo(f"Slurm job {job_id}: {state}")
+            waited = now - since
             missing = [t for t, r in enumerate(results) if r is None]
-            if state in FAILED_STATES:
+            if state in FAILED_STATES and waited > (lost_after_s if state == "PREEMPTED" else 0.0):
                 raise SlurmJobError(f"Slurm job {job_id} ended {state} before finishing{_last_line(log)}; log: {log}")
             if state == "COMPLETED" and waited > lost_after_s:
                 raise SlurmJobError(f"Slurm job {job_id} ended COMPLETED but task(s) {missing} left no result "
@@ -277,7 +287,7 @@ class SlurmLauncher:
             if state == UNREACHABLE and waited > unreachable_after_s:
                 raise SlurmJobError(f"no Slurm query answered for {unreachable_after_s:.0f} s while waiting for job "
                                     f"{job_id}; rerun the same command to reattach to it; log: {log}")  # fmt: skip
-            if timeout_s is not None and time.monotonic() - start > timeout_s:
+            if timeout_s is not None and now - start > timeout_s:
                 raise TimeoutError(f"Slurm job {job_id} not done after {timeout_s} s (state {state}); log: {log}")
             time.sleep(poll_s)
 

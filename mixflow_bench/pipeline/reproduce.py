@@ -126,6 +126,10 @@ def reproduce(
         if status == "blocked":
             raise RuntimeError(f"stage {name} cannot run: an input is missing ({stage.inputs}); run earlier stages")
         if status == "changed":
+            running = launcher.running_for(name) if hasattr(launcher, "running_for") else []
+            if running:  # its old job still writes into the outputs a rerun would start over
+                raise RuntimeError(f"stage {name} changed but Slurm job(s) {', '.join(running)} of its earlier "
+                                   f"settings are still queued or running; wait for them or scancel them first")
             console.print(f"[magenta]↻[/] {name}: inputs or settings changed, running again")
             remove_stale(stage)
         console.print(f"[bold]▶[/] {name} ({launcher.name}) {stage.note}")
