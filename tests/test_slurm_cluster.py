@@ -3,7 +3,8 @@
 - ``reproduce tiny-digits`` with 2 tasks per job (DDP training on gloo, sampling on 2 ranks) equals 1 rank, and a
   rerun after the submitting process was killed reattaches to its job instead of submitting it again;
 - a cancelled or failed job stops ``reproduce`` within a minute with a message naming the job and its log;
-- a sampling job killed and requeued mid-way, with shards still to do, resumes without losing or redoing any.
+- a sampling job whose tasks are killed mid-way, with shards still to do, and requeued resumes without losing or
+  redoing any.
 
 Every test cancels the jobs it submitted.
 """
@@ -14,7 +15,6 @@ import dataclasses
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -86,16 +86,16 @@ def _until(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _kill_job_processes(job_id: str) -> list[int]:
-    """SIGKILL the processes of a running job's tasks (as a node failure would), by the pids Slurm lists."""
-    out = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, timeout=30).stdout
-    pids = [int(row.split()[0]) for row in out.splitlines()[1:] if row.split()[-1].isdigit()]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return pids
+def _step_running(job_id: str) -> bool:
+    """Whether the job's task step (``JOB.0``, submitit's srun) is running."""
+    out = subprocess.run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i"], capture_output=True, text=True, timeout=30)
+    return f"{job_id}.0" in out.stdout.split()
+
+
+def _kill_tasks(job_id: str) -> None:
+    """SIGKILL the job's tasks through Slurm (as the kernel's OOM killer or a node failure would end them): the
+    job ends FAILED without their results."""
+    subprocess.run(["scancel", "--signal=KILL", f"{job_id}.0"], check=True, timeout=30)
 
 
 @needs_slurm
@@ -177,7 +177,8 @@ def test_cancelled_or_failed_job_stops_reproduce_within_a_minute(tmp_path, cance
     # failed: the task's process is killed (as by the kernel's OOM killer), so it leaves no result
     launcher = get_launcher("slurm", run_dir=tmp_path / "killed", slurm_overrides=SLURM)
     job = launcher.submit(Task("sleep", {"seconds": 300}))
-    _until(lambda: _kill_job_processes(job.job_id), 120, "the job did not start")
+    _until(lambda: _step_running(job.job_id), 120, "the job did not start")
+    _kill_tasks(job.job_id)
     killed = time.monotonic()
     with pytest.raises(SlurmJobError, match=rf"Slurm job {job.job_id} ended FAILED .*log: .*{job.job_id}_0_log\.err"):
         launcher.wait(job, timeout_s=120)
@@ -193,19 +194,22 @@ def test_job_killed_and_requeued_with_work_left_resumes_without_loss(tmp_path, c
     recipe = load_recipe("tiny-digits", None)
     model = dataclasses.asdict(recipe.model)
     sample = {**dataclasses.asdict(recipe.sample), "num": 48, "shard_size": 6, "batch_size": 3, "sampler": "sde",
-              "steps": 100}  # fmt: skip
+              "steps": 50}  # fmt: skip
     out = tmp_path / "slurm.npz"
     launcher = get_launcher("slurm", run_dir=tmp_path, slurm_overrides=SLURM)
     job = launcher.submit(Task("sample", {"model": model, "sample": sample, "out": str(out), "progress": False}))
     shards = tmp_path / "slurm.npz.shards"
-    _until(lambda: len(list(shards.glob("shard-*.npz"))) >= 2, 240, "the job wrote no shards")
-    # requeue it, held, and kill its processes at once: no grace period in which to finish the work
-    subprocess.run(["scontrol", "requeuehold", job.job_id], check=True, timeout=30)
-    assert _kill_job_processes(job.job_id)
-    _until(lambda: slurm_state(job.job_id) in ("PENDING", "REQUEUE_HOLD"), 60, "the job was not requeued")
+    deadline = time.monotonic() + 240
+    while len(list(shards.glob("shard-*.npz"))) < 2:
+        assert time.monotonic() < deadline, "the job wrote no shards"
+        time.sleep(0.05)
+    # kill its tasks mid-way, with no grace period in which to finish, then requeue it (as Slurm does after a
+    # node failure); the task must pick up where it was killed
+    _kill_tasks(job.job_id)
+    _until(lambda: slurm_state(job.job_id) == "FAILED", 60, "the killed job did not end")
     before = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.npz")}
     assert 2 <= len(before) < 8, "the killed job had no work left"
-    subprocess.run(["scontrol", "release", job.job_id], check=True, timeout=30)
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, timeout=30)
     subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], timeout=30)  # no requeue delay
     launcher.wait(job, timeout_s=360)
 
