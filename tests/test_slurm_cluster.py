@@ -111,7 +111,7 @@ def test_two_task_jobs_equal_one_rank_and_a_rerun_reattaches(tmp_path, cancel_af
     blocker = subprocess.run(["sbatch", "--parsable", "-n", "1", "-c", "2", "-o", "/dev/null", "--wrap", "sleep 300"],
                              capture_output=True, text=True, check=True, timeout=30).stdout.strip()  # fmt: skip
     cancel_afterwards.append(blocker)
-    _until(lambda: slurm_state(blocker) == "RUNNING", 120, "the node did not become free")
+    _until(lambda: slurm_state(blocker) == "RUNNING", 240, "the node did not become free")
     first = _cli("reproduce", "tiny-digits", *cli_overrides(init), *SLURM_CLI, "--tasks-per-node", "2",
                  "--run-dir", str(run))  # fmt: skip
     try:
