@@ -74,9 +74,12 @@ def run_stage(stage: Stage, launcher: Any, store: ManifestStore, console: Consol
     elif launcher.name == "slurm":
         # every task of the stage as its own job (one Slurm task each unless the stage is distributed), all in
         # the queue at once; a job already doing a task (submitted before this process) is waited on instead
-        jobs = [launcher.start(t, stage.name, distributed=stage.distributed, echo=console.print) for t in stage.tasks]
+        def echo(line: str) -> None:  # job names and log paths are not markup
+            console.print(line, markup=False, highlight=False)
+
+        jobs = [launcher.start(t, stage.name, distributed=stage.distributed, echo=echo) for t in stage.tasks]
         for job in jobs:
-            launcher.wait(job, echo=console.print)
+            launcher.wait(job, echo=echo)
     else:
         for task in stage.tasks:
             use = launcher
