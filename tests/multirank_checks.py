@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 TRAIN_STEPS = 20
-LOSS_RTOL = 1e-5  # relative; measured differences are ~1e-7 (float32 reduction order)
-PARAM_ATOL = 1e-5  # EMA weights after TRAIN_STEPS steps, absolute (weights are O(0.1))
+LOSS_RTOL = 1e-5  # relative; measured: up to 1.8e-7 on Slurm (float32 reduction order)
+PARAM_ATOL = 1e-5  # EMA weights after TRAIN_STEPS steps, absolute; measured: 1.2e-7 (weights up to 3)
 CLI_OVERRIDES = (
     "train.init=checkpoint", f"train.steps={TRAIN_STEPS}", "train.checkpoint_every=5",
     "sample.num=24", "sample.steps=4", "sample.shard_size=6", "sample.batch_size=3",
