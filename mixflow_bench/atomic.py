@@ -15,13 +15,30 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux ``/proc``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(
     path: str | os.PathLike[str], *, suffix: str = ".tmp", mode: int | None = None, durable: bool = False
 ) -> Iterator[Path]:
     """A temporary path beside ``path`` to write; moved onto ``path`` when the block ends, removed on error.
 
-    ``mode``: permissions to give the file (mkstemp creates 0600). ``durable``: also sync the directory, so
+    ``mode``: permissions to give the file (default: 0666 less the umask, as ``open`` would; mkstemp alone
+    leaves 0600, unreadable to the other users of a shared cache). ``durable``: also sync the directory, so
     that the rename itself survives a power loss where the file system allows.
     """
     path = Path(path)
@@ -31,8 +48,7 @@ def atomic_path(
     tmp = Path(name)
     try:
         yield tmp
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

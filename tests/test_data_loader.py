@@ -32,7 +32,7 @@ def clean(tmp_path_factory) -> tuple[Path, Path]:
         open_source(base / "src"),
         StubCodec(RES),
         str(base / "cache"),
-        PrepareSettings("stub", RES, 4, 2),
+        PrepareSettings("sd-vae-ft-ema", RES, 4, 2),  # the stub scales like SD-VAE (0.18215)
         show_progress=False,
     )
     finalize_manifest(str(base / "cache"))
@@ -101,7 +101,7 @@ def test_epoch_order_is_a_seeded_permutation() -> None:
 def test_posterior_sample_and_flip_choice(clean) -> None:
     """x = codec(mean + std * eps) per sample; orientations chosen about half the time, none when disabled."""
     ds = LatentDataset(clean[1])
-    b = LatentBatches(ds, 9, seed=11, prefetch=0)  # no codec: raw mean + std * eps
+    b = LatentBatches(ds, 9, seed=11, prefetch=0)  # no codec: the cache's encoder rule, 0.18215 (mean + std eps)
     x, y = next(iter(b))
     idx = b.sampler.global_batch(0, 0)
     from mixflow_bench.data.loader import flip_choices, noise_seeds
@@ -110,7 +110,7 @@ def test_posterior_sample_and_flip_choice(clean) -> None:
     for i, (j, o, s) in enumerate(zip(idx, orient, noise_seeds(11, 0, idx))):
         fields, label = ds[int(j)]
         eps = torch.randn((1, *fields["mean"].shape[1:]), generator=torch.Generator().manual_seed(s))
-        want = torch.from_numpy(fields["mean"][o]) + torch.from_numpy(fields["std"][o]) * eps[0]
+        want = 0.18215 * (torch.from_numpy(fields["mean"][o]) + torch.from_numpy(fields["std"][o]) * eps[0])
         torch.testing.assert_close(x[i], want, rtol=0, atol=1e-6)
         assert y[i] == label
     many = flip_choices(0, 0, np.arange(20000))

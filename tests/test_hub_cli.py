@@ -30,7 +30,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         overrides = {}
         for name, data in files.items():
             server.files[f"/{name}"] = ServedFile(data)
-            overrides[name] = {"urls": [server.url(f"/{name}")], "sha256": hashlib.sha256(data).hexdigest()}
+            sha = hashlib.sha256(data).hexdigest()
+            overrides[name] = {"urls": [server.url(f"/{name}")], "sha256": sha, "check": "none"}
         (tmp_path / "o.json").write_text(json.dumps(overrides))
         monkeypatch.setenv("MIXFLOW_BENCH_REGISTRY_OVERRIDES", str(tmp_path / "o.json"))
         yield server, files

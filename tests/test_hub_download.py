@@ -52,7 +52,8 @@ def register(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, entries: dict[str,
 
 def serve(server, monkeypatch, tmp_path, data: bytes, *, sha: bool = True, size: bool = False, **faults):
     server.files["/ckpt.pt"] = ServedFile(data, **faults)
-    entry = {"urls": [server.url("/ckpt.pt")], "sha256": hashlib.sha256(data).hexdigest() if sha else None}
+    entry = {"urls": [server.url("/ckpt.pt")], "sha256": hashlib.sha256(data).hexdigest() if sha else None,
+             "check": "none"}  # fmt: skip
     if size:
         entry["size"] = len(data)
     register(monkeypatch, tmp_path, {"sit-xl-2-256": entry})
@@ -154,7 +155,7 @@ def test_second_mirror_used_when_first_fails(home, server, monkeypatch, tmp_path
     server.files["/good.pt"] = ServedFile(data)
     urls = [server.url("/missing.pt"), server.url("/good.pt")]
     sha = hashlib.sha256(data).hexdigest()
-    register(monkeypatch, tmp_path, {"sit-xl-2-256": {"urls": urls, "sha256": sha}})
+    register(monkeypatch, tmp_path, {"sit-xl-2-256": {"urls": urls, "sha256": sha, "check": "none"}})
     assert fetch("sit-xl-2-256", progress=False).read_bytes() == data
 
 
@@ -183,9 +184,10 @@ def test_hash_lock_recorded_then_tampering_refused(home, server, monkeypatch, tm
     assert status("sit-xl-2-256").state == "present"
     with pytest.raises(IntegrityError, match="hash lock"):
         fetch("sit-xl-2-256", progress=False)
-    # --force downloads again and the good file passes the recorded hash
+    # --force downloads again and the good file passes the recorded hash; a first-download record is no
+    # independent check, so the file is "unverified", never "verified"
     assert fetch("sit-xl-2-256", progress=False, force=True).read_bytes() == data
-    assert status("sit-xl-2-256").state == "verified"
+    assert status("sit-xl-2-256").state == "unverified"
 
 
 def test_offline_names_missing_artifact_and_command(home, server, monkeypatch, tmp_path):

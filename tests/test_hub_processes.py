@@ -52,7 +52,8 @@ def start_fetch(env: dict[str, str], progress: bool = False) -> subprocess.Popen
 
 
 def point_at(server: FaultyServer, env: dict[str, str], data: bytes, sha: bool) -> None:
-    entry = {"urls": [server.url("/ckpt.pt")], "sha256": hashlib.sha256(data).hexdigest() if sha else None}
+    entry = {"urls": [server.url("/ckpt.pt")], "sha256": hashlib.sha256(data).hexdigest() if sha else None,
+             "check": "none"}  # fmt: skip
     Path(env["MIXFLOW_BENCH_REGISTRY_OVERRIDES"]).write_text(json.dumps({"sit-xl-2-256": entry}))
 
 

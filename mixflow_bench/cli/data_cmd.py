@@ -27,6 +27,29 @@ def _load_codec(spec: str, resolution: int, random_init: bool, device: str, seed
     return build_named_codec(spec, resolution, random_init=random_init, device=device)
 
 
+def _settings_from_recipe(recipe, encoder, resolution, flips, out_dir):
+    """(encoder, resolution, flips, out) from the options, filled from ``--recipe``'s data: section."""
+    if recipe is not None:
+        from mixflow_bench.recipes.loader import load_recipe
+
+        try:
+            data = load_recipe(recipe).data
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        if data is None or data.source != "latent-cache":
+            raise click.ClickException(f"recipe {recipe} does not train on a latent cache (data.source)")
+        for option, mine, theirs in (("--encoder", encoder, data.encoder), ("--resolution", resolution,
+                                     data.resolution)):  # fmt: skip
+            if mine is not None and theirs is not None and str(mine) != str(theirs):
+                raise click.ClickException(f"{option} {mine} contradicts recipe {recipe} ({theirs})")
+        encoder, resolution, out_dir = encoder or data.encoder, resolution or data.resolution, out_dir or data.path
+        flips = flips or ("both" if data.hflip else "none")
+    missing = [o for o, v in (("--encoder", encoder), ("--resolution", resolution), ("--out", out_dir)) if not v]
+    if missing:
+        raise click.ClickException(f"missing {', '.join(missing)} (give them, or --recipe)")
+    return encoder, int(resolution), flips or "both", out_dir
+
+
 @click.group(name="data")
 def command() -> None:
     """Prepare and verify sharded latent caches of ImageNet-style image folders."""
@@ -40,10 +63,13 @@ def command() -> None:
     help="Class-folder tree, .tar, or folder of .tar shards.",
 )
 @click.option(
-    "--encoder", required=True, help="sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b (or module:factory)."
+    "--recipe",
+    default=None,
+    help="Take --encoder, --resolution, --flips and --out from this training recipe's data: section.",
 )
-@click.option("--resolution", required=True, type=click.IntRange(min=1), help="Crop size: 256 or 512.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Cache directory.")
+@click.option("--encoder", default=None, help="sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b (or module:factory).")
+@click.option("--resolution", default=None, type=click.IntRange(min=1), help="Crop size: 256 or 512.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Cache directory.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--shard-size", default=10_000, show_default=True, type=click.IntRange(min=1), help="Images per shard."
@@ -55,9 +81,9 @@ def command() -> None:
 @click.option(
     "--flips",
     type=click.Choice(["both", "none"]),
-    default="both",
-    show_default=True,
-    help="both: store original + mirrored latents (SiT/RAE random flip); none: original only (REPA).",
+    default=None,
+    help="both: store original + mirrored latents (SiT/RAE random flip); none: original only (REPA). "
+    "Default: the recipe's data.hflip, else both.",
 )
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--device", default=None, help="Encoder device (default: cuda when available, else cpu).")
@@ -74,6 +100,7 @@ def command() -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def prepare(
     source,
+    recipe,
     encoder,
     resolution,
     out_dir,
@@ -103,6 +130,7 @@ def prepare(
     )
     from mixflow_bench.data.sources import open_source
 
+    encoder, resolution, flips, out_dir = _settings_from_recipe(recipe, encoder, resolution, flips, out_dir)
     env_rank, env_world = rank_from_env()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
@@ -111,11 +139,14 @@ def prepare(
         src = open_source(source)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    settings = PrepareSettings(encoder, resolution, shard_size, 2 if flips == "both" else 1, dtype)
     try:
         codec = _load_codec(encoder, resolution, random_init_encoder, device, seed)
-    except (RuntimeError, ValueError, ImportError, AttributeError) as exc:
+    except (RuntimeError, ValueError, ImportError, AttributeError, OSError) as exc:
         raise click.ClickException(f"cannot build encoder {encoder!r}: {exc}") from exc
+    from mixflow_bench.data.compatibility import encoder_weights_record
+
+    weights = encoder_weights_record(codec, random_init_encoder)
+    settings = PrepareSettings(encoder, resolution, shard_size, 2 if flips == "both" else 1, dtype, weights)
     console.print(
         f"source [bold]{source}[/] ({src.kind}): {len(src):,} images, {len(src.classes)} classes -> "
         f"{num_shards(len(src), shard_size)} shards of {shard_size}; rank {rank}/{world_size}"

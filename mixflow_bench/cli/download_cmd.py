@@ -41,9 +41,9 @@ def _list_table() -> Table:
     from mixflow_bench.hub import hub_home, registry, status
 
     table = Table(title=f"Artifacts (cache: {hub_home()})")
-    for column in ("name", "kind", "state", "size", "expected", "source"):
+    for column in ("name", "kind", "state", "size", "expected", "source", "integrity"):
         table.add_column(column, no_wrap=column in ("name", "state"))
-    colours = {"verified": "green", "present": "yellow", "missing": "red"}
+    colours = {"verified": "green", "unverified": "yellow", "present": "yellow", "missing": "red"}
     for name, art in sorted(registry().items()):
         st = status(name)
         state = f"[{colours[st.state]}]{st.state}[/]"
@@ -54,8 +54,11 @@ def _list_table() -> Table:
             if st.expected_size
             else (f"~{_human(art.approx_size)}" if art.approx_size else "unknown")
         )
-        source = f"hf:{art.hf.repo_id}" if art.hf else art.urls[0].split("/")[2]
-        table.add_row(name, art.kind, state, _human(st.size), expected, source)
+        source = f"hf:{art.hf.repo_id}@{art.hf.revision[:8]}" if art.hf else art.urls[0].split("/")[2]
+        how = st.integrity
+        if how == "pinned sha256" and art.sha256_source:
+            how += f" ({art.sha256_source})"
+        table.add_row(name, art.kind, state, _human(st.size), expected, source, how)
     return table
 
 
@@ -63,9 +66,15 @@ def _list_table() -> Table:
 @click.argument("names", nargs=-1)
 @click.option("--recipe", "recipe", default=None, help="Fetch every artifact a recipe refers to.")
 @click.option("--all", "all_", is_flag=True, help="Fetch every artifact in the registry.")
-@click.option("--list", "list_", is_flag=True, help="Show each artifact as present / verified / missing.")
+@click.option(
+    "--list", "list_", is_flag=True,
+    help="Show each artifact's state and how its integrity is checked (host sha256, pinned, or unverified).",
+)
 @click.option("--offline", is_flag=True, help="Use only the cache; fail naming what is missing.")
-@click.option("--force", is_flag=True, help="Download again even if a verified copy exists.")
+@click.option(
+    "--force", is_flag=True,
+    help="Download again and replace the cached file and its hash-lock record (repairs a bad first download).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def command(
     names: tuple[str, ...],
@@ -79,9 +88,13 @@ def command(
     """Download checkpoints, reference batches and weights into the cache, verifying size and sha256.
 
     NAME... are artifact names (see --list). The cache is $MIXFLOW_BENCH_HOME
-    (default ~/.cache/mixflow-bench).
+    (default ~/.cache/mixflow-bench). Run it on a machine with network (a login node); compute nodes then
+    read the same cache with MIXFLOW_BENCH_OFFLINE=1.
     """
     from mixflow_bench.hub import DownloadError, OfflineError, artifact_names, fetch, status
+    from mixflow_bench.hub.offline import offline_mode
+
+    offline = offline or offline_mode()
 
     if list_:
         if names or recipe or all_:
@@ -107,15 +120,20 @@ def command(
     for column in ("name", "state", "size", "path"):
         table.add_column(column)
     failures: list[str] = []
+    repairs: list[str] = []
     for name in chosen:
         try:
-            path = fetch(name, offline=offline, progress=not no_progress, force=force)
+            path = fetch(name, offline=offline, progress=not no_progress, force=force, report=repairs.append)
         except (DownloadError, OfflineError, ValueError) as exc:
             failures.append(f"{name}: {exc}")
             table.add_row(name, "[red]failed[/]", "-", "-")
             continue
         st = status(name)
-        table.add_row(name, f"[green]{st.state}[/]", _human(st.size), str(path))
+        colour = "green" if st.state == "verified" else "yellow"
+        state = st.state if st.state == "verified" else f"{st.state}: {st.integrity}"
+        table.add_row(name, f"[{colour}]{state}[/]", _human(st.size), str(path))
     console.print(table)
+    for line in repairs:
+        console.print(f"[yellow]repaired[/] {line}", markup=True, highlight=False)
     if failures:
         raise click.ClickException("some artifacts could not be fetched:\n" + "\n".join(failures))

@@ -151,9 +151,9 @@ def result_table(result, samples: Path, reference: Path) -> Table:
 @click.option(
     "--fd-dinov2",
     "dinov2_weights",
-    type=click.Path(path_type=Path),
     default=None,
-    help="Also compute FD-DINOv2 with DINOv2 ViT-L/14 weights from this local Hugging Face folder.",
+    help="Also compute FD-DINOv2 with DINOv2 ViT-L/14 weights: a local Hugging Face folder, or dinov2-vit-l "
+    "(fetched into the artifact cache).",
 )
 @click.option("--name", default=None, help="Result name (default: the sample file's stem).")
 def command(
@@ -169,7 +169,7 @@ def command(
     tf32: bool,
     results_dir: Path | None,
     name: str | None,
-    dinov2_weights: Path | None,
+    dinov2_weights: str | None,
 ) -> None:
     """Evaluate SAMPLES against a reference exactly as OpenAI's ADM evaluator does (float32 features)."""
     from mixflow_bench.metrics.evaluate import default_device, evaluate, parse_metrics

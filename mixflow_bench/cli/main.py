@@ -36,11 +36,30 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"mixflow_bench.cli.{COMMANDS[name]}")
         return module.command
 
+    def invoke(self, ctx: click.Context):
+        """Artifacts that cannot be fetched end every command with one clear line (what, URL, what to do)."""
+        from mixflow_bench.hub.fetch import OfflineError
+        from mixflow_bench.hub.http import DownloadError
+
+        try:
+            return super().invoke(ctx)
+        except (DownloadError, OfflineError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mixflow-bench")
-def cli() -> None:
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Use only cached artifacts, never the network (also: MIXFLOW_BENCH_OFFLINE=1); sets HF_HUB_OFFLINE=1.",
+)
+def cli(offline: bool) -> None:
     """Benchmark and reproduce flow-matching image generators, with MixFlow post-training."""
+    from mixflow_bench.hub.offline import offline_mode, set_offline
+
+    if offline or offline_mode():
+        set_offline()
 
 
 def main() -> None:

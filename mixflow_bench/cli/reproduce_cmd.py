@@ -18,8 +18,9 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 @click.option("--gamma", "gammas", type=float, multiple=True, help="small studies: MixFlow gamma sweep (repeatable)")
 @click.option("--seeds", default=None, help="small studies: comma-separated seeds (default: the recipe's)")
 @click.option("--fast", is_flag=True, help="sample on the fast path (bf16 autocast + torch.compile)")
+@click.option("--force", is_flag=True, help="redo stages whose settings changed, deleting their finished outputs")
 @launch_options
-def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> None:
+def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwargs) -> None:
     """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
 
     Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
@@ -56,10 +57,10 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
         raise click.UsageError("reproduce one full recipe at a time")
     if fast:  # before the user's own overrides, which win
         ov = _overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in FAST_SAMPLING.items()) + given)
-    _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs)
+    _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs, force)
 
 
-def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs) -> None:
+def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bool = False) -> None:
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.pipeline.reproduce import data_row, default_run_dir, plan, plan_table, reproduce
     from mixflow_bench.recipes.loader import load_recipe
@@ -75,7 +76,9 @@ def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs) -> None:
     run_dir = run_dir or default_run_dir(r.name)
     launcher = get_launcher(launcher_name, run_dir=run_dir, slurm_section=r.slurm, slurm_overrides=slurm, nproc=nproc)
     try:
-        outcome = reproduce(recipe, overrides=ov, run_dir=run_dir, launcher=launcher, only_stage=stage, console=console)
+        outcome = reproduce(
+            recipe, overrides=ov, run_dir=run_dir, launcher=launcher, only_stage=stage, console=console, force=force
+        )
     except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     table = run_dir / "table.json"

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from mixflow_bench.data import cache
-from mixflow_bench.data.codec import Codec, default_latent_from_stored
+from mixflow_bench.data.codec import Codec, latent_scale, model_latent_from_stored
 
 _MASK64 = (1 << 64) - 1
 _SALT_FLIP = 0x5F1
@@ -196,9 +196,23 @@ class LatentDataset:
         return {k: torch.from_numpy(v) for k, v in out.items()}
 
 
-def latents_from_fields(fields: dict[str, Tensor], seeds: list[int] | None, codec: Codec | None = None) -> Tensor:
-    """Training latents for a batch; ``seeds`` gives one generator per sample (None: torch's global RNG)."""
-    convert = codec.latent_from_stored if codec is not None else default_latent_from_stored
+def latents_from_fields(
+    fields: dict[str, Tensor], seeds: list[int] | None, codec: Codec | None = None, encoder: str | None = None
+) -> Tensor:
+    """Model-space training latents for a batch; ``seeds`` gives one generator per sample (None: global RNG).
+
+    ``codec`` converts stored fields when given; otherwise the named ``encoder``'s rule does
+    (:func:`~mixflow_bench.data.codec.model_latent_from_stored`, scale factor included). One of them is required:
+    there is no unscaled fallback.
+    """
+    if codec is None and encoder is None:
+        raise ValueError("latents_from_fields needs the cache's codec or encoder name to know the latent scaling")
+    if codec is not None:
+        convert = codec.latent_from_stored
+    else:
+        def convert(f: dict[str, Tensor], g: torch.Generator | None) -> Tensor:
+            return model_latent_from_stored(encoder, f, g)
+
     if seeds is None:
         return convert(fields, None)
     if codec is None and "mean" in fields and "std" in fields:  # vectorised form of the per-sample rule
@@ -208,7 +222,7 @@ def latents_from_fields(fields: dict[str, Tensor], seeds: list[int] | None, code
         for i, s in enumerate(seeds):
             gen.manual_seed(s)
             torch.randn(mean.shape[1:], generator=gen, out=eps[i])
-        return mean + fields["std"] * eps.to(mean.dtype)
+        return latent_scale(encoder) * (mean + fields["std"] * eps.to(mean.dtype))
     outs = []
     for i, s in enumerate(seeds):
         gen = torch.Generator().manual_seed(s)
@@ -296,9 +310,9 @@ class LatentBatches(_PrefetchingBatches):
 
     ``hflip=None`` uses the mirrored orientation with p=1/2 when the cache stores both (SiT/RAE practice)
     and never otherwise (REPA practice); ``generator_for_latents=False`` draws SD-VAE noise from torch's
-    global RNG instead (then resume is not bit-exact). ``codec`` turns stored fields into latents (e.g.
-    applies the SD-VAE scale factor); without one, SD-VAE batches are raw posterior samples
-    ``mean + std * eps``.
+    global RNG instead (then resume is not bit-exact). Batches are in the model's latent space: ``codec``
+    turns stored fields into latents when given, else the cache's encoder rule does (SD-VAE:
+    ``0.18215 * (mean + std * eps)``), so training and sampling share one scaling.
     """
 
     def __init__(
@@ -329,7 +343,7 @@ class LatentBatches(_PrefetchingBatches):
         orient = flip_choices(self.seed, epoch, indices) if self.hflip else None
         fields = self.dataset.read(indices, orient)
         seeds = noise_seeds(self.seed, epoch, indices) if self.generator_for_latents else None
-        x = latents_from_fields(fields, seeds, self.codec)
+        x = latents_from_fields(fields, seeds, self.codec, None if self.codec else self.dataset.encoder)
         return x, torch.from_numpy(self.dataset.labels[indices].copy())
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ class PrepareSettings:
     shard_size: int = 10_000
     flips: int = 2  # 2: original + horizontal mirror (SiT/RAE RandomHorizontalFlip); 1: original only (REPA)
     dtype: str = "float32"
+    # {"random_init": bool, "sha256": fingerprint of the encoding weights} (data.compatibility); None: unknown
+    encoder_weights: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def validate(self) -> None:
         if self.shard_size <= 0:
@@ -93,6 +95,7 @@ def _settings_doc(settings: PrepareSettings, source: ImageSource) -> dict[str, A
         "shard_size": settings.shard_size,
         "flips": settings.flips,
         "dtype": settings.dtype,
+        "encoder_weights": settings.encoder_weights,
         "source": {"path": os.path.abspath(source.path), "kind": source.kind, "num_records": len(source)},
         "classes": list(source.classes),
         "preprocessing": {

@@ -3,13 +3,15 @@
 from mixflow_bench.hub.cache import HashLock, hub_home
 from mixflow_bench.hub.checkpoint import load_state_dict
 from mixflow_bench.hub.fetch import ArtifactStatus, OfflineError, fetch, status, verify_file
-from mixflow_bench.hub.http import DownloadError, DownloadPolicy, IntegrityError
+from mixflow_bench.hub.http import DiskFullError, DownloadError, DownloadPolicy, IntegrityError
+from mixflow_bench.hub.offline import offline_mode, set_offline
 from mixflow_bench.hub.registry import (
     Artifact,
     HFSource,
     artifact_names,
     artifacts_for_recipe,
     get_artifact,
+    integrity,
     registry,
     registry_overrides,
 )
@@ -17,6 +19,7 @@ from mixflow_bench.hub.registry import (
 __all__ = [
     "Artifact",
     "ArtifactStatus",
+    "DiskFullError",
     "DownloadError",
     "DownloadPolicy",
     "HFSource",
@@ -28,9 +31,12 @@ __all__ = [
     "fetch",
     "get_artifact",
     "hub_home",
+    "integrity",
     "load_state_dict",
+    "offline_mode",
     "registry",
     "registry_overrides",
+    "set_offline",
     "status",
     "verify_file",
 ]

@@ -7,7 +7,10 @@ Layout under ``$MIXFLOW_BENCH_HOME`` (default ``$XDG_CACHE_HOME/mixflow-bench``,
     locks/<name>.lock                      per-artifact inter-process lock
     hashes.lock.json                       sha256 and size recorded on first download of unpublished hashes
 
-Hugging Face artifacts stay in the user's Hugging Face cache; only their hashes are recorded here.
+Hugging Face artifacts live in the Hugging Face cache layout (``$HF_HUB_CACHE``); a file copied by hand to
+``artifacts/<name>/<filename>`` is used as well. Every file is created with the permissions the umask
+allows (a cache shared by a group works with ``umask 002``), and a cache without write access is read as it
+is: nothing is written unless something has to be downloaded.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from mixflow_bench.atomic import atomic_write_text
+from mixflow_bench.atomic import atomic_write_text, default_file_mode
 
 HOME_ENV = "MIXFLOW_BENCH_HOME"
 HASH_LOCK_NAME = "hashes.lock.json"
@@ -45,7 +48,7 @@ def lock_for(name: str) -> FileLock:
     """The inter-process lock guarding downloads of artifact ``name``."""
     path = hub_home() / "locks" / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path))
+    return FileLock(str(path), mode=default_file_mode())
 
 
 def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None, chunk: int = 1 << 22) -> str:
@@ -67,7 +70,7 @@ class HashLock:
 
     def _guard(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.path) + ".lock")
+        return FileLock(str(self.path) + ".lock", mode=default_file_mode())
 
     def read(self) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
@@ -99,6 +102,20 @@ class HashLock:
                 "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def replace(self, name: str, sha256: str, size: int, source: str) -> dict[str, Any] | None:
+        """Record a new hash for ``name`` over an existing one (a repair); returns the entry it replaced."""
+        with self._guard():
+            data = self.read()
+            old = data.get(name)
+            data[name] = {
+                "sha256": sha256,
+                "size": size,
+                "source": source,
+                "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            return old
 
     def forget(self, name: str) -> None:
         with self._guard():

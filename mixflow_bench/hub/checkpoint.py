@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mixflow_bench.hub.http import IntegrityError
-from mixflow_bench.hub.registry import registry
+from mixflow_bench.hub.registry import Artifact, registry
 
 if TYPE_CHECKING:
     import torch
@@ -60,13 +61,15 @@ def load_state_dict(
     map_location: str | torch.device = "cpu",
     unwrap: tuple[str, ...] = ("ema",),
     artifact: str | None = None,
+    mmap: bool = False,
 ) -> dict[str, Tensor]:
     """Load a flat ``{name: Tensor}`` state dict from an artifact name or a file.
 
     An artifact name is fetched and verified first; ``artifact=`` checks a plain path against that registry
     entry. Torch files are read with ``torch.load(weights_only=True)``; ``.safetensors`` with safetensors. The
     first key of ``unwrap`` present in a top-level dict is descended into (training checkpoints keep the EMA
-    weights under ``"ema"``). Entries whose value is ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped.
+    weights under ``"ema"``). ``mmap`` maps a zip checkpoint instead of reading it (cheap inspection). Entries
+    whose value is ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped.
     Raises :class:`IntegrityError` for anything else, with the reason.
     """
     import torch
@@ -90,7 +93,7 @@ def load_state_dict(
     if fmt not in ("torch-zip", "torch-legacy"):
         raise IntegrityError(f"{path} is {fmt}, not a PyTorch or safetensors checkpoint")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and fmt == "torch-zip")
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise IntegrityError(
@@ -114,3 +117,87 @@ def load_state_dict(
             f"(a training checkpoint? unwrap one of its keys: {list(obj)[:8]})"
         )
     return {str(k): v for k, v in obj.items() if v is not None}
+
+
+@functools.cache
+def expected_shapes(name: str) -> dict[str, tuple[int, ...]] | None:
+    """Parameter names and shapes artifact ``name`` must hold, from the project's own model definitions.
+
+    A zoo checkpoint must match its model's ``state_dict()`` exactly (the models load with ``strict=True``);
+    an RAE decoder the :class:`GeneralDecoder`'s; RAE ``stat.pt`` a ``var`` of (768, g, g). None: not known.
+    The models are built on the ``meta`` device, so this costs no memory.
+    """
+    import torch
+
+    from mixflow_bench.models.zoo import ZOO
+
+    build = None
+    for spec in ZOO.values():
+        if spec.checkpoint == name:
+            build = spec.build
+            break
+    for res in (256, 512):
+        grid = res // 16
+        if name == f"rae-decoder-{res}":
+            from mixflow_bench.models.rae_stage1 import DecoderConfig, GeneralDecoder
+
+            def build(grid: int = grid) -> torch.nn.Module:
+                return GeneralDecoder(num_patches=grid * grid, cfg=DecoderConfig())
+        if name == f"rae-stats-{res}":
+            return {"var": (768, grid, grid)}
+    if build is None:
+        return None
+    with torch.device("meta"):
+        model = build()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def sanity_check(art: Artifact, path: Path) -> None:
+    """Check that a downloaded file is what artifact ``art`` claims, before it is marked good.
+
+    State dicts (checkpoints, weights, stats) must load with ``weights_only=True`` and, where the project
+    knows them (:func:`expected_shapes`), hold exactly the expected names and shapes; reference batches must
+    be ``.npz`` archives with ``arr_0``. ``art.check`` picks the check: ``auto`` (from the kind, with the
+    expected shapes), ``state-dict`` (loads, shapes not checked), ``npz``, or ``none``.
+    Raises :class:`IntegrityError` with the reason.
+    """
+    check = art.check
+    if check == "auto":
+        check = "npz" if art.kind == "reference-batch" else "state-dict"
+    if check == "none":
+        return
+    if check == "npz":
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.files)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            msg = f"{art.name}: {path} is not a NumPy .npz archive ({sniff_format(path)}): {exc}"
+            raise IntegrityError(msg) from exc
+        if "arr_0" not in keys:
+            raise IntegrityError(f"{art.name}: {path} has no arr_0 (keys: {keys})")
+        return
+    if check != "state-dict":
+        raise ValueError(f"artifact {art.name!r}: unknown check {check!r} (auto, state-dict, npz, none)")
+    state = load_state_dict(path, unwrap=(), mmap=True) if art.kind != "checkpoint" else load_state_dict(
+        path, mmap=True
+    )
+    if not state:
+        raise IntegrityError(f"{art.name}: {path} holds an empty state dict")
+    expected = expected_shapes(art.name) if art.check == "auto" else None
+    if expected is None:
+        return
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(shapes))
+    bad = sorted(k for k in expected if k in shapes and shapes[k] != expected[k])
+    extra = sorted(set(shapes) - set(expected)) if len(expected) > 1 else []
+    if missing or bad or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:4]}")
+        if bad:
+            parts.append("wrong shapes " + ", ".join(f"{k} {shapes[k]} (expected {expected[k]})" for k in bad[:4]))
+        if extra:
+            parts.append(f"unexpected {extra[:4]}")
+        raise IntegrityError(f"{art.name}: {path} does not hold the expected tensors: {'; '.join(parts)}")

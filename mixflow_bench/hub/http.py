@@ -5,14 +5,19 @@ transfer: multi-GB checkpoints on Dropbox / Azure blobs must survive dropped con
 ``<dest>.partial`` (flushed per chunk, so a killed process leaves a usable prefix); the next attempt asks for
 the rest with an HTTP ``Range`` header (and ``If-Range`` with the validator seen before, so a changed remote
 file restarts cleanly). A server that answers ``200`` instead of ``206`` is followed from byte 0. The caller
-verifies and renames the finished partial file.
+verifies and renames the finished partial file. Hugging Face files go through the same transport (see
+:mod:`mixflow_bench.hub.fetch`). ``Retry-After`` on 429/503 is honoured; a transfer slower than
+``low_speed_limit`` for ``low_speed_time`` seconds counts as stalled; a full disk fails at once. Every retry
+is one line on stderr.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,8 +48,18 @@ class IntegrityError(DownloadError):
     """A file whose size, hash or format is not what the registry says."""
 
 
+class DiskFullError(DownloadError):
+    """No space left for a download: reported at once, never retried as a network error."""
+
+
 class _Retryable(Exception):
-    """A failure worth another attempt (connection dropped, 5xx, stalled)."""
+    """A failure worth another attempt (connection dropped, 5xx, stalled); ``wait`` is a server's Retry-After."""
+
+    def __init__(self, message: str, moved: int = 0, wait: float | None = None, progress: bool = True) -> None:
+        super().__init__(message)
+        self.moved = moved
+        self.wait = wait
+        self.progress = progress  # False: bytes moved, but too slowly to count as progress
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,8 @@ class DownloadPolicy:
     backoff_max: float = 60.0
     connect_timeout: float = 15.0
     read_timeout: float = 60.0  # seconds without any byte before an attempt fails
+    low_speed_limit: int = 1024  # bytes/s; an attempt slower than this for low_speed_time seconds fails
+    low_speed_time: float = 60.0
     chunk_size: int = 1 << 20
 
     @classmethod
@@ -70,6 +87,8 @@ class DownloadPolicy:
             ("backoff_max", float),
             ("connect_timeout", float),
             ("read_timeout", float),
+            ("low_speed_limit", int),
+            ("low_speed_time", float),
             ("chunk_size", int),
         ):
             raw = os.environ.get(ENV_PREFIX + name.upper())
@@ -148,7 +167,7 @@ def download(
                 try:
                     _download_one(url, dest, expected_size, policy, bar, label or dest.name, session)
                     return partial_path(dest)
-                except IntegrityError:
+                except (IntegrityError, DiskFullError):
                     raise
                 except DownloadError as exc:
                     errors.append(str(exc))
@@ -156,6 +175,37 @@ def download(
         if own_session:
             session.close()
     raise DownloadError("download failed:\n  " + "\n  ".join(errors))
+
+
+def report_event(bar: Progress | None, message: str) -> None:
+    """One line per retry / stall on stderr: above the progress bar, or as a plain log line without one."""
+    console = bar.console if bar is not None else Console(stderr=True, soft_wrap=True)
+    console.print(message, markup=False, highlight=False)
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date), or None."""
+    raw = resp.headers.get("Retry-After")
+    if not raw:
+        return None
+    if raw.strip().isdigit():
+        return float(raw.strip())
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _disk_full(path: Path, needed: int | None) -> DiskFullError:
+    free = shutil.disk_usage(path.parent).free
+    need = f"{needed:,} more bytes are needed, " if needed is not None else ""
+    return DiskFullError(
+        f"no space left on the device holding {path.parent}: {need}{free:,} bytes are free; free some space "
+        f"(or point MIXFLOW_BENCH_HOME at a larger file system) and run the command again to resume"
+    )
 
 
 def _download_one(
@@ -184,25 +234,29 @@ def _download_one(
         attempts += 1
         offset = partial.stat().st_size if partial.exists() else 0
         moved = 0
+        wait: float | None = None
+        counts = True
         try:
             moved = _attempt(url, partial, meta_file, meta, offset, expected_size, policy, bar, task, session)
             return
         except _Retryable as exc:
-            reason = str(exc)
-            moved = getattr(exc, "moved", 0)
+            reason, moved, wait, counts = str(exc), exc.moved, exc.wait, exc.progress
         except requests.Timeout as exc:
             reason = f"timed out (no data for {policy.read_timeout:g} s or no connection in "
             reason += f"{policy.connect_timeout:g} s): {exc.__class__.__name__}"
         except requests.RequestException as exc:
             reason = f"{exc.__class__.__name__}: {exc}"
-        moved = max(moved, (partial.stat().st_size if partial.exists() else 0) - offset)
+        moved = max(moved, (partial.stat().st_size if partial.exists() else 0) - offset) if counts else 0
         failures = 0 if moved > 0 else failures + 1
         if failures > policy.retries:
             raise DownloadError(
                 f"{url}: gave up after {attempts} attempts ({policy.retries} retries without progress); "
                 f"last error: {reason}"
             )
-        time.sleep(policy.delay(max(failures, 1)))
+        delay = policy.delay(max(failures, 1)) if wait is None else min(wait, policy.backoff_max)
+        why = " (the server's Retry-After)" if wait is not None else ""
+        report_event(bar, f"{label}: {reason}; retry {max(failures, 1)}/{policy.retries} in {delay:.3g} s{why}")
+        time.sleep(delay)
 
 
 def _attempt(
@@ -246,11 +300,14 @@ def _attempt(
             length = resp.headers.get("Content-Length")
             total = int(length) if length is not None and length.isdigit() else None
         else:
-            raise _Retryable(f"HTTP {code} {resp.reason}")
+            wait = _retry_after(resp) if code in (429, 503) else None
+            raise _Retryable(f"HTTP {code} {resp.reason}", wait=wait)
         if expected_size is not None and total is not None and total != expected_size:
             raise IntegrityError(
                 f"{url}: server reports {total} bytes, the registry expects {expected_size}; not downloading"
             )
+        if total is not None and shutil.disk_usage(partial.parent).free < total - offset:
+            raise _disk_full(partial, total - offset)
         validators = {"url": url, "etag": resp.headers.get("ETag", ""),
                       "last_modified": resp.headers.get("Last-Modified", "")}
         meta.clear()
@@ -259,30 +316,40 @@ def _attempt(
         if bar is not None:
             bar.update(task, total=total, completed=offset)  # type: ignore[arg-type]
         written = 0
+        window_start, window_bytes = time.monotonic(), 0
         try:
             with open(partial, mode) as fh:
                 for chunk in _chunks(resp, policy.chunk_size):
                     fh.write(chunk)
                     fh.flush()
                     written += len(chunk)
+                    window_bytes += len(chunk)
                     if bar is not None:
                         bar.update(task, advance=len(chunk))  # type: ignore[arg-type]
                     if expected_size is not None and offset + written > expected_size:
                         raise IntegrityError(f"{url}: more than the expected {expected_size} bytes received")
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= policy.low_speed_time:
+                        if window_bytes / elapsed < policy.low_speed_limit:
+                            raise _Retryable(
+                                f"too slow: {window_bytes / elapsed:.0f} B/s for {elapsed:.3g} s (below "
+                                f"{policy.low_speed_limit} B/s) at byte {offset + written}",
+                                moved=written,
+                                progress=False,
+                            )
+                        window_start, window_bytes = time.monotonic(), 0
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(partial, None if total is None else total - offset - written) from exc
             stalled = isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError))
             stalled = stalled or "timed out" in str(exc).lower()
             if stalled:
                 what = f"stalled: no data for {policy.read_timeout:g} s at byte {offset + written}"
             else:
                 what = f"connection lost at byte {offset + written}: {exc.__class__.__name__}"
-            err = _Retryable(what)
-            err.moved = written  # type: ignore[attr-defined]
-            raise err from exc
+            raise _Retryable(what, moved=written) from exc
         if total is not None and offset + written < total:
-            err = _Retryable(f"connection closed at byte {offset + written} of {total}")
-            err.moved = written  # type: ignore[attr-defined]
-            raise err
+            raise _Retryable(f"connection closed at byte {offset + written} of {total}", moved=written)
         return written
 
 

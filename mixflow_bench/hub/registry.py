@@ -1,7 +1,10 @@
 """The artifact registry: every downloadable file the benchmark uses, where it lives and how to check it.
 
 Facts come from the project's reference notes. A value the sources do not publish (most sizes and hashes) is
-``None``; such files are hash-locked on first download (see :mod:`mixflow_bench.hub.hashlock`).
+``None``. How each file's integrity is established (:func:`integrity`): Hugging Face files against the sha256
+the hub publishes for LFS files; other hosts against a pinned sha256 (with ``sha256_source`` saying where it
+was published) or a published hash prefix; anything else is "unverified (first download)": its hash is
+recorded in the hash lock on first download and later copies are compared with that record.
 
 Entries can be overridden (for mirrors, or for tests that serve files locally) with
 :func:`registry_overrides` or the ``MIXFLOW_BENCH_REGISTRY_OVERRIDES`` environment variable, which names a
@@ -51,9 +54,11 @@ class Artifact:
     hf: HFSource | None = None
     size: int | None = None  # exact size in bytes, where published
     sha256: str | None = None  # where published; otherwise recorded in the hash lock on first download
+    sha256_source: str | None = None  # where a pinned size / sha256 was published
     sha256_prefix: str | None = None  # a published hash prefix (torch.hub file-name convention)
     approx_size: int | None = None  # an estimate from parameter counts, for display only, never checked
     used_by: tuple[str, ...] = ()  # models / recipes that need it
+    check: str = "auto"  # content check after download: auto | state-dict | npz | none (mixflow_bench.hub.checkpoint)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -72,6 +77,7 @@ class Artifact:
 _OAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet"
 _RAE = "nyu-visionx/RAE-collections"
 _RAE_WHY = "RAE DiT^DH (DINOv2-B with registers latents)"
+_RAE_COMMIT = "1be4f03273523431f099a934da4cf1940dc6039f"
 
 _BUILTIN: tuple[Artifact, ...] = (
     Artifact(
@@ -137,7 +143,9 @@ _BUILTIN: tuple[Artifact, ...] = (
         kind="checkpoint",
         description=f"{_RAE_WHY} XL, 256 px; EMA state dict with RoPE buffers and t_embedder.W",
         filename="stage2_model.pt",
-        hf=HFSource(_RAE, "DiTs/Dinov2/wReg_base/ImageNet256/DiTDH-XL/stage2_model.pt"),
+        # revision: the commit a public download script pins for this file; the other RAE files have no
+        # published commit and follow main (each is still checked against the hub's own sha256)
+        hf=HFSource(_RAE, "DiTs/Dinov2/wReg_base/ImageNet256/DiTDH-XL/stage2_model.pt", revision=_RAE_COMMIT),
         approx_size=838_778_196 * 4,
         used_by=("rae", "rae-dith-xl-256"),
     ),
@@ -184,7 +192,7 @@ _BUILTIN: tuple[Artifact, ...] = (
         hf=HFSource(
             "stabilityai/sd-vae-ft-ema", "diffusion_pytorch_model.safetensors", companions=("config.json",)
         ),
-        used_by=("sit", "repa", "gmflow-dit"),
+        used_by=("sit", "repa"),
     ),
     Artifact(
         name="sd-vae-ft-mse",
@@ -225,24 +233,12 @@ _BUILTIN: tuple[Artifact, ...] = (
         used_by=("eval",),
     ),
     Artifact(
-        name="inception-nvidia-torchscript",
+        name="dinov2-vit-l",
         kind="weights",
-        description="NVIDIA StyleGAN2-ADA TorchScript Inception (clean-fid); load with torch.jit.load",
-        filename="inception-2015-12-05.pt",
-        urls=("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",),
-        used_by=("eval-clean-fid",),
-    ),
-    Artifact(
-        name="gmflow-dit",
-        kind="checkpoint",
-        description="GMFlow GM-DiT K=8 ImageNet 256 EMA transformer (diffusers format, bf16 variant)",
-        filename="diffusion_pytorch_model.bf16.safetensors",
-        hf=HFSource(
-            "Lakonik/gmflow_imagenet_k8_ema",
-            "transformer/diffusion_pytorch_model.bf16.safetensors",
-            companions=("transformer/config.json",),
-        ),
-        used_by=("gmflow",),
+        description="DINOv2 ViT-L/14 (transformers Dinov2Model): the FD-DINOv2 feature network",
+        filename="model.safetensors",
+        hf=HFSource("facebook/dinov2-large", "model.safetensors", companions=("config.json",)),
+        used_by=("eval-fd-dinov2",),
     ),
 )
 
@@ -313,10 +309,42 @@ def registry_overrides(overrides: Mapping[str, Mapping[str, Any]]) -> Iterator[N
         _overrides.remove(overrides)
 
 
-def artifacts_for_recipe(recipe: Any) -> list[str]:
-    """Artifact names referenced by a recipe mapping: every string value equal to a name, found recursively.
+ADM_METRICS = ("fid", "sfid", "is", "prec", "rec")
+INCEPTION_ARTIFACT = "inception-torch-fidelity"
+FD_DINOV2_ARTIFACT = "dinov2-vit-l"
 
-    Accepts a mapping or an object with ``to_dict()``; names are returned once, in order of first appearance.
+
+def codec_artifacts(codec: str, resolution: int | None) -> list[str]:
+    """The artifacts a latent codec loads: the SD-VAE weights, or RAE's encoder, decoder and latent stats."""
+    if codec == "rae-dinov2-b":
+        sizes = (resolution,) if resolution in (256, 512) else (256, 512)
+        return ["dinov2-reg-b"] + [f"rae-{part}-{r}" for r in sizes for part in ("decoder", "stats")]
+    return [codec] if codec in registry() else []
+
+
+def model_artifacts(model: str, checkpoint: str | None = None) -> list[str]:
+    """The artifacts sampling zoo model ``model`` needs: its checkpoint (unless ``checkpoint`` replaces it) and
+    its decoder's files. Names outside the zoo (toy models) need none."""
+    from mixflow_bench.models.zoo import ZOO
+
+    spec = ZOO.get(model)
+    if spec is None:
+        return []
+    names = [spec.checkpoint] if spec.checkpoint and not checkpoint else []
+    if checkpoint and checkpoint in registry():
+        names.append(checkpoint)
+    if spec.decoder:
+        names += codec_artifacts(spec.decoder, spec.resolution)
+    return names
+
+
+def artifacts_for_recipe(recipe: Any) -> list[str]:
+    """Every artifact any stage of a recipe needs, once each, in a stable order.
+
+    That is: artifact names written anywhere in the recipe (a mapping, or an object with ``to_dict()``); the
+    model's checkpoint (the zoo default when ``model.checkpoint`` is empty) and its decoder's files; the
+    autoguidance guide model's; the training data encoder's; the Inception weights for ADM metrics and the
+    DINOv2 ViT-L weights for FD-DINOv2.
     """
     if hasattr(recipe, "to_dict") and not isinstance(recipe, Mapping):
         recipe = recipe.to_dict()
@@ -335,4 +363,39 @@ def artifacts_for_recipe(recipe: Any) -> list[str]:
                 walk(item)
 
     walk(recipe)
+    section = (lambda key: recipe.get(key) or {}) if isinstance(recipe, Mapping) else (lambda key: {})
+    implied: list[str] = []
+    model = section("model")
+    if model.get("name"):
+        implied += model_artifacts(model["name"], model.get("checkpoint"))
+    guidance = section("sample").get("guidance") or {}
+    if guidance.get("kind") == "autoguidance" and guidance.get("guide_model"):
+        implied += model_artifacts(guidance["guide_model"], guidance.get("guide_checkpoint"))
+    data = section("data")
+    if data.get("encoder"):
+        implied += codec_artifacts(data["encoder"], data.get("resolution"))
+    evaluation = section("eval")
+    metrics = [str(m).replace("_", "-") for m in evaluation.get("metrics") or ()]
+    if any(m in ADM_METRICS for m in metrics) and not evaluation.get("inception_weights"):
+        implied.append(INCEPTION_ARTIFACT)  # the evaluator's default network (a recipe may name another)
+    if "fd-dinov2" in metrics:
+        implied.append(FD_DINOV2_ARTIFACT)
+    for name in implied:
+        if name in names:
+            found[name] = None
     return list(found)
+
+
+Integrity = Literal["host sha256", "pinned sha256", "pinned sha256 prefix", "unverified (first download)"]
+
+
+def integrity(art: Artifact) -> Integrity:
+    """How a download of ``art`` is checked: the host's published sha256 (Hugging Face LFS files), a sha256
+    pinned here, a published hash prefix, or nothing but the record of the first download."""
+    if art.sha256 is not None:
+        return "pinned sha256"
+    if art.hf is not None:
+        return "host sha256"
+    if art.sha256_prefix is not None:
+        return "pinned sha256 prefix"
+    return "unverified (first download)"

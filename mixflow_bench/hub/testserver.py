@@ -2,7 +2,8 @@
 
 Serves in-memory files on 127.0.0.1 from a background thread and records every request (method, path, headers,
 status, body bytes sent). Each file can drop the connection after N bytes, stall, ignore ``Range``, answer a
-fixed status, or be throttled. Used as a context manager; stopping it also ends stalled handlers.
+fixed status (always, or for the first N requests, with the file's extra headers such as ``Retry-After``),
+or be throttled. Used as a context manager; stopping it also ends stalled handlers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class ServedFile:
     """One file and the faults to inject while serving it."""
 
     data: bytes
-    status: int | None = None  # answer every GET/HEAD with this status and no body
+    status: int | None = None  # answer every GET/HEAD with this status and no body...
+    status_times: int | None = None  # ...or only the first this many GETs, then serve the file
     drop_after: int | None = None  # close the connection after this many body bytes of a response...
     drop_times: int = 1  # ...for this many responses
     stall_after: int | None = None  # stop sending (but keep the connection) after this many body bytes
@@ -37,6 +39,7 @@ class RequestRecord:
     headers: dict[str, str]
     status: int = 0
     body_bytes: int = 0
+    time: float = field(default_factory=time.monotonic)
 
 
 class FaultyServer:
@@ -79,15 +82,24 @@ class FaultyServer:
                 with server._lock:
                     server.requests.append(record)
                     spec = server.files.get(path)
+                    code = None if spec is None else spec.status
+                    if spec is not None and spec.status is not None and spec.status_times is not None:
+                        if spec.status_times > 0:
+                            spec.status_times -= 1
+                        else:
+                            code = None
                     drop = None
                     if spec is not None and body and spec.drop_after is not None and spec.drop_times > 0:
                         spec.drop_times -= 1
                         drop = spec.drop_after
-                if spec is None or spec.status is not None:
-                    code = 404 if spec is None else spec.status
+                if spec is None or code is not None:
+                    code = 404 if spec is None else code
                     record.status = code
                     self.send_response(code)
                     self.send_header("Content-Length", "0")
+                    if spec is not None:
+                        for key, value in spec.headers.items():
+                            self.send_header(key, value)
                     self.end_headers()
                     return
                 data, start = spec.data, 0

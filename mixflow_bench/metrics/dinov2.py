@@ -2,7 +2,8 @@
 
 Images are scaled to [0, 1], resized to 224×224 with antialiased bicubic interpolation, normalised with the
 ImageNet mean/std, and the final-norm CLS token (``pooler_output`` of ``transformers.Dinov2Model``) is the
-feature. Weights must be given as a local Hugging Face folder (e.g. a copy of ``facebook/dinov2-large``).
+feature. Weights: a local Hugging Face folder (e.g. a copy of ``facebook/dinov2-large``) or the artifact name
+``dinov2-vit-l`` (that repository's files through the artifact cache).
 Not part of ADM's evaluator; not checked against published FD-DINOv2 values.
 """
 
@@ -21,11 +22,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_dinov2(weights: str | os.PathLike | None, device: str) -> torch.nn.Module:
-    """The DINOv2 model from a local Hugging Face folder; a clear error when none is given."""
+    """The DINOv2 model from a local Hugging Face folder or the ``dinov2-vit-l`` artifact; a clear error else."""
+    from mixflow_bench.hub.registry import FD_DINOV2_ARTIFACT
+
+    if weights is not None and str(weights) == FD_DINOV2_ARTIFACT:
+        from mixflow_bench.hub import fetch
+
+        weights = fetch(FD_DINOV2_ARTIFACT, progress=False).parent  # model.safetensors + config.json
     if weights is None or not Path(weights).is_dir():
         raise FileNotFoundError(
             "FD-DINOv2 needs DINOv2 ViT-L/14 weights as a local Hugging Face folder (config.json + weights, "
-            f"e.g. facebook/dinov2-large); got {weights!r}"
+            f"e.g. facebook/dinov2-large) or the artifact name {FD_DINOV2_ARTIFACT}; got {weights!r}"
         )
     from transformers import Dinov2Model
 

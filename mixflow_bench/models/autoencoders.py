@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from mixflow_bench.data.codec import SD_VAE_SCALE, model_latent_from_stored
 from mixflow_bench.models.rae_stage1 import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,7 +30,6 @@ from mixflow_bench.models.rae_stage1 import (
     LatentStats,
 )
 
-SD_VAE_SCALE = 0.18215
 SD_VAE_NAMES = ("sd-vae-ft-ema", "sd-vae-ft-mse")
 RAE_NAME = "rae-dinov2-b"
 CODEC_NAMES = (*SD_VAE_NAMES, RAE_NAME)
@@ -141,13 +141,7 @@ class SDVAECodec(nn.Module):
 
     def latent_from_stored(self, fields: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         """A training latent ``0.18215 * (mean + std * eps)``, eps ~ N(0, I) drawn from ``generator``."""
-        missing = {"mean", "std"} - set(fields)
-        if missing:
-            raise KeyError(f"stored SD-VAE fields lack {sorted(missing)} (have {sorted(fields)})")
-        mean, std = fields["mean"], fields["std"]
-        gen_device = generator.device if generator is not None else mean.device
-        eps = torch.randn(mean.shape, generator=generator, device=gen_device, dtype=torch.float32)
-        return SD_VAE_SCALE * (mean + std * eps.to(device=mean.device, dtype=mean.dtype))
+        return model_latent_from_stored(self.name, fields, generator)
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:

@@ -139,10 +139,9 @@ def build_model(
     spec's checkpoint artifact is fetched through ``mixflow_bench.hub.fetch``.
     """
     spec = get_spec(name)
-    model = spec.build(**overrides)
     if not pretrained and weights_path is None:
-        return model
-    if weights_path is None:
+        return spec.build(**overrides)
+    if weights_path is None:  # fetched before the (slow) build, so that a missing file fails at once
         if spec.checkpoint is None:
             raise ValueError(f"model {name!r} has no released checkpoint; pass weights_path=")
         try:
@@ -152,6 +151,7 @@ def build_model(
                 f"mixflow_bench.hub.fetch is unavailable to get {spec.checkpoint!r}; pass weights_path="
             ) from err
         weights_path = fetch(spec.checkpoint)
+    model = spec.build(**overrides)
     state = load_state_dict_file(weights_path)
     try:
         model.load_state_dict(state, strict=True)

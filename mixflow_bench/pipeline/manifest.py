@@ -48,6 +48,17 @@ def stage_key(settings: dict[str, Any], input_hashes: dict[str, str | None]) -> 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _diff(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Leaf-by-leaf differences of two JSON-like values, keyed by dotted path."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: dict[str, tuple[Any, Any]] = {}
+        for k in sorted(set(old) | set(new), key=str):
+            out.update(_diff(old.get(k), new.get(k), f"{prefix}{k}."))
+        return out
+    old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    return {} if old == new else {prefix.rstrip("."): (old, new)}
+
+
 class ManifestStore:
     """Reads and writes the manifests of one run directory."""
 
@@ -72,16 +83,39 @@ class ManifestStore:
         p = self.path(stage)
         return json.loads(p.read_text()) if p.exists() else None
 
-    def status(self, stage: str, settings: dict[str, Any], inputs: dict[str, Path | None], outputs: list[Path]) -> str:
-        """``done`` (skip), ``changed`` (ran before with other inputs/settings), ``missing`` (never ran / outputs
-        gone) or ``blocked`` (an input does not exist yet)."""
+    def status(
+        self,
+        stage: str,
+        settings: dict[str, Any],
+        inputs: dict[str, Path | None],
+        outputs: list[Path],
+        extendable: Any = None,
+    ) -> str:
+        """``done`` (skip), ``extend`` (finished work continues: ``extendable(old, new)`` and the same inputs),
+        ``changed`` (ran before with other inputs/settings), ``missing`` (never ran / outputs gone) or
+        ``blocked`` (an input does not exist yet)."""
         hashes = self.hash_inputs(inputs)
         if any(v is None for v in hashes.values()):
             return "blocked"
         manifest = self.read(stage)
         if manifest is None or not all(Path(o).exists() for o in outputs):
             return "missing"
-        return "done" if manifest.get("key") == stage_key(settings, hashes) else "changed"
+        if manifest.get("key") == stage_key(settings, hashes):
+            return "done"
+        same_inputs = {k: v.get("sha256") for k, v in manifest.get("inputs", {}).items()} == hashes
+        if extendable is not None and same_inputs and extendable(manifest.get("settings", {}), settings):
+            return "extend"
+        return "changed"
+
+    def changes(self, stage: str, settings: dict[str, Any], inputs: dict[str, Path | None]) -> list[str]:
+        """What differs from the stage's last finished run, as ``key.path: old -> new`` lines."""
+        manifest = self.read(stage) or {}
+        lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in _diff(manifest.get("settings", {}), settings).items()]
+        hashes = self.hash_inputs(inputs)
+        for k, v in manifest.get("inputs", {}).items():
+            if hashes.get(k) != v.get("sha256"):
+                lines.append(f"input {k} ({v.get('path')}) changed")
+        return lines
 
     def write(self, stage: str, settings: dict[str, Any], inputs: dict[str, Path | None], outputs: list[Path]) -> None:
         hashes = self.hash_inputs(inputs)

@@ -14,7 +14,11 @@ from mixflow_bench.pipeline.stages import STAGE_ORDER, Stage, build_stages, remo
 from mixflow_bench.recipes.loader import load_recipe
 from mixflow_bench.recipes.schema import Recipe
 
-STATUS_STYLE = {"done": "green", "missing": "yellow", "changed": "magenta", "blocked": "dim"}
+STATUS_STYLE = {"done": "green", "missing": "yellow", "changed": "magenta", "extend": "cyan", "blocked": "dim"}
+
+
+class DestructiveChangeError(ValueError):
+    """Rerunning a stage would delete finished work, and ``force`` was not given."""
 
 
 def default_run_dir(recipe_name: str) -> Path:
@@ -27,7 +31,7 @@ def plan(recipe_ref: str, overrides: dict[str, Any] | None = None, run_dir: Path
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe.name)
     store = ManifestStore(run_dir)
     stages = build_stages(recipe, run_dir, recipe_ref, overrides or {})
-    return recipe, run_dir, [(s, store.status(s.name, s.settings, s.inputs, s.outputs)) for s in stages]
+    return recipe, run_dir, [(s, store.status(s.name, s.settings, s.inputs, s.outputs, s.extendable)) for s in stages]
 
 
 def data_row(recipe: Recipe) -> tuple[str, str, str, str, float | None] | None:
@@ -39,12 +43,15 @@ def data_row(recipe: Recipe) -> tuple[str, str, str, str, float | None] | None:
         return None
     present = data.path is not None and (Path(data.path) / "manifest.json").exists()
     resolution = data.resolution
-    estimate = latent_cache_estimate(data.encoder, resolution) if resolution else None
+    flips = 2 if data.hflip else 1
+    estimate = latent_cache_estimate(data.encoder, resolution, flips=flips) if resolution else None
     if estimate is None:
         return "done" if present else "missing", f"{data.encoder} latents", data.path or "-", "size unknown", None
     size, hours = estimate
-    what = f"ImageNet-1k {data.encoder} @ {resolution}, 2 flips, fp32: {size / 1e9:,.0f} GB on disk"
-    return "done" if present else "missing", what, data.path or "-", "mixflow-bench data prepare", hours
+    orientations = "original + mirror" if flips == 2 else "original only (no flips)"
+    what = f"ImageNet-1k {data.encoder} @ {resolution}, {orientations}, fp32: {size / 1e9:,.0f} GB on disk"
+    how = f"mixflow-bench data prepare --recipe {recipe.name} --source IMAGENET/train"
+    return "done" if present else "missing", what, data.path or "-", how, hours
 
 
 def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | None = None) -> Table:
@@ -102,8 +109,13 @@ def reproduce(
     launcher: Any = None,
     only_stage: str | None = None,
     console: Console | None = None,
+    force: bool = False,
 ) -> dict[str, str]:
-    """Run every stage that is not up to date (or only ``only_stage``); returns {stage: what happened}."""
+    """Run every stage that is not up to date (or only ``only_stage``); returns {stage: what happened}.
+
+    A stage whose settings or inputs changed since it finished is redone only with ``force`` (its outputs are
+    deleted first, and the console says which); training whose only change is more steps continues instead.
+    """
     console = console or Console()
     if launcher is None:
         from mixflow_bench.launch.local import LocalLauncher
@@ -121,19 +133,29 @@ def reproduce(
             continue
         # rebuilt each time: a stage's inputs are the outputs of the stages before it
         stage = next(s for s in build_stages(recipe, run_dir, recipe_ref, overrides or {}) if s.name == name)
-        status = store.status(stage.name, stage.settings, stage.inputs, stage.outputs)
+        status = store.status(stage.name, stage.settings, stage.inputs, stage.outputs, stage.extendable)
         if status == "done":
             console.print(f"[green]✓[/] {name}: up to date, skipped")
             outcome[name] = "skipped"
             continue
         if status == "blocked":
             raise RuntimeError(f"stage {name} cannot run: an input is missing ({stage.inputs}); run earlier stages")
-        if status == "changed":
+        if status in ("changed", "extend"):
             running = launcher.running_for(name) if hasattr(launcher, "running_for") else []
-            if running:  # its old job still writes into the outputs a rerun would start over
-                raise RuntimeError(f"stage {name} changed but Slurm job(s) {', '.join(running)} of its earlier "
+            if running:  # a job of its earlier settings still writes into the outputs this run would change
+                raise RuntimeError(f"stage {name} {status}: Slurm job(s) {', '.join(running)} of its earlier "
                                    f"settings are still queued or running; wait for them or scancel them first")
-            console.print(f"[magenta]↻[/] {name}: inputs or settings changed, running again")
+        if status == "extend":
+            console.print(f"[cyan]↻[/] {name}: continuing the finished run ({stage.note}); nothing is deleted")
+        if status == "changed":
+            changes = "; ".join(store.changes(stage.name, stage.settings, stage.inputs)) or "settings"
+            doomed = [str(p) for p in stage.cleanup if p.exists()]
+            if doomed and not force:
+                raise DestructiveChangeError(
+                    f"stage {name} finished before with other settings or inputs ({changes}); running it again "
+                    f"deletes {', '.join(doomed)}. Pass --force to delete and rerun, or use another --run-dir"
+                )
+            console.print(f"[magenta]↻[/] {name}: changed ({changes}); deleting {', '.join(doomed) or 'nothing'}")
             remove_stale(stage)
         console.print(f"[bold]▶[/] {name} ({launcher.name}) {stage.note}")
         run_stage(stage, launcher, store, console)

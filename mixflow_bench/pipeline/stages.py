@@ -8,6 +8,7 @@ torchrun or Slurm, training too for latent models); download and table run in th
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,31 @@ class Stage:
     local: Callable[[], Any] | None = None  # run in this process instead
     distributed: bool = False  # may run on several processes (torchrun)
     gpu_hours: float | None = None
-    cleanup: list[Path] = field(default_factory=list)  # stale partial work to remove before a changed rerun
+    cleanup: list[Path] = field(default_factory=list)  # what a changed rerun deletes (only with --force)
     note: str = ""
+    # (old settings, new settings) -> True when the finished work can be continued rather than redone
+    extendable: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None
+
+
+# Settings that cannot change a stage's result: left out of its manifest key, so changing them keeps finished
+# work. Sample i depends only on (seed, i), not on the batch it was drawn in or the shard it was written to; the
+# checkpoint interval only decides which intermediate states are saved (every RNG state is in them).
+RESULT_NEUTRAL = {"sample": ("batch_size", "shard_size"), "train": ("checkpoint_every",)}
+
+
+def result_settings(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A recipe section's settings without those that cannot change the result (:data:`RESULT_NEUTRAL`)."""
+    return {k: v for k, v in values.items() if k not in RESULT_NEUTRAL.get(section, ())}
+
+
+def training_extends(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when ``new`` only raises ``train.steps`` over ``old``: training continues from its last checkpoint."""
+    old, new = (json.loads(json.dumps(d, sort_keys=True, default=str)) for d in (old, new))  # tuples -> lists
+    old_train, new_train = dict(old.get("train") or {}), dict(new.get("train") or {})
+    if not old_train or not new_train or new_train.get("steps", 0) < old_train.get("steps", 0):
+        return False
+    old_train.pop("steps"), new_train.pop("steps")
+    return {**old, "train": old_train} == {**new, "train": new_train}
 
 
 def is_toy(recipe: Recipe) -> bool:
@@ -85,7 +109,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
         stages.append(
             Stage(
                 "train",
-                {"model": dataclasses.asdict(recipe.model), "train": dataclasses.asdict(recipe.train),
+                {"model": dataclasses.asdict(recipe.model),
+                 "train": result_settings("train", dataclasses.asdict(recipe.train)),
                  "data": dataclasses.asdict(recipe.data) if recipe.data else None},
                 inputs,
                 [train_out],
@@ -95,6 +120,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                 gpu_hours=gpu_hours_training(recipe.model.name, recipe.train),
                 cleanup=[run_dir / "train"],
                 note=f"{recipe.train.steps} steps x batch {recipe.train.batch_size}",
+                extendable=training_extends,
             )
         )  # fmt: skip
 
@@ -110,7 +136,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
             stages.append(
                 Stage(
                     stage_name,
-                    {"model": model, "sample": dataclasses.asdict(recipe.sample), "variant": variant},
+                    {"model": model, "sample": result_settings("sample", dataclasses.asdict(recipe.sample)),
+                     "variant": variant},
                     inputs,
                     [out],
                     tasks=[Task("sample", {"model": model, "sample": dataclasses.asdict(recipe.sample),
@@ -130,7 +157,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
         for variant, samples in sample_outputs.items():
             eval_outputs[variant] = run_dir / "eval" / f"{variant}.json"
             tasks.append(Task("eval", {"samples": str(samples), "reference": reference,
-                                       "metrics": list(recipe.eval.metrics), "out": str(eval_outputs[variant])},
+                                       "metrics": list(recipe.eval.metrics), "out": str(eval_outputs[variant]),
+                                       "inception_weights": recipe.eval.inception_weights},
                               name=f"{recipe.name}-eval-{variant}"))  # fmt: skip
         stages.append(
             Stage(

@@ -131,31 +131,67 @@ def train_task(recipe: str, overrides: dict[str, Any] | None, out_dir: str, init
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = init_checkpoint or (r.model.checkpoint if r.train.init == "checkpoint" else None)
+    # Seed before the model is built: a from-scratch model's initial weights come from this RNG.
+    torch.manual_seed(r.train.seed)
     spec, model = resolve_model(r.model.name, checkpoint, overrides=r.model.overrides)
     objective = build_objective(r, spec)
-    return str(_train_with_engine(r, model, objective, out, out / "model.pt"))
+    return str(_train_with_engine(r, model, objective, out, out / "model.pt", num_classes=spec.num_classes))
 
 
-def _training_batches(r: Recipe, rank: int, world: int):
-    """In-memory batches of a toy data set, or batches of a latent cache."""
+def _training_batches(r: Recipe, rank: int, world: int, num_classes: int | None = None):
+    """In-memory batches of a toy data set, or model-space batches of a latent cache that fits the recipe."""
     if r.data is not None and r.data.source in ("digits", "toy2d"):
         from mixflow_bench.train.batches import InMemoryBatches
 
         data = toy_training_data(r)
         return InMemoryBatches(data.x, data.y, r.train.batch_size, r.train.seed, rank, world)
     from mixflow_bench.data import LatentBatches, LatentDataset
+    from mixflow_bench.data.compatibility import check_cache_fits_recipe
 
-    return LatentBatches(LatentDataset(r.data.path), r.train.batch_size, r.train.seed, rank, world)
+    dataset = LatentDataset(r.data.path)
+    check_cache_fits_recipe(dataset, r, num_classes, _encoder_fingerprint(r, dataset))
+    return LatentBatches(dataset, r.train.batch_size, r.train.seed, rank, world, hflip=r.data.hflip)
 
 
-def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path) -> Path:
+def _encoder_fingerprint(r: Recipe, dataset: Any) -> str | None:
+    """The fingerprint of the encoder weights the recipe resolves now, when the cache recorded one to compare."""
+    from mixflow_bench.data.codec import ENCODER_NAMES, build_named_codec
+    from mixflow_bench.data.compatibility import encoder_weights_fingerprint
+
+    recorded = (dataset.manifest.get("encoder_weights") or {}).get("sha256")
+    if not recorded or r.data.encoder not in ENCODER_NAMES:
+        return None
+    return encoder_weights_fingerprint(build_named_codec(r.data.encoder, dataset.resolution))
+
+
+def check_first_batch(r: Recipe, batches: Any, out: Path) -> str | None:
+    """The latent invariant: std of the first global batch in the model's space against the encoder's range.
+
+    Logged to stdout and ``out/latent_check.json``; an out-of-range std stops training (``train.latent_check``).
+    """
+    from mixflow_bench.data.codec import check_latent_std
+
+    if r.data is None or r.data.source != "latent-cache" or r.train.latent_check == "off":
+        return None
+    x, _ = batches._build(batches.sampler.epoch, batches.sampler.step)
+    std = float(x.float().std())
+    encoder = batches.dataset.encoder
+    line = check_latent_std(encoder, std, r.train.latent_check)
+    print(line, flush=True)
+    if int(os.environ.get("RANK", 0)) == 0:
+        write_json_atomic(out / "latent_check.json", {"encoder": encoder, "batch_std": std, "report": line})
+    return line
+
+
+def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path, num_classes: int | None = None) -> Path:
     """(Post-)training through ``mixflow_bench.train`` (multi-GPU, bf16, resumable); EMA weights to ``final``."""
     from mixflow_bench.train.checkpoint import export_ema
     from mixflow_bench.train.engine import TrainConfig, train
 
     t = r.train
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    batches = _training_batches(r, rank, world)
+    batches = _training_batches(r, rank, world, num_classes)
+    check_first_batch(r, batches, out)
     config = TrainConfig(
         steps=t.steps, global_batch_size=t.batch_size, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
         ema_decay=t.ema_decay, grad_clip=t.grad_clip, precision=t.precision, lr_schedule=t.lr_schedule,
@@ -172,21 +208,54 @@ def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path) -> P
 TOY_METRICS = {"fd-data"}
 
 
-def eval_task(samples: str, reference: str, metrics: list[str], out: str) -> dict[str, float]:
-    """Evaluate the ADM npz ``samples`` against ``reference``; writes ``{metric: value}`` to ``out``."""
+def _inception_weights(spec: str | None) -> str | None:
+    """A weights file for the evaluator: the path itself, an artifact fetched through the hub, or None."""
+    if spec is None or Path(spec).exists():
+        return spec
+    from mixflow_bench.hub import fetch
+
+    return str(fetch(spec))
+
+
+def eval_task(
+    samples: str, reference: str, metrics: list[str], out: str, inception_weights: str | None = None
+) -> dict[str, float]:
+    """Evaluate the ADM npz ``samples`` against ``reference``; writes ``{metric: value}`` to ``out``.
+
+    The evaluator's own record (sample count, reference, network weights, settings, notes) is written beside it
+    as ``<out stem>.details.json``, so every number keeps its protocol.
+    """
     toy = [m for m in metrics if m in TOY_METRICS]
     other = [m for m in metrics if m not in TOY_METRICS]
     values: dict[str, float] = {}
+    details: dict[str, Any] = {}
     if toy:
         from mixflow_bench.pipeline.frechet import fd_data
 
         values["fd-data"] = fd_data(Path(samples), reference)
     if other:
-        from mixflow_bench.metrics import evaluate
+        from mixflow_bench.metrics.evaluate import evaluate
 
-        device = "cuda" if torch.cuda.is_available() else None
-        values.update({k: float(v) for k, v in evaluate(Path(samples), reference, other, device=device).items()})
+        ref_path = Path(reference)
+        if not ref_path.exists():  # an artifact name (e.g. adm-ref-imagenet256): from the cache
+            from mixflow_bench.hub import fetch
+
+            ref_path = fetch(reference, progress=False)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        weights = _inception_weights(inception_weights)
+        result = evaluate(Path(samples), ref_path, other, device=device, weights=weights, show_progress=False)
+        values.update({k: float(v) for k, v in result.metrics.items()})
+        details = {
+            "num_samples": result.num_samples,
+            "num_reference_images": result.num_reference_images,
+            "reference_stats": result.reference_stats,
+            "settings": result.settings,
+            "notes": result.notes,
+            "timings": result.timings,
+        }
     if int(os.environ.get("RANK", 0)) == 0:
+        if details:
+            write_json_atomic(Path(out).with_suffix(".details.json"), details)
         write_json_atomic(Path(out), values)
     return values
 

@@ -27,6 +27,8 @@ class DataSection:
     num_train: int | None = None
     num_heldout: int | None = None
     seed: int = 0
+    hflip: bool = True  # random horizontal flips in training (SiT, RAE); REPA's own training has none
+
 
     def check(self) -> tuple[str, str] | None:
         if self.source in ("latent-cache", "image-folder") and not self.path:
@@ -73,6 +75,8 @@ class TrainSection:
     compile: bool = False  # torch.compile the training model (fast path; fp32 eager stays the reference)
     checkpoint_every: int = 1000
     seed: int = 0
+    # latent caches: std of the first batch in the model's space against the encoder's expected range
+    latent_check: Literal["error", "warn", "off"] = "error"
 
     def check(self) -> tuple[str, str] | None:
         if self.steps <= 0:
@@ -136,6 +140,8 @@ class EvalSection:
     metrics: list[Literal["fid", "sfid", "is", "prec", "rec", "fd-data"]] = field(
         default_factory=lambda: ["fid", "sfid", "is", "prec", "rec"]
     )
+    # the Inception network's weights: a file, an artifact name, or null for the evaluator's default
+    inception_weights: str | None = None
 
 
 @dataclass
