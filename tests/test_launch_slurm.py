@@ -240,7 +240,8 @@ def test_changed_stage_with_a_running_job_is_not_cleared(fake_slurm, tmp_path):
     launcher.registry.add(job_id="77", name="tiny-digits-train", stage="train", folder=str(run / "slurm" / "77"),
                           tasks=1, fingerprint="earlier", stdout="-", stderr="-")  # fmt: skip
     _set_state(fake_slurm, "77", "RUNNING")
-    with pytest.raises(RuntimeError, match=r"stage train changed but Slurm job\(s\) 77 .* still queued or running"):
+    running = r"stage train changed: Slurm job\(s\) 77 of its earlier settings are still queued or running"
+    with pytest.raises(RuntimeError, match=running):
         reproduce("tiny-digits", run_dir=run, launcher=launcher)
     assert model.read_bytes() == b"weights of the earlier settings"
     assert not (fake_slurm / "sbatch.calls").exists()

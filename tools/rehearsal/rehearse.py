@@ -1,0 +1,101 @@
+"""Dress rehearsal of the paper recipes (see tools/rehearsal/README.md).
+
+    python tools/rehearsal/rehearse.py --recipes sit-b-256,rae-256-cfg --launchers local,torchrun --workdir /tmp/r
+
+Each recipe runs end to end through `python -m mixflow_bench` against random-weight artifacts in their real formats,
+served from 127.0.0.1; the report (JSON) lists every stage's wall time, the checks and the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mixflow_bench.rehearsal.inception import fid_helper_weights, unpack_fp16
+from mixflow_bench.rehearsal.run import Rehearsal, Scale, write_report
+
+PAPER_RECIPES = ("sit-b-256", "sit-b-256-cfg", "sit-xl-256", "sit-xl-256-cfg", "sit-xl-512", "sit-xl-512-cfg",
+                 "repa-256", "repa-256-cfg", "rae-256", "rae-256-cfg", "rae-512", "rae-512-cfg")  # fmt: skip
+# Slurm: 2 CPU tasks per job (a CPU-only cluster has no GPUs to ask for; on GPUs: --gpus-per-node 2)
+LAUNCH_ARGS = {"local": (), "torchrun": ("--nproc", "2"),
+               "slurm": ("--gpus-per-node", "0", "--tasks-per-node", "2", "--cpus", "1")}  # fmt: skip
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", default=",".join(PAPER_RECIPES))
+    ap.add_argument("--launchers", default="local", help="local,torchrun,slurm (the first is the reference run)")
+    ap.add_argument("--workdir", type=Path, default=Path("runs/rehearsal"))
+    ap.add_argument("--inception", type=Path, default=None,
+                    help="fid-helper default_1.pt (pip-downloaded if absent and not given)")
+    ap.add_argument("--inception-copy", type=Path, default=None,
+                    help="a float16 copy of it made by pack_fp16, for machines that cannot receive 87 MB")
+    ap.add_argument("--override", action="append", default=[],
+                    help="extra KEY=VALUE for every reproduce call (say why in the report)")
+    ap.add_argument("--scale", default="{}", help='JSON overrides of the Scale fields, e.g. {"samples": 64}')
+    ap.add_argument("--resume-check", action="store_true", help="kill the reference run during sampling, resume")
+    ap.add_argument("--fast", action="store_true", help="also rehearse `reproduce --fast` on the reference launcher")
+    ap.add_argument("--report", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    console = Console()
+    if args.inception_copy is not None:
+        inception = unpack_fp16(args.inception_copy, args.workdir / "inception-fp16-as-fp32.pth")
+        network = "fid-helper TF-2015 Inception rounded to float16 for transport (not bit-exact)"
+    else:
+        inception = fid_helper_weights(args.inception or args.workdir / "inception" / "default_1.pt")
+        network = "fid-helper TF-2015 Inception (real weights, sha256-checked)"
+    scale = Scale(**json.loads(args.scale))
+    device = "cuda" if "CPU" not in device_name() else "cpu"
+    results = []
+    launchers = args.launchers.split(",")
+    start = time.perf_counter()
+    with Rehearsal(args.workdir, str(inception), scale, device) as rehearsal:
+        for recipe in args.recipes.split(","):
+            first = None
+            for i, launcher in enumerate(launchers):
+                r = rehearsal.rehearse(recipe, launcher=launcher, launcher_args=LAUNCH_ARGS[launcher],
+                                       resume_check=args.resume_check and i == 0,
+                                       compare_with=first, extra_overrides=args.override)  # fmt: skip
+                results.append(r)
+                first = first or (args.workdir / "runs" / f"{recipe}-{launcher}")
+                console.print(f"{'[green]PASS' if r.ok else '[red]FAIL'}[/] {recipe} ({launcher}) "
+                              f"{sum(r.stages.values()):.0f} s" + (f"\n{r.error}" if r.error else ""))  # fmt: skip
+            if args.fast:
+                r = rehearsal.rehearse(recipe, launcher=launchers[0], launcher_args=LAUNCH_ARGS[launchers[0]],
+                                       fast=True, extra_overrides=args.override)  # fmt: skip
+                results.append(r)
+                console.print(f"{'[green]PASS' if r.ok else '[red]FAIL'}[/] {recipe} (--fast) {r.error}")
+    report = args.report or args.workdir / "report.json"
+    write_report(results, report, device_name(), {"inception": network, "scale": scale.__dict__,
+                                                   "extra_overrides": args.override})  # fmt: skip
+    table = Table(title=f"rehearsal on {device_name()}: {time.perf_counter() - start:.0f} s")
+    for col in ("recipe", "launcher", "result", "wall s", "checks", "metrics (first variant)"):
+        table.add_column(col)
+    for r in results:
+        first_metrics = next(iter(r.metrics.values()), {})
+        metrics = ", ".join(f"{k} {v:.3g}" for k, v in first_metrics.items())
+        table.add_row(r.recipe, r.launcher, "pass" if r.ok else "FAIL", f"{sum(r.stages.values()):.0f}",
+                      ", ".join(r.checks), metrics)  # fmt: skip
+    console.print(table)
+    console.print(f"report: {report}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
