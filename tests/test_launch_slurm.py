@@ -230,12 +230,16 @@ def test_changed_stage_with_a_running_job_is_not_cleared(fake_slurm, tmp_path):
     """A stage whose settings changed is not wiped while a job of its earlier settings still writes into it."""
     from mixflow_bench.pipeline.manifest import ManifestStore
     from mixflow_bench.pipeline.reproduce import reproduce
+    from mixflow_bench.pipeline.stages import build_stages
+    from mixflow_bench.recipes.loader import load_recipe
 
     run = tmp_path / "run"
     model = run / "train" / "model.pt"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"weights of the earlier settings")
-    ManifestStore(run).write("train", {"train": "earlier settings"}, {}, [model])
+    stage = next(s for s in build_stages(load_recipe("tiny-digits", None), run, "tiny-digits", {}) if s.name == "train")
+    earlier = {**stage.settings, "train": {**stage.settings["train"], "lr": 0.5}}  # another learning rate
+    ManifestStore(run).write("train", earlier, stage.inputs, [model])
     launcher = SlurmLauncher(run / "slurm", SlurmOptions(gpus_per_node=0))
     launcher.registry.add(job_id="77", name="tiny-digits-train", stage="train", folder=str(run / "slurm" / "77"),
                           tasks=1, fingerprint="earlier", stdout="-", stderr="-")  # fmt: skip
