@@ -27,9 +27,9 @@ def command(run_dir: Path, as_json: bool) -> None:
         console.print(f"no jobs registered under {run_dir}")
         return
     table = Table(title=f"jobs under {run_dir}")
-    for col in ("job", "name", "stage", "state", "submitted", "stdout", "stderr"):
+    for col in ("job", "name", "stage", "tasks", "state", "submitted", "stdout", "stderr"):
         table.add_column(col, overflow="fold")
     for j in jobs:
-        table.add_row(j["job_id"], j["name"], j.get("stage", ""), j["state"], j.get("submitted", ""), j["stdout"],
-                      j["stderr"])  # fmt: skip
+        table.add_row(j["job_id"], j["name"], j.get("stage", ""), str(j.get("tasks", 1)), j["state"],
+                      j.get("submitted", ""), j["stdout"], j["stderr"])  # fmt: skip
     console.print(table)

@@ -138,9 +138,14 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
     npz = out if out.suffix == ".npz" else out.with_suffix(".npz")
     task = Task("sample", {"model": model, "sample": sample, "out": str(npz), "random_init": random_init},
                 name=f"sample-{name}")  # fmt: skip
-    launcher = get_launcher(launcher_name, run_dir=npz.parent, slurm_section=slurm_section, slurm_overrides=slurm,
-                            nproc=nproc)  # fmt: skip
-    launcher.run(task)
+    from mixflow_bench.launch.tasks import LaunchError
+
+    try:
+        launcher = get_launcher(launcher_name, run_dir=npz.parent, slurm_section=slurm_section, slurm_overrides=slurm,
+                                nproc=nproc)  # fmt: skip
+        launcher.run(task)
+    except LaunchError as e:  # a failed, cancelled or lost job: one line naming the job and its log
+        raise click.ClickException(str(e)) from e
     if out.suffix == ".png":
         save_grid(npz, out)
     console.print(f"[green]wrote[/] {out} ({sample['num']} images, {sample['sampler']} {sample['steps']} steps)")

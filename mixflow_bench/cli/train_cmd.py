@@ -28,6 +28,12 @@ def command(recipe, overrides, run_dir, **kwargs) -> None:
     if r.train is None:
         raise click.ClickException(f"recipe {r.name} has no train: section")
     run_dir = run_dir or default_run_dir(r.name)
-    launcher = get_launcher(launcher_name, run_dir=run_dir, slurm_section=r.slurm, slurm_overrides=slurm, nproc=nproc)
-    reproduce(recipe, overrides=ov, run_dir=run_dir, launcher=launcher, only_stage="train", console=console)
+    from mixflow_bench.launch.tasks import LaunchError
+
+    try:
+        launcher = get_launcher(launcher_name, run_dir=run_dir, slurm_section=r.slurm, slurm_overrides=slurm,
+                                nproc=nproc)  # fmt: skip
+        reproduce(recipe, overrides=ov, run_dir=run_dir, launcher=launcher, only_stage="train", console=console)
+    except LaunchError as e:  # a failed, cancelled or lost job: one line naming the job and its log
+        raise click.ClickException(str(e)) from e
     console.print(f"[green]model:[/] {run_dir / 'train' / 'model.pt'}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mixflow_bench.launch.tasks import Task
+from mixflow_bench.launch.tasks import LaunchError, Task
 
 LAUNCHERS = ("local", "torchrun", "slurm")
 
@@ -32,10 +32,10 @@ def get_launcher(
 
         ok, why = slurm_available()
         if not ok:
-            raise RuntimeError(f"--launcher slurm: {why}")
+            raise LaunchError(f"--launcher slurm: {why}")
         folder = Path(run_dir or "runs") / "slurm"
         return SlurmLauncher(folder, SlurmOptions.from_section(slurm_section, **(slurm_overrides or {})))
     raise ValueError(f"unknown launcher {name!r} (expected one of {', '.join(LAUNCHERS)})")
 
 
-__all__ = ["LAUNCHERS", "Task", "get_launcher"]
+__all__ = ["LAUNCHERS", "LaunchError", "Task", "get_launcher"]

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-SLURM_FIELDS = ("partition", "account", "qos", "nodes", "gpus_per_node", "cpus_per_task", "mem_gb",
-                "timeout_min", "constraint")  # fmt: skip
+SLURM_FIELDS = ("partition", "account", "qos", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task",
+                "mem_gb", "timeout_min", "constraint")  # fmt: skip
 
 
 def launch_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -21,6 +21,8 @@ def launch_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--qos", default=None, help="Slurm QOS"),
         click.option("--nodes", type=int, default=None, help="Slurm nodes"),
         click.option("--gpus-per-node", "gpus_per_node", type=int, default=None, help="GPUs (= tasks) per node"),
+        click.option("--tasks-per-node", "tasks_per_node", type=int, default=None,
+                     help="Slurm tasks (ranks) per node of a distributed stage (default: one per GPU)"),
         click.option("--cpus", "cpus_per_task", type=int, default=None, help="CPUs per task"),
         click.option("--mem", "mem_gb", type=int, default=None, help="memory per node in GB"),
         click.option("--time", "timeout_min", type=int, default=None, help="time limit in minutes"),

@@ -13,6 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+
+class LaunchError(RuntimeError):
+    """A launched task that did not finish (failed, cancelled, timed out, or lost); the message names the job
+    and its log."""
+
+
 # kind -> "module:function"
 TASKS: dict[str, str] = {
     "sample": "mixflow_bench.pipeline.tasks:sample_task",

@@ -8,12 +8,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mixflow_bench.launch.tasks import Task
+from mixflow_bench.launch.tasks import LaunchError, Task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class TorchrunError(RuntimeError):
+class TorchrunError(LaunchError):
     """A torchrun launch that exited non-zero."""
 
 

@@ -80,6 +80,15 @@ def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | No
 def run_stage(stage: Stage, launcher: Any, store: ManifestStore, console: Console) -> None:
     if stage.local is not None:
         stage.local()
+    elif launcher.name == "slurm":
+        # every task of the stage as its own job (one Slurm task each unless the stage is distributed), all in
+        # the queue at once; a job already doing a task (submitted before this process) is waited on instead
+        def echo(line: str) -> None:  # job names and log paths are not markup
+            console.print(line, markup=False, highlight=False)
+
+        jobs = [launcher.start(t, stage.name, distributed=stage.distributed, echo=echo) for t in stage.tasks]
+        for job in jobs:
+            launcher.wait(job, echo=echo)
     else:
         for task in stage.tasks:
             use = launcher
@@ -87,10 +96,7 @@ def run_stage(stage: Stage, launcher: Any, store: ManifestStore, console: Consol
                 from mixflow_bench.launch.local import LocalLauncher
 
                 use = LocalLauncher()
-            if launcher.name == "slurm":
-                use.run(task, stage=stage.name)
-            else:
-                use.run(task)
+            use.run(task)
     missing = [str(p) for p in stage.outputs if not p.exists()]
     if missing:
         raise RuntimeError(f"stage {stage.name} finished without writing {missing}")
@@ -136,6 +142,11 @@ def reproduce(
             continue
         if status == "blocked":
             raise RuntimeError(f"stage {name} cannot run: an input is missing ({stage.inputs}); run earlier stages")
+        if status in ("changed", "extend"):
+            running = launcher.running_for(name) if hasattr(launcher, "running_for") else []
+            if running:  # a job of its earlier settings still writes into the outputs this run would change
+                raise RuntimeError(f"stage {name} {status}: Slurm job(s) {', '.join(running)} of its earlier "
+                                   f"settings are still queued or running; wait for them or scancel them first")
         if status == "extend":
             console.print(f"[cyan]↻[/] {name}: continuing the finished run ({stage.note}); nothing is deleted")
         if status == "changed":

@@ -165,7 +165,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                 [train_out],
                 tasks=[Task("train", {"recipe": recipe_ref, "overrides": overrides, "out_dir": str(train_out.parent)},
                             name=f"{recipe.name}-train")],
-                distributed=not toy,
+                distributed=True,  # DDP; toy models too (the multi-rank path is tested on them)
                 gpu_hours=hours,
                 gpu_basis=basis,
                 cleanup=[run_dir / "train"],

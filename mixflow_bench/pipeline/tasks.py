@@ -196,7 +196,7 @@ def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path, num_
         steps=t.steps, global_batch_size=t.batch_size, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
         ema_decay=t.ema_decay, grad_clip=t.grad_clip, precision=t.precision, lr_schedule=t.lr_schedule,
         warmup_steps=t.warmup_steps, final_lr=t.final_lr, checkpoint_every=t.checkpoint_every, seed=t.seed,
-        compile=t.compile,
+        compile=t.compile, log_every=min(100, t.checkpoint_every),
     )  # fmt: skip
     result = train(model, objective, batches, config, out, resume=True)
     if rank == 0:
