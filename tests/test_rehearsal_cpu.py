@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from mixflow_bench.rehearsal.run import Rehearsal, Scale
+from mixflow_bench.rehearsal.run import LAUNCH_ARGS, Rehearsal, Scale
 
 pytestmark = pytest.mark.timeout(1800)
 RECIPE = "sit-b-256"
@@ -48,7 +48,7 @@ def test_local_run_end_to_end_with_kill_and_resume(reference_run) -> None:
 
 
 def test_torchrun_two_ranks_equal_one(rehearsal, reference_run) -> None:
-    result = rehearsal.rehearse(RECIPE, launcher="torchrun", launcher_args=("--nproc", "2"),
+    result = rehearsal.rehearse(RECIPE, launcher="torchrun", launcher_args=LAUNCH_ARGS["torchrun"],
                                 compare_with=reference_run[0], extra_overrides=SWAP)  # fmt: skip
     assert result.ok, result.error
     assert all(result.checks["samples_identical_to_reference_run"].values())
@@ -60,7 +60,7 @@ def test_slurm_two_tasks_equal_one(rehearsal, reference_run) -> None:
     up, why = slurm_available()
     if not up:
         pytest.skip(f"no Slurm cluster: {why}")
-    result = rehearsal.rehearse(RECIPE, launcher="slurm", launcher_args=("--gpus-per-node", "2", "--cpus", "1"),
+    result = rehearsal.rehearse(RECIPE, launcher="slurm", launcher_args=LAUNCH_ARGS["slurm"],
                                 compare_with=reference_run[0], extra_overrides=SWAP)  # fmt: skip
     assert result.ok, result.error
     assert all(result.checks["samples_identical_to_reference_run"].values())

@@ -33,6 +33,12 @@ from mixflow_bench.rehearsal import artifacts as fab
 from mixflow_bench.rehearsal.site import ArtifactSite
 
 NUM_CLASSES = 1000
+# 2 ranks per launcher on CPU: torchrun with gloo, Slurm with 2 tasks of 1 CPU on a node without GPUs
+LAUNCH_ARGS: dict[str, tuple[str, ...]] = {
+    "local": (),
+    "torchrun": ("--nproc", "2"),
+    "slurm": ("--gpus-per-node", "0", "--tasks-per-node", "2", "--cpus", "1"),
+}
 
 
 @dataclass
@@ -338,4 +344,4 @@ def write_report(results: list[RehearsalResult], path: Path, device: str, about:
     path.write_text(json.dumps({"device": device, **about, "results": [asdict(r) for r in results]}, indent=2))
 
 
-__all__ = ["Rehearsal", "RehearsalFailure", "RehearsalResult", "Scale", "needed_artifacts", "write_class_tree"]
+__all__ = ["LAUNCH_ARGS", "Rehearsal", "RehearsalFailure", "RehearsalResult", "Scale", "needed_artifacts", "write_class_tree"]

@@ -19,13 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from mixflow_bench.rehearsal.inception import fid_helper_weights, unpack_fp16
-from mixflow_bench.rehearsal.run import Rehearsal, Scale, write_report
+from mixflow_bench.rehearsal.run import LAUNCH_ARGS, Rehearsal, Scale, write_report
 
 PAPER_RECIPES = ("sit-b-256", "sit-b-256-cfg", "sit-xl-256", "sit-xl-256-cfg", "sit-xl-512", "sit-xl-512-cfg",
                  "repa-256", "repa-256-cfg", "rae-256", "rae-256-cfg", "rae-512", "rae-512-cfg")  # fmt: skip
 # Slurm: 2 CPU tasks per job (a CPU-only cluster has no GPUs to ask for; on GPUs: --gpus-per-node 2)
-LAUNCH_ARGS = {"local": (), "torchrun": ("--nproc", "2"),
-               "slurm": ("--gpus-per-node", "0", "--tasks-per-node", "2", "--cpus", "1")}  # fmt: skip
 
 
 def device_name() -> str:
