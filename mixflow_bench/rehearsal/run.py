@@ -344,4 +344,12 @@ def write_report(results: list[RehearsalResult], path: Path, device: str, about:
     path.write_text(json.dumps({"device": device, **about, "results": [asdict(r) for r in results]}, indent=2))
 
 
-__all__ = ["LAUNCH_ARGS", "Rehearsal", "RehearsalFailure", "RehearsalResult", "Scale", "needed_artifacts", "write_class_tree"]
+__all__ = [
+    "LAUNCH_ARGS",
+    "Rehearsal",
+    "RehearsalFailure",
+    "RehearsalResult",
+    "Scale",
+    "needed_artifacts",
+    "write_class_tree",
+]
