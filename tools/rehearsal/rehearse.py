@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = Scale(**json.loads(args.scale))
     device = "cuda" if "CPU" not in device_name() else "cpu"
     results = []
+    report = args.report or args.workdir / "report.json"
+    about = {"inception": network, "scale": scale.__dict__, "extra_overrides": args.override}
     launchers = args.launchers.split(",")
     resume = args.resume_check.split(",")
     start = time.perf_counter()
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                        compare_with=first, extra_overrides=args.override,
                                        reuse_training_of=sibling if reuse else None, cleanup=args.cleanup)  # fmt: skip
                 results.append(r)
+                write_report(results, report, device_name(), about)  # after each run: a killed rehearsal keeps it
                 first = first or (args.workdir / "runs" / f"{recipe}-{launcher}")
                 console.print(f"{'[green]PASS' if r.ok else '[red]FAIL'}[/] {recipe} ({launcher}) "
                               f"{sum(r.stages.values()):.0f} s" + (f"\n{r.error}" if r.error else ""))  # fmt: skip
@@ -90,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                                        reuse_training_of=trained)  # fmt: skip
                 results.append(r)
                 console.print(f"{'[green]PASS' if r.ok else '[red]FAIL'}[/] {recipe} (--fast) {r.error}")
-    report = args.report or args.workdir / "report.json"
-    write_report(results, report, device_name(), {"inception": network, "scale": scale.__dict__,
-                                                   "extra_overrides": args.override})  # fmt: skip
+    write_report(results, report, device_name(), about)
     table = Table(title=f"rehearsal on {device_name()}: {time.perf_counter() - start:.0f} s")
     for col in ("recipe", "launcher", "result", "wall s", "checks", "metrics (first variant)"):
         table.add_column(col)
