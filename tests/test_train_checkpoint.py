@@ -119,3 +119,21 @@ def test_export_ema_loads_strictly_into_the_model(tmp_path: Path) -> None:
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(tensor, state["ema"][name])
     assert not torch.equal(state["ema"]["inp.weight"], state["model"]["inp.weight"])
+
+
+def test_full_disk_is_said_before_writing(tmp_path, monkeypatch):
+    """A checkpoint larger than the free space is refused with sizes and the way out, and nothing is written
+    (the GPU rehearsal met torch's bare "unexpected pos" error on a full disk)."""
+    import collections
+
+    import pytest
+
+    from mixflow_bench.train import checkpoint as ckpt
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda p: usage(10**12, 10**12 - 1000, 1000))
+    state = {"model": {"w": torch.zeros(1000)}, "ema": {"w": torch.zeros(1000)}, "step": 3}
+    assert ckpt.tensor_bytes(state) == 8000
+    with pytest.raises(ckpt.CheckpointSpaceError, match=r"needs about 0\.0 GB but 0\.0 GB are free.*resumes"):
+        ckpt.save_checkpoint(tmp_path / "step-0000003.pt", state)
+    assert list(tmp_path.iterdir()) == []

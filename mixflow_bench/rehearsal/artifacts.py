@@ -21,11 +21,12 @@ from torch import nn
 
 def perturbed(module: nn.Module, seed: int) -> nn.Module:
     """``module`` with N(0, 0.02) noise added to every floating parameter (zero-initialised layers included)."""
-    g = torch.Generator().manual_seed(seed)
+    device = next(module.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
             if p.is_floating_point():
-                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.02)
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype, device=device) * 0.02)
     return module
 
 

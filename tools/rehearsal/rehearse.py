@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     console = Console()
+    args.workdir.mkdir(parents=True, exist_ok=True)
     if args.inception_copy is not None:
         inception = unpack_fp16(args.inception_copy, args.workdir / "inception-fp16-as-fp32.pth")
         network = "fid-helper TF-2015 Inception rounded to float16 for transport (not bit-exact)"
