@@ -74,8 +74,12 @@ def extract(
     """Runs all images of ``reader`` (or the first ``limit``) through ``net`` on ``device``."""
     device = torch.device(device)
     total = reader.num_images if limit is None else min(limit, reader.num_images)
-    if inception_score and not net.has_logits:
-        raise ValueError("these Inception weights have no 1008-class output layer, so no Inception Score")
+    if inception_score:
+        problem = getattr(net, "logits_problem", None) or (
+            None if net.has_logits else "they have no 1008-class output layer"
+        )
+        if problem:
+            raise ValueError(f"no Inception Score from these Inception weights: {problem}")
     pin = device.type == "cuda"
     nbuf = 3
     buffers = [
