@@ -194,8 +194,8 @@ def command(
 
     Precision and Recall are given twice. `precision`/`recall` compute distances in float16 first, as ADM's
     evaluator does, and are the numbers papers report; `precision_float32`/`recall_float32` use exact float32
-    distances. float16 rounding makes more distances tie with a radius and count as inside, so the two differ by
-    about 0.1 point at 50,000 samples and by 1-2 points at a few hundred.
+    distances. float16 rounding makes more distances tie with a neighbourhood radius and count as inside, so the
+    two differ by 1-2 points at a few hundred samples and far less at 50,000.
     """
     import zipfile
 

@@ -95,9 +95,9 @@ def check_inputs(
     need_pr = "prec" in metrics or "rec" in metrics
     with NpzImageReader(samples) as reader:
         n, shape = reader.num_images, reader.shape
-    needs = [("FID/sFID", MIN_IMAGES_STATS) if need_fd else None, ("precision/recall", MIN_IMAGES_PR) if need_pr
-             else None, ("the Inception Score", 1) if "is" in metrics else None]  # fmt: skip
-    for what, least in filter(None, needs):
+    needs = {"FID/sFID": MIN_IMAGES_STATS if need_fd else 0, "precision/recall": MIN_IMAGES_PR if need_pr else 0,
+             "the Inception Score": 1 if "is" in metrics else 0}  # fmt: skip
+    for what, least in needs.items():
         if n < least:
             raise NpzFormatError(f"{samples}: has {n} images; {what} needs at least {least}")
     ref = None
@@ -143,9 +143,8 @@ def evaluate(
     checked = check_inputs(samples, reference, metrics)
     if batch_size is None:
         _, h, w, _ = checked.sample_shape
-        if checked.reference is not None and checked.reference.num_images:
-            with NpzImageReader(reference) as r:
-                h, w = max(h, r.shape[1]), max(w, r.shape[2])
+        if checked.reference is not None and checked.reference.image_size:
+            h, w = max(h, checked.reference.image_size[0]), max(w, checked.reference.image_size[1])
         batch_size = default_batch_size(device, h, w)
     timings: dict[str, float] = {}
     t = time.perf_counter()

@@ -123,7 +123,7 @@ def extract(
                 out.spatial is not None and not bool(torch.isfinite(out.spatial).all())
             ):
                 raise NonFiniteFeaturesError(
-                    f"NaN or inf Inception features in images {done}..{done + n - 1}"
+                    f"{reader.path}: NaN or inf Inception features in images {done}..{done + n - 1}"
                 )
             if pool_acc is not None:
                 pool_acc.update(out.pool)
@@ -141,7 +141,7 @@ def extract(
         free.put(None)
         thread.join(timeout=30)
     if done != total:
-        raise ValueError(f"read {done} images, expected {total}")
+        raise ValueError(f"{reader.path}: read {done} images, expected {total}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     summary = FeatureSummary(count=done, seconds=time.perf_counter() - t0)

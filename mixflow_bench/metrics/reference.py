@@ -46,6 +46,7 @@ class ReferenceInfo:
     path: Path
     stored: bool  # ADM's whole-dataset mu/sigma are in the file
     num_images: int | None  # images in arr_0 when the requested metrics use them
+    image_size: tuple[int, int] | None = None  # (H, W) of those images
 
 
 def inspect_reference(path: str | os.PathLike, *, need_fid: bool, need_sfid: bool, need_pr: bool) -> ReferenceInfo:
@@ -75,11 +76,11 @@ def inspect_reference(path: str | os.PathLike, *, need_fid: bool, need_sfid: boo
             )
         raise NpzFormatError(f"{path}: reference has neither stored statistics ('mu', 'sigma') nor images")
     with NpzImageReader(path) as reader:  # dtype, layout and length of arr_0
-        n = reader.num_images
+        n, size = reader.num_images, reader.shape[1:3]
     need, why = (MIN_IMAGES_PR, "precision/recall") if need_pr else (MIN_IMAGES_STATS, "its statistics")
     if n < need:
         raise NpzFormatError(f"{path}: reference has {n} images; {why} need at least {need}")
-    return ReferenceInfo(path, stored, n)
+    return ReferenceInfo(path, stored, n, size)
 
 
 def default_cache_dir() -> Path:
