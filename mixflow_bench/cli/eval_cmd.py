@@ -110,10 +110,10 @@ def result_table(result, samples: Path, reference: Path) -> Table:
         "is": "Inception Score",
         "precision": "Precision",
         "recall": "Recall",
+        "precision_float32": "Precision (float32)",
+        "recall_float32": "Recall (float32)",
         "fd_dinov2": "FD-DINOv2",
     }
-    labels["precision_float32"] = "Precision (float32)"
-    labels["recall_float32"] = "Recall (float32)"
     for key, value in result.metrics.items():
         table.add_row(labels.get(key, key), f"{value:.4f}")
     return table
@@ -220,7 +220,7 @@ def command(
             samples,
             reference,
             wanted,
-            weights=str(inception_weights) if inception_weights else None,
+            weights=str(inception_weights.resolve()) if inception_weights else None,  # a path, never a keyword
             device=device,
             batch_size=batch_size,
             fd_method=fd_method,
