@@ -89,7 +89,7 @@ def singular_reason(a: GaussianStats, b: GaussianStats) -> str | None:
         sigma = np.atleast_2d(st.sigma)
         dim = sigma.shape[0]
         if 0 < st.count <= dim:
-            return f"{st.count:,} {side} for {dim:,} dimensions: the {side}' covariance has rank < {dim:,}"
+            return f"{st.count:,} {side} for {dim:,} dimensions"
         flat = int((np.diagonal(sigma) <= 0).sum())
         if flat:
             return f"{flat} of {dim:,} feature dimensions never vary over the {side}"
@@ -155,8 +155,7 @@ def frechet_distance(
         raise ValueError(f"unknown Fréchet method {method!r} (scipy or eigh)")
     if reason:
         warnings.warn(
-            f"singular covariance ({reason}); the distance is computed but ill-conditioned and not comparable "
-            "with values from many more samples",
+            f"singular covariance ({reason}): ill-conditioned, not comparable with values from many more samples",
             SingularCovarianceWarning,
             stacklevel=2,
         )
