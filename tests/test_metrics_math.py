@@ -61,6 +61,24 @@ def test_fid_rank_deficient_eps_retry_and_eigh_agree():
     assert v_eigh == pytest.approx(v_scipy, rel=1e-5)
 
 
+def test_singular_covariance_is_one_warning_of_ours_not_scipys():
+    import warnings
+
+    from mixflow_bench.metrics.frechet import SingularCovarianceWarning
+
+    rng = np.random.default_rng(13)
+    f1, f2 = np.maximum(rng.normal(size=(20, 80)), 0), np.maximum(rng.normal(size=(20, 80)), 0)
+    f1[:, :10] = 0  # dimensions that never vary, as post-ReLU features of few images have
+    a, b = stats_from_features(f1), stats_from_features(f2)
+    for method in ("scipy", "eigh"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = frechet_distance(a, b, method)
+        assert [w.category for w in caught] == [SingularCovarianceWarning], [str(w.message) for w in caught]
+        assert "20 samples for 80 dimensions" in str(caught[0].message)
+        assert np.isfinite(value)
+
+
 def test_fid_against_torch_fidelity_and_clean_fid():
     from cleanfid.fid import frechet_distance as cf_fd
     from torch_fidelity.metric_fid import fid_statistics_to_metric

@@ -13,25 +13,44 @@ from rich.table import Table
 
 from mixflow_bench.cli.common import console
 
+REFERENCE_KINDS = ("reference-batch",)
+
 
 def resolve_reference(ref: str) -> Path:
-    """A path, or an artifact name (e.g. ``adm-ref-imagenet256``) fetched through ``mixflow_bench.hub``."""
+    """A path, or the name of a reference-batch artifact (e.g. ``adm-ref-imagenet256``) fetched through
+    ``mixflow_bench.hub``; other artifacts (checkpoints, weights) are refused before any download."""
     p = Path(ref)
+    if p.is_dir():
+        raise click.ClickException(
+            f"--ref {ref}: is a folder, not an npz file; pack its PNGs first: mixflow-bench pack {ref} "
+            f"{p.name or 'reference'}.npz"
+        )
     if p.exists() or ref.endswith(".npz") or os.sep in ref:
         if not p.is_file():
             raise click.ClickException(f"reference file not found: {ref}")
         return p
     try:
-        from mixflow_bench.hub import fetch  # type: ignore[attr-defined]
+        from mixflow_bench.hub import fetch, registry
     except ImportError as exc:
         raise click.ClickException(
-            f"'{ref}' is not a file and artifact names need mixflow_bench.hub.fetch, which is not available "
+            f"'{ref}' is not a file and artifact names need mixflow_bench.hub, which is not available "
             f"({exc}); pass the path of the reference npz instead"
         ) from exc
+    known = registry()
+    batches = sorted(n for n, a in known.items() if a.kind in REFERENCE_KINDS)
+    if ref not in known:
+        raise click.ClickException(
+            f"--ref {ref!r} is neither a file nor a reference batch; reference batches: {', '.join(batches)}"
+        )
+    if known[ref].kind not in REFERENCE_KINDS:
+        raise click.ClickException(
+            f"--ref {ref!r} is a {known[ref].kind}, not a reference batch; use one of {', '.join(batches)} "
+            "or the path of a reference npz"
+        )
     try:
         return Path(fetch(ref))
-    except KeyError as exc:  # not an artifact name either
-        raise click.ClickException(f"--ref {ref!r} is neither a file nor a known artifact: {exc.args[0]}") from exc
+    except KeyError as exc:
+        raise click.ClickException(f"--ref {ref!r}: {exc.args[0]}") from exc
     except (OSError, RuntimeError) as exc:
         raise click.ClickException(f"--ref {ref!r}: {exc}") from exc
 
@@ -85,7 +104,7 @@ def save_result_record(payload: dict, name: str, results_dir: Path | None) -> Pa
 def result_table(result, samples: Path, reference: Path) -> Table:
     n = result.num_samples
     title = f"ADM metrics: {samples.name} vs {reference.name} ({n:,} samples)"
-    table = Table(title=title, caption="; ".join(result.notes) or None)
+    table = Table(title=title, min_width=len(title) + 4)
     table.add_column("metric")
     table.add_column("value", justify="right")
     labels = {
@@ -94,6 +113,8 @@ def result_table(result, samples: Path, reference: Path) -> Table:
         "is": "Inception Score",
         "precision": "Precision",
         "recall": "Recall",
+        "precision_float32": "Precision (float32)",
+        "recall_float32": "Recall (float32)",
         "fd_dinov2": "FD-DINOv2",
     }
     for key, value in result.metrics.items():
@@ -124,16 +145,15 @@ def result_table(result, samples: Path, reference: Path) -> Table:
     "--inception-weights",
     type=click.Path(path_type=Path),
     default=None,
-    help="Local Inception weights (.pth state dict or TF-named TorchScript); default: torch-fidelity's.",
+    help="Local Inception weights (.pth state dict or TF-named TorchScript); default: torch-fidelity's. "
+    "The result records their sha256 and whether it is that of the real TF-2015 network.",
 )
 @click.option("--device", default=None, help="cuda or cpu (default: cuda when available).")
-@click.option("--batch-size", default=250, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--pr-mode",
-    type=click.Choice(["adm", "exact"]),
-    default="adm",
-    show_default=True,
-    help="adm: float16 distances with float32 fallback like ADM; exact: float32.",
+    "--batch-size",
+    default=None,
+    type=click.IntRange(1),
+    help="Images per batch (default: 250 on a GPU, 64 on the CPU, fewer for very large images).",
 )
 @click.option(
     "--fd-method",
@@ -166,22 +186,36 @@ def command(
     json_path: Path | None,
     inception_weights: Path | None,
     device: str | None,
-    batch_size: int,
-    pr_mode: str,
+    batch_size: int | None,
     fd_method: str,
     tf32: bool,
     results_dir: Path | None,
     name: str | None,
     dinov2_weights: str | None,
 ) -> None:
-    """Evaluate SAMPLES against a reference exactly as OpenAI's ADM evaluator does (float32 features)."""
+    """Evaluate SAMPLES against a reference exactly as OpenAI's ADM evaluator does (float32 features).
+
+    Precision and Recall are given twice. `precision`/`recall` compute distances in float16 first, as ADM's
+    evaluator does, and are the numbers papers report; `precision_float32`/`recall_float32` use exact float32
+    distances. float16 rounding makes more distances tie with a neighbourhood radius and count as inside, so the
+    two differ by 1-2 points at a few hundred samples and far less at 50,000.
+    """
+    import zipfile
+
     from mixflow_bench.metrics.evaluate import default_device, evaluate, parse_metrics
+    from mixflow_bench.metrics.inception import RANDOM_WEIGHTS
     from mixflow_bench.metrics.npz_stream import NpzFormatError
 
     try:
         wanted = parse_metrics(metrics)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--metrics") from exc
+    if inception_weights is not None and str(inception_weights) == RANDOM_WEIGHTS and not inception_weights.exists():
+        raise click.BadParameter(
+            "random weights give no metric (they are for speed benchmarks: benchmarks/bench_eval.py); "
+            "pass an Inception weights file or leave the option out",
+            param_hint="--inception-weights",
+        )
     reference = resolve_reference(ref)
     device = device or default_device()
     try:
@@ -189,14 +223,13 @@ def command(
             samples,
             reference,
             wanted,
-            weights=str(inception_weights) if inception_weights else None,
+            weights=str(inception_weights.resolve()) if inception_weights else None,  # a path, never a keyword
             device=device,
             batch_size=batch_size,
-            pr_mode=pr_mode,
             fd_method=fd_method,
             tf32=tf32,
         )
-    except (NpzFormatError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (NpzFormatError, ValueError, OSError, RuntimeError, zipfile.BadZipFile) as exc:
         raise click.ClickException(str(exc)) from exc
     if dinov2_weights is not None:
         from mixflow_bench.metrics.dinov2 import fd_dinov2
@@ -206,6 +239,8 @@ def command(
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
     console.print(result_table(result, samples, reference))
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
     payload = {
         "kind": "eval",
         "metrics": result.metrics,
@@ -215,6 +250,7 @@ def command(
         "num_reference_images": result.num_reference_images,
         "reference_stats": result.reference_stats,
         "settings": result.settings,
+        "inception_weights": result.weights,
         "timings": result.timings,
         "environment": environment(device),
     }

@@ -74,8 +74,12 @@ def extract(
     """Runs all images of ``reader`` (or the first ``limit``) through ``net`` on ``device``."""
     device = torch.device(device)
     total = reader.num_images if limit is None else min(limit, reader.num_images)
-    if inception_score and not net.has_logits:
-        raise ValueError("these Inception weights have no 1008-class output layer, so no Inception Score")
+    if inception_score:
+        problem = getattr(net, "logits_problem", None) or (
+            None if net.has_logits else "they have no 1008-class output layer"
+        )
+        if problem:
+            raise ValueError(f"no Inception Score from these Inception weights: {problem}")
     pin = device.type == "cuda"
     nbuf = 3
     buffers = [
@@ -119,7 +123,7 @@ def extract(
                 out.spatial is not None and not bool(torch.isfinite(out.spatial).all())
             ):
                 raise NonFiniteFeaturesError(
-                    f"NaN or inf Inception features in images {done}..{done + n - 1}"
+                    f"{reader.path}: NaN or inf Inception features in images {done}..{done + n - 1}"
                 )
             if pool_acc is not None:
                 pool_acc.update(out.pool)
@@ -137,7 +141,7 @@ def extract(
         free.put(None)
         thread.join(timeout=30)
     if done != total:
-        raise ValueError(f"read {done} images, expected {total}")
+        raise ValueError(f"{reader.path}: read {done} images, expected {total}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     summary = FeatureSummary(count=done, seconds=time.perf_counter() - t0)

@@ -5,6 +5,9 @@ not finite it retries with ``1e-6·I`` added to both covariances; a complex resu
 imaginary parts of its diagonal are within 1e-3 of zero. ``method="scipy"`` reproduces that with SciPy's
 ``sqrtm`` (its ``disp`` argument is deprecated since 1.16, so it is not used). ``method="eigh"`` takes
 ``tr sqrtm(S1 S2) = Σ sqrt(eig(√S1 S2 √S1))`` with symmetric eigendecompositions in float64 (GPU-friendly).
+
+A singular covariance (fewer vectors than dimensions, or dimensions that never vary) is reported once, as a
+:class:`SingularCovarianceWarning` with one readable line, instead of SciPy's ``LinAlgWarning``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from scipy import linalg
 
 ADM_EPS = 1e-6
 ADM_IMAG_ATOL = 1e-3
+
+
+class SingularCovarianceWarning(UserWarning):
+    """A covariance in the Fréchet distance is singular, so its matrix square root is ill-conditioned."""
 
 
 @dataclass
@@ -64,24 +71,42 @@ def stats_from_features(feats: np.ndarray) -> GaussianStats:
     return GaussianStats(mu=x.mean(0), sigma=np.cov(x, rowvar=False), count=len(x))
 
 
-def _sqrtm(a: np.ndarray) -> np.ndarray:
-    out = linalg.sqrtm(a)
-    return out[0] if isinstance(out, tuple) else out
+def _sqrtm(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """SciPy's square root, and whether SciPy found the matrix singular (its warning is kept quiet)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        out = linalg.sqrtm(a)
+    singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
+    for w in caught:  # anything else is passed on
+        if not issubclass(w.category, linalg.LinAlgWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return (out[0] if isinstance(out, tuple) else out), singular
 
 
-def _trace_sqrt_scipy(s1: np.ndarray, s2: np.ndarray, eps: float) -> float:
-    covmean = _sqrtm(s1.dot(s2))
+def singular_reason(a: GaussianStats, b: GaussianStats) -> str | None:
+    """Why a covariance is singular for sure: fewer feature vectors than dimensions, or a constant dimension."""
+    for side, st in (("samples", a), ("reference", b)):
+        sigma = np.atleast_2d(st.sigma)
+        dim = sigma.shape[0]
+        if 0 < st.count <= dim:
+            return f"{st.count:,} {side} for {dim:,} dimensions"
+        flat = int((np.diagonal(sigma) <= 0).sum())
+        if flat:
+            return f"{flat} of {dim:,} feature dimensions never vary over the {side}"
+    return None
+
+
+def _trace_sqrt_scipy(s1: np.ndarray, s2: np.ndarray, eps: float) -> tuple[float, bool]:
+    covmean, singular = _sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():
-        warnings.warn(
-            f"Fréchet distance: singular product; adding {eps} to the covariance diagonals", stacklevel=3
-        )
+        singular = True
         offset = np.eye(s1.shape[0]) * eps
-        covmean = _sqrtm((s1 + offset).dot(s2 + offset))
+        covmean, _ = _sqrtm((s1 + offset).dot(s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=ADM_IMAG_ATOL):
             raise ValueError(f"Fréchet distance: imaginary component {np.max(np.abs(covmean.imag))}")
         covmean = covmean.real
-    return float(np.trace(covmean))
+    return float(np.trace(covmean)), singular
 
 
 def _trace_sqrt_eigh(s1: np.ndarray, s2: np.ndarray, eps: float, device: str | torch.device) -> float:
@@ -108,7 +133,9 @@ def frechet_distance(
     device: str | torch.device = "cpu",
     eps: float = ADM_EPS,
 ) -> float:
-    """Fréchet distance of two Gaussians; ``method``: "scipy" (ADM's path) or "eigh" (float64 torch)."""
+    """Fréchet distance of two Gaussians; ``method``: "scipy" (ADM's path) or "eigh" (float64 torch).
+
+    Warns once with :class:`SingularCovarianceWarning` when a covariance is singular."""
     mu1, mu2 = np.atleast_1d(a.mu).astype(np.float64), np.atleast_1d(b.mu).astype(np.float64)
     s1, s2 = np.atleast_2d(a.sigma).astype(np.float64), np.atleast_2d(b.sigma).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
@@ -117,10 +144,19 @@ def frechet_distance(
         if not np.isfinite(arr).all():
             raise ValueError(f"statistics contain NaN or inf ({name})")
     diff = mu1 - mu2
+    reason = singular_reason(a, b)
     if method == "scipy":
-        tr = _trace_sqrt_scipy(s1, s2, eps)
+        tr, singular = _trace_sqrt_scipy(s1, s2, eps)
+        if singular and reason is None:
+            reason = "the covariance product is numerically singular"
     elif method == "eigh":
         tr = _trace_sqrt_eigh(s1, s2, eps, device)
     else:
         raise ValueError(f"unknown Fréchet method {method!r} (scipy or eigh)")
+    if reason:
+        warnings.warn(
+            f"singular covariance ({reason}): ill-conditioned, not comparable with values from many more samples",
+            SingularCovarianceWarning,
+            stacklevel=2,
+        )
     return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * tr)

