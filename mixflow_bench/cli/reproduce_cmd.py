@@ -50,6 +50,11 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
         for r in studies:
             out = (run_dir / r.name) if run_dir else Path("runs") / r.name
+            if r.study.kind == "gmflow":
+                from mixflow_bench.toy.gmflow_study import run_gmflow_study
+
+                run_gmflow_study(r, out, seeds=seed_list, console=console)
+                continue
             run_study(r, out, gammas=list(gammas) or None, seeds=seed_list, console=console)
         return
     if len(loaded) > 1:

@@ -20,7 +20,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    source: Literal["toy2d", "digits", "latent-cache", "image-folder"]
+    source: Literal["toy2d", "digits", "checkerboard", "latent-cache", "image-folder"]
     path: str | None = None  # cache or image folder
     encoder: str | None = None  # codec name for latent caches: sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b
     resolution: int | None = None
@@ -166,6 +166,13 @@ class StudySection:
     gamma: float = 0.8
     slow_flow_samples: int = 500
     slow_flow_steps: int = 16
+    # kind "gmflow": GMFlow's checkerboard (baseline_steps = steps of every model; posttrain_steps unused)
+    kind: Literal["mixflow", "gmflow"] = "mixflow"
+    components: list[int] = field(default_factory=lambda: [1, 8, 64])  # K of each GMFlow model
+    solvers: list[Literal["gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]] = field(
+        default_factory=lambda: ["gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]
+    )
+    trans_ratio: float = 0.9  # GMFlow's transition-loss ratio lambda (1 = the plain GM NLL)
 
 
 @dataclass
