@@ -20,6 +20,7 @@ ASSUMED_FORWARD_PER_S: dict[str, float] = {
     "rae-dith-xl-512": 450.0,
     "rae-dith-s-256": 15000.0,
     "rae-dith-s-512": 3500.0,
+    "gmflow-dit-xl-2": 2800.0,  # DiT-XL/2 trunk (GM head +0.2 % parameters; GM algebra not counted)
 }
 ASSUMPTIONS = (
     "one H100; throughput per model assumed from GFLOPs at ~35% of bf16 peak (ASSUMED_FORWARD_PER_S); "
@@ -31,7 +32,9 @@ ASSUMPTIONS = (
 def sampling_nfe(sample: Any) -> int:
     """Network evaluations per image for a SampleSection (dopri5 assumed ~ 2 x steps)."""
     steps = sample.steps
-    nfe = {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}[sample.sampler]
+    nfe = {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}.get(
+        sample.sampler, steps  # GM-SDE/ODE (1st, 2nd order): one network evaluation per step
+    )
     if sample.guidance.kind != "none" and not (sample.guidance.kind == "cfg" and sample.guidance.scale == 1.0):
         nfe *= 2
     return nfe

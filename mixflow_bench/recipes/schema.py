@@ -86,14 +86,17 @@ class TrainSection:
 
 @dataclass
 class GuidanceSection:
-    kind: Literal["none", "cfg", "autoguidance"] = "none"
+    kind: Literal["none", "cfg", "autoguidance", "probabilistic"] = "none"  # probabilistic: GMFlow, scale in [0, 1)
     scale: float = 1.0
     channels: int | None = None  # guide only the first k channels (SiT's 3-of-4); null = all
     interval: tuple[float, float] | None = None  # [lo, hi] in the model's own time; guided where lo <= t <= hi
     guide_model: str | None = None  # zoo name of the autoguidance model
     guide_checkpoint: str | None = None
+    orthogonal: float = 1.0  # probabilistic guidance: share of the bias's projection on the mean removed
 
     def check(self) -> tuple[str, str] | None:
+        if self.kind == "probabilistic" and not 0.0 <= self.scale < 1.0:
+            return "scale", f"probabilistic guidance needs a scale in [0, 1), got {self.scale}"
         if self.kind == "autoguidance" and not self.guide_model:
             return "guide_model", "required for autoguidance"
         if self.interval is not None and self.interval[0] > self.interval[1]:
@@ -103,7 +106,7 @@ class GuidanceSection:
 
 @dataclass
 class SampleSection:
-    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler"]
+    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler", "gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]
     steps: int
     num: int = 50_000
     guidance: GuidanceSection = field(default_factory=GuidanceSection)
@@ -119,8 +122,11 @@ class SampleSection:
     attention: Literal["sdpa", "math"] = "sdpa"  # fused attention, or the explicit softmax of the official code
     compile: bool = False  # torch.compile the model (and guide)
     cuda_graphs: bool = False  # with compile: capture CUDA graphs of each model call (mode reduce-overhead)
+    substeps: int | None = None  # GM-ODE sub-steps per network step; null = max(ceil(128 / steps), 2)
 
     def check(self) -> tuple[str, str] | None:
+        if self.substeps is not None and self.substeps <= 0:
+            return "substeps", f"must be positive, got {self.substeps}"
         if self.steps <= 0:
             return "steps", f"must be positive, got {self.steps}"
         if self.num <= 0:
@@ -173,6 +179,15 @@ class StudySection:
         default_factory=lambda: ["gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]
     )
     trans_ratio: float = 0.9  # GMFlow's transition-loss ratio lambda (1 = the plain GM NLL)
+
+    def check(self) -> tuple[str, str] | None:
+        if any(s <= 0 for s in self.eval_steps):
+            return "eval_steps", f"every NFE must be positive, got {self.eval_steps}"
+        if any(k <= 0 for k in self.components):
+            return "components", f"every K must be positive, got {self.components}"
+        if not 0.0 < self.trans_ratio <= 1.0:
+            return "trans_ratio", f"must lie in (0, 1], got {self.trans_ratio}"
+        return None
 
 
 @dataclass
