@@ -40,6 +40,8 @@ FILES = (
     "lib/models/diffusions/gmflow.py",
     "lib/models/diffusions/schedulers/gmflow_sde.py",
     "lib/models/diffusions/schedulers/flow_euler_ode.py",
+    "lib/models/architecture/gmflow.py",
+    "lib/models/architecture/toymodels.py",
 )
 TOLERANCE = 1e-5
 console = Console(width=120)
@@ -111,6 +113,74 @@ def load_official(root: Path = OFFICIAL) -> types.SimpleNamespace:
     diffusions.schedulers = schedulers
     gmflow = _load("lib.models.diffusions.gmflow", root / FILES[1])
     return types.SimpleNamespace(ops=ops, gmflow=gmflow, sde=sde)
+
+
+def load_official_architectures(root: Path = OFFICIAL) -> types.SimpleNamespace:
+    """The GM-DiT and toy-MLP modules, with mmcv/mmgen helpers stubbed (diffusers used as installed)."""
+
+    def constant_init(module, val, bias=0):
+        torch.nn.init.constant_(module.weight, val)
+        if getattr(module, "bias", None) is not None:
+            torch.nn.init.constant_(module.bias, bias)
+
+    def xavier_init(module, gain=1, bias=0, distribution="normal"):
+        init = torch.nn.init.xavier_uniform_ if distribution == "uniform" else torch.nn.init.xavier_normal_
+        init(module.weight, gain=gain)
+        if getattr(module, "bias", None) is not None:
+            torch.nn.init.constant_(module.bias, bias)
+
+    _module("mmcv.runner", load_checkpoint=None)
+    _module("mmcv.cnn", constant_init=constant_init, xavier_init=xavier_init)
+    _module("mmgen.utils", get_root_logger=lambda: None)
+    _module("lib.core", rgetattr=None)
+    arch = _module("lib.models.architecture")
+    arch.__path__ = [str(root / "lib/models/architecture")]
+    _module("lib.models.architecture.diffusers", autocast_patch=lambda *a, **k: None)
+    gmdit = _load("lib.models.architecture.gmflow", root / FILES[4])
+    toy = _load("lib.models.architecture.toymodels", root / FILES[5])
+    return types.SimpleNamespace(gmdit=gmdit, toy=toy)
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            fan_in = p[0].numel() if p.ndim >= 2 else 0
+            p.copy_(torch.randn(p.shape, generator=g) / (fan_in**0.5 if fan_in else 10.0))
+
+
+def compare_architectures(arch: types.SimpleNamespace, seed: int = 0) -> list[tuple[str, float]]:
+    """GM-DiT (small config) and the toy MLP: official weights loaded strictly into ours, same inputs."""
+    from mixflow_bench.flow.gmflow import GMFlowToyMLP
+    from mixflow_bench.models.gmdit import GMDiT
+
+    rows = []
+    g = torch.Generator().manual_seed(seed)
+    off = arch.gmdit._GMDiTTransformer2DModel(
+        num_gaussians=3, num_attention_heads=2, attention_head_dim=16, num_layers=2, sample_size=8,
+        num_embeds_ada_norm=10,
+    ).eval()  # fmt: skip
+    _randomize(off, seed)
+    ours = GMDiT(num_gaussians=3, input_size=8, hidden=32, depth=2, heads=2, num_classes=10).eval()
+    ours.load_state_dict(off.state_dict(), strict=True)
+    x = torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([0.9, 0.5, 0.1])
+    y = torch.tensor([1, 7, 10])
+    with torch.no_grad():
+        theirs = off(x, timestep=t * 1000, class_labels=y)
+        mine = ours(x, t, y)
+    rows.append(("GM-DiT forward (2 layers, K=3), state dict loaded strictly", _diff_gm(mine, theirs)))
+    off_toy = arch.toy.GMFlowMLP2DDenoiser(num_gaussians=8).eval()
+    _randomize(off_toy, seed + 1)
+    toy = GMFlowToyMLP(num_gaussians=8).eval()
+    toy.load_state_dict(off_toy.state_dict(), strict=True)
+    pts = 3 * torch.randn(16, 2, generator=g)
+    tt = torch.rand(16, generator=g)
+    with torch.no_grad():
+        theirs = off_toy(pts.reshape(16, 2, 1, 1), tt * 1000)
+        mine = toy(pts, tt)
+    rows.append(("toy MLP forward (K=8, 5 x 512), state dict loaded strictly", _diff_gm(mine, theirs)))
+    return rows
 
 
 # --- the shared random "network" ------------------------------------------------------------------------
@@ -343,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
             ok &= value <= TOLERANCE
             cells.append(f"{value:.2e}" if value <= TOLERANCE else f"[red]{value:.2e}")
         table.add_row(name, *cells)
+    arch_rows = compare_architectures(load_official_architectures(args.official))
+    results["architectures (float32)"] = arch_rows
+    for name, value in arch_rows:
+        ok &= value <= TOLERANCE
+        table.add_row(name, "-", f"{value:.2e}" if value <= TOLERANCE else f"[red]{value:.2e}")
     console.print(table)
     console.print(
         "(parenthesised: the official sampling loop casts the state and its sigma grid to float32, so a float64 "
