@@ -98,3 +98,14 @@ def test_bad_gmflow_recipe_values_are_one_line_errors(override, message):
 def test_checkerboard_study_nfe_zero_is_a_one_line_error():
     res = CliRunner().invoke(cli, ["reproduce", "gmflow-checkerboard", "study.eval_steps=[0, 4]"])
     assert res.exit_code != 0 and "positive" in res.output and "Traceback" not in res.output
+
+
+def test_gmflow_256_plan_and_recipes_list(monkeypatch):
+    from mixflow_bench.cli.common import console
+
+    monkeypatch.setattr(console, "width", 250)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["reproduce", "gmflow-256", "--plan"], terminal_width=200)
+    assert res.exit_code == 0 and "gm-ode2 32" in res.output and "remaining" in res.output
+    res = runner.invoke(cli, ["recipes", "list"], terminal_width=200)
+    assert "gmflow-256" in res.output and "gmflow-checkerboard" in res.output
