@@ -112,7 +112,10 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
                 name=f"sample-{name}")  # fmt: skip
     launcher = get_launcher(launcher_name, run_dir=npz.parent, slurm_section=slurm_section, slurm_overrides=slurm,
                             nproc=nproc)  # fmt: skip
-    launcher.run(task)
+    try:
+        launcher.run(task)
+    except ValueError as e:  # bad settings found while building the model or sampler (e.g. a K mismatch)
+        raise click.ClickException(str(e)) from e
     if out.suffix == ".png":
         save_grid(npz, out)
     console.print(f"[green]wrote[/] {out} ({sample['num']} images, {sample['sampler']} {sample['steps']} steps)")
