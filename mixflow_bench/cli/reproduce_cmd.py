@@ -51,7 +51,11 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
         if show_plan:  # a small study is one CPU stage: say what it trains instead of running it
             for r in studies:
                 st = r.study
-                what = f"K = {st.components} and a flow-matching baseline" if st.kind == "gmflow" else "3 stages"
+                what = (
+                    f"K = {st.components} and a flow-matching baseline"
+                    if st.kind == "gmflow"
+                    else "baseline, FM control and MixFlow post-training"
+                )
                 console.print(
                     f"{r.name}: small CPU study ({st.kind}), {what}, {st.baseline_steps} steps per model, "
                     f"seeds {seed_list or st.seeds}, NFE {st.eval_steps}; no GPU-hours"
