@@ -49,8 +49,26 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwarg
         from mixflow_bench.toy.study import run_study
 
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+        if show_plan:  # a small study is one CPU stage: say what it trains instead of running it
+            for r in studies:
+                st = r.study
+                what = (
+                    f"K = {st.components} and a flow-matching baseline"
+                    if st.kind == "gmflow"
+                    else "baseline, FM control and MixFlow post-training"
+                )
+                console.print(
+                    f"{r.name}: small CPU study ({st.kind}), {what}, {st.baseline_steps} steps per model, "
+                    f"seeds {seed_list or st.seeds}, NFE {st.eval_steps}; no GPU-hours"
+                )
+            return
         for r in studies:
             out = (run_dir / r.name) if run_dir else Path("runs") / r.name
+            if r.study.kind == "gmflow":
+                from mixflow_bench.toy.gmflow_study import run_gmflow_study
+
+                run_gmflow_study(r, out, seeds=seed_list, console=console)
+                continue
             run_study(r, out, gammas=list(gammas) or None, seeds=seed_list, console=console)
         return
     if len(loaded) > 1:

@@ -144,7 +144,8 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
         launcher = get_launcher(launcher_name, run_dir=npz.parent, slurm_section=slurm_section, slurm_overrides=slurm,
                                 nproc=nproc)  # fmt: skip
         launcher.run(task)
-    except LaunchError as e:  # a failed, cancelled or lost job: one line naming the job and its log
+    except (LaunchError, ValueError) as e:  # a failed or lost job (one line naming it and its log), or bad settings
+        # found while building the model or sampler (e.g. a K mismatch)
         raise click.ClickException(str(e)) from e
     if out.suffix == ".png":
         save_grid(npz, out)

@@ -82,6 +82,27 @@ def _registry() -> dict[str, ModelSpec]:
 
 ZOO: dict[str, ModelSpec] = _registry()
 
+# --- GMFlow: GM-DiT (the network predicts a Gaussian mixture; see mixflow_bench.flow.gmflow) -------------------
+from mixflow_bench.models.gmdit import gmdit_xl2  # noqa: E402
+
+ZOO["gmflow-dit-xl-2"] = ModelSpec(
+    name="gmflow-dit-xl-2",
+    build=gmdit_xl2,
+    convention=TimeConvention.DATA_AT_0,
+    latent_shape=(4, 32, 32),
+    num_classes=1000,
+    checkpoint="gmflow-dit",
+    decoder="sd-vae-ft-ema",
+    resolution=256,
+    sampler_defaults={
+        "sampler": "gm-ode2",
+        "steps": 32,
+        "substeps": 4,
+        "guidance": {"kind": "probabilistic", "scale": 0.45},
+    },
+    description="GMFlow GM-DiT-XL/2, K = 8 (official EMA weights, Diffusers bf16), 256 px; outputs a GM",
+)
+
 
 def list_models() -> list[str]:
     """Names of every model in the zoo."""

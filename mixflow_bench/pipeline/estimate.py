@@ -36,6 +36,7 @@ DERIVED: dict[str, tuple[str, float, str | None]] = {
     "sit-b-2": ("sit-xl-2", 23.01 / 118.64, "SiT-B/2 not measured: SiT-XL/2 x GFLOPs ratio 23.0/118.6"),
     "sit-xl-2-512": ("sit-xl-2", 524.6 / 118.64, "SiT-XL/2 512 not measured: SiT-XL/2 256 x GFLOPs ratio 524.6/118.6"),
     "rae-dith-xl-512": ("rae-dith-xl-256", 4.0, "DiT^DH-XL 512 training not measured: 256 x 4 (4x tokens)"),
+    "gmflow-dit-xl-2": ("sit-xl-2", 1.0, "GM-DiT not measured: as SiT-XL/2 (DiT-XL/2 trunk; GM head +0.2 %)"),
 }
 ASSUMPTIONS = (
     "throughputs measured by benchmarks/ (benchmarks/results/, one row per GPU type and path); the basis column "
@@ -135,9 +136,9 @@ def _candidates(model: str, cases: dict[str, str], root: Path) -> tuple[list[Mea
 def sampling_nfe(sample: Any) -> int:
     """Network evaluations per image for a SampleSection, guidance not counted (dopri5 assumed ~ 2 x steps)."""
     steps = sample.steps
-    return {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}[
-        sample.sampler
-    ]
+    return {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}.get(
+        sample.sampler, steps  # GM-SDE/ODE (1st and 2nd order): one network evaluation per step
+    )
 
 
 def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:

@@ -20,7 +20,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    source: Literal["toy2d", "digits", "latent-cache", "image-folder"]
+    source: Literal["toy2d", "digits", "checkerboard", "latent-cache", "image-folder"]
     path: str | None = None  # cache or image folder
     encoder: str | None = None  # codec name for latent caches: sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b
     resolution: int | None = None
@@ -90,14 +90,17 @@ class TrainSection:
 
 @dataclass
 class GuidanceSection:
-    kind: Literal["none", "cfg", "autoguidance"] = "none"
+    kind: Literal["none", "cfg", "autoguidance", "probabilistic"] = "none"  # probabilistic: GMFlow, scale in [0, 1)
     scale: float = 1.0
     channels: int | None = None  # guide only the first k channels (SiT's 3-of-4); null = all
     interval: tuple[float, float] | None = None  # [lo, hi] in the model's own time; guided where lo <= t <= hi
     guide_model: str | None = None  # zoo name of the autoguidance model
     guide_checkpoint: str | None = None
+    orthogonal: float = 1.0  # probabilistic guidance: share of the bias's projection on the mean removed
 
     def check(self) -> tuple[str, str] | None:
+        if self.kind == "probabilistic" and not 0.0 <= self.scale < 1.0:
+            return "scale", f"probabilistic guidance needs a scale in [0, 1), got {self.scale}"
         if self.kind == "autoguidance" and not self.guide_model:
             return "guide_model", "required for autoguidance"
         if self.interval is not None and self.interval[0] > self.interval[1]:
@@ -107,7 +110,7 @@ class GuidanceSection:
 
 @dataclass
 class SampleSection:
-    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler"]
+    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler", "gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]
     steps: int
     num: int = 50_000
     guidance: GuidanceSection = field(default_factory=GuidanceSection)
@@ -123,8 +126,11 @@ class SampleSection:
     attention: Literal["sdpa", "math"] = "sdpa"  # fused attention, or the explicit softmax of the official code
     compile: bool = False  # torch.compile the model (and guide)
     cuda_graphs: bool = False  # with compile: capture CUDA graphs of each model call (mode reduce-overhead)
+    substeps: int | None = None  # GM-ODE sub-steps per network step; null = max(ceil(128 / steps), 2)
 
     def check(self) -> tuple[str, str] | None:
+        if self.substeps is not None and self.substeps <= 0:
+            return "substeps", f"must be positive, got {self.substeps}"
         if self.steps <= 0:
             return "steps", f"must be positive, got {self.steps}"
         if self.num <= 0:
@@ -172,6 +178,22 @@ class StudySection:
     gamma: float = 0.8
     slow_flow_samples: int = 500
     slow_flow_steps: int = 16
+    # kind "gmflow": GMFlow's checkerboard (baseline_steps = steps of every model; posttrain_steps unused)
+    kind: Literal["mixflow", "gmflow"] = "mixflow"
+    components: list[int] = field(default_factory=lambda: [1, 8, 64])  # K of each GMFlow model
+    solvers: list[Literal["gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]] = field(
+        default_factory=lambda: ["gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]
+    )
+    trans_ratio: float = 0.9  # GMFlow's transition-loss ratio lambda (1 = the plain GM NLL)
+
+    def check(self) -> tuple[str, str] | None:
+        if any(s <= 0 for s in self.eval_steps):
+            return "eval_steps", f"every NFE must be positive, got {self.eval_steps}"
+        if any(k <= 0 for k in self.components):
+            return "components", f"every K must be positive, got {self.components}"
+        if not 0.0 < self.trans_ratio <= 1.0:
+            return "trans_ratio", f"must lie in (0, 1], got {self.trans_ratio}"
+        return None
 
 
 @dataclass

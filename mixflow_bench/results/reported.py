@@ -20,7 +20,7 @@ SCHEMA = "mixflow-bench/reported/v1"
 DEFAULT_REPORTED = Path(__file__).resolve().parents[2] / "results" / "reported.yaml"
 
 METHODS = ("baseline", "mixflow", "fm-control")
-GUIDANCE = ("none", "cfg", "autoguidance")
+GUIDANCE = ("none", "cfg", "autoguidance", "probabilistic")
 # metric -> (lower bound, upper bound) of a valid value
 METRICS: dict[str, tuple[float, float]] = {
     "fid": (0.0, float("inf")),
@@ -29,6 +29,7 @@ METRICS: dict[str, tuple[float, float]] = {
     "precision": (0.0, 1.0),
     "recall": (0.0, 1.0),
     "fid_gain": (float("-inf"), float("inf")),
+    "saturation": (-1.0, 1.0),  # GMFlow: mean saturation minus that of real data (Sadat et al. 2025)
 }
 PROVENANCE_REQUIRED = ("paper", "arxiv", "where", "setting", "sampler", "source", "verified")
 SOURCES = ("primary", "secondary")

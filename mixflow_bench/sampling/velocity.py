@@ -176,6 +176,11 @@ def model_generator(
     def generate(noise: Tensor, y: Tensor, step_noise: Callable[[int], Tensor]) -> Tensor:
         noise, y = noise.to(device), y.to(device)
         with torch.no_grad(), precision_context(sample_cfg.precision, device):
+            if sample_cfg.sampler.startswith("gm-"):  # GMFlow: the model outputs a Gaussian mixture
+                from mixflow_bench.sampling.gm import integrate_gm
+
+                latents = integrate_gm(spec, model, y, noise, sample_cfg, prefetch_to(device, step_noise))
+                return decode(latents.float()).float()
             main = _fp32(model)
             guide = _fp32(guide_model) if guide_model is not None else None
             velocity = build_velocity(spec, main, y, sample_cfg, guide)
