@@ -45,3 +45,4 @@ class ModelSpec:
     resolution: int | None = None
     sampler_defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    load_weights: Callable[[nn.Module, Any], None] | None = None  # own checkpoint reader (default: a state dict)

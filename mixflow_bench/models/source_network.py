@@ -8,7 +8,8 @@ The signal κ is one of
 
 :class:`SourceUNet` is the released image source network: diffusers U-Net blocks without a time embedding
 (block widths 32, 64, 64, 64; three ``DownBlock2D`` then ``AttnDownBlock2D``, mirrored; two layers per block;
-attention heads of 8 channels; a mid block of one ResNet; GroupNorm 32; SiLU), whose ``2C`` output channels are
+attention heads of 8 channels; GroupNorm 32; SiLU; no mid block, as the released configuration leaves its
+``mid_block_type`` at None), whose ``2C`` output channels are
 split into mean and log variance. Parameter names follow the released checkpoints (``noise_predictor.network.*``
 without that prefix). :class:`SourceMLP` is the small one of the CPU reproduction.
 """
@@ -75,6 +76,7 @@ class SourceUNet(nn.Module):
         attention_head_dim: int = 8,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-5,
+        mid_block: bool = False,
     ):
         from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 
@@ -97,7 +99,7 @@ class SourceUNet(nn.Module):
                 kind, num_layers=layers_per_block, in_channels=prev, out_channels=width,
                 add_downsample=i < len(widths) - 1, downsample_padding=1, downsample_type="conv", **common,
             ))
-        self.mid_block = UNetMidBlock2D(
+        self.mid_block = None if not mid_block else UNetMidBlock2D(
             in_channels=widths[-1], temb_channels=None, dropout=0.0, num_layers=0, resnet_eps=norm_eps,
             resnet_act_fn="silu", output_scale_factor=1.0, resnet_time_scale_shift="default",
             attention_head_dim=attention_head_dim, resnet_groups=norm_num_groups, attn_groups=None,
@@ -132,7 +134,8 @@ class SourceUNet(nn.Module):
         for block in self.down_blocks:
             h, res = block(hidden_states=h)
             skips += res
-        h = self.mid_block(h, temb=None)
+        if self.mid_block is not None:
+            h = self.mid_block(h, temb=None)
         for block in self.up_blocks:
             n = len(block.resnets)
             h, skips = block(h, skips[-n:]), skips[:-n]
