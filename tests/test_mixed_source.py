@@ -24,7 +24,7 @@ from mixflow_bench.models.source_network import SourceMLP
 @pytest.mark.parametrize("mixture", ["parameters", "random-variable"])
 def test_mixture_moments_match_closed_form_and_samples(mixture):
     g = torch.Generator().manual_seed(0)
-    n, mu, var = 400_000, torch.tensor([1.5, -2.0]), torch.tensor([0.25, 4.0])
+    n, mu, var = 200_000, torch.tensor([1.5, -2.0]), torch.tensor([0.25, 4.0])
     w = torch.full((n,), 0.3, dtype=torch.float64)
     mean = mu.double().expand(n, 2)
     log_var = var.double().log().expand(n, 2)
@@ -126,3 +126,30 @@ def test_loss_trains_source_through_the_draw(name):
         torch.testing.assert_close(loss, want)
     else:
         assert grad is not None and grad.abs().sum() > 0
+
+
+def test_analyze_curvature_cli(tmp_path):
+    """A zero-output velocity never moves (curvature 0); a constant-bias one moves straight (curvature 0 too)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mixflow_bench.cli.analyze_cmd import command
+    from mixflow_bench.toy.mixed_source_study import UnconditionalVelocity
+    from mixflow_bench.toy.model import ToyVelocityMLP
+
+    still = MixedSourceModel(UnconditionalVelocity(ToyVelocityMLP((2,), 1, hidden=16, depth=1, time_dim=8)), None)
+    torch.save({"ema": still.state_dict()}, tmp_path / "still.pt")
+    bent = MixedSourceModel(UnconditionalVelocity(ToyVelocityMLP((2,), 1, hidden=16, depth=1, time_dim=8)), None)
+    torch.nn.init.normal_(bent.velocity.net.output[1].weight)
+    torch.save({"ema": bent.state_dict()}, tmp_path / "bent.pt")
+    out = tmp_path / "out"
+    args = ["curvature", "--dataset", "toy2d", "--checkpoint", f"still={tmp_path}/still.pt",
+            "--checkpoint", f"bent={tmp_path}/bent.pt", "--num", "32", "--steps", "8", "--out", str(out)]
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "curvature.json").read_text())["models"]
+    assert summary["still"]["mean_curvature"] == 0.0 and summary["bent"]["mean_curvature"] > 0
+    assert (out / "curvature.png").stat().st_size > 0
+    bad = CliRunner().invoke(command, ["curvature", "--dataset", "digits", "--checkpoint", f"a={tmp_path}/still.pt"])
+    assert bad.exit_code != 0 and "not digits" in bad.output and "Traceback" not in bad.output
