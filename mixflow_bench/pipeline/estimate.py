@@ -20,7 +20,13 @@ ASSUMED_FORWARD_PER_S: dict[str, float] = {
     "rae-dith-xl-512": 450.0,
     "rae-dith-s-256": 15000.0,
     "rae-dith-s-512": 3500.0,
+    # κ-FC mixed-source SongUNets: 21.2 / 41.9 GMACs per forward (torch FlopCounterMode), scaled from SiT-XL/2
+    "mixed-source-cifar10": 15700.0,
+    "mixed-source-ffhq-64": 7950.0,
+    "mixed-source-afhqv2-64": 7950.0,
 }
+# rk45 NFE is adaptive: assumed 125 per image (the κ-FC paper's mean NFE on CIFAR-10 is 124.7)
+ASSUMED_RK45_NFE = 125
 ASSUMPTIONS = (
     "one H100; throughput per model assumed from GFLOPs at ~35% of bf16 peak (ASSUMED_FORWARD_PER_S); "
     "sampling NFE x images (x2 with guidance); training 3 forward-equivalents per image; decoding and "
@@ -31,7 +37,8 @@ ASSUMPTIONS = (
 def sampling_nfe(sample: Any) -> int:
     """Network evaluations per image for a SampleSection (dopri5 assumed ~ 2 x steps)."""
     steps = sample.steps
-    nfe = {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}[sample.sampler]
+    nfe = {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1,
+           "manual-heun": 2 * steps - 1, "rk45": ASSUMED_RK45_NFE}[sample.sampler]
     if sample.guidance.kind != "none" and not (sample.guidance.kind == "cfg" and sample.guidance.scale == 1.0):
         nfe *= 2
     return nfe

@@ -103,7 +103,7 @@ class GuidanceSection:
 
 @dataclass
 class SampleSection:
-    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler"]
+    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler", "manual-heun", "rk45"]  # last two: κ-FC paper
     steps: int
     num: int = 50_000
     guidance: GuidanceSection = field(default_factory=GuidanceSection)
