@@ -153,3 +153,34 @@ def test_analyze_curvature_cli(tmp_path):
     assert (out / "curvature.png").stat().st_size > 0
     bad = CliRunner().invoke(command, ["curvature", "--dataset", "digits", "--checkpoint", f"a={tmp_path}/still.pt"])
     assert bad.exit_code != 0 and "not digits" in bad.output and "Traceback" not in bad.output
+
+
+def test_energy_distance_matches_scipy_in_one_dimension():
+    from scipy.stats import energy_distance as scipy_energy
+
+    from mixflow_bench.toy.mixed_source_study import energy_distance
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(300, 1, generator=g), 0.5 + 2 * torch.randn(200, 1, generator=g)
+    want = scipy_energy(a[:, 0].numpy(), b[:, 0].numpy()) ** 2  # scipy returns the square root
+    assert abs(energy_distance(a, b) - want) < 1e-9
+
+
+def test_study_variants_and_clear_recipe_errors():
+    from click.testing import CliRunner
+
+    from mixflow_bench.cli.reproduce_cmd import command
+    from mixflow_bench.recipes.loader import load_recipe
+    from mixflow_bench.toy.mixed_source_study import variants_of
+
+    keys = [v.key for v in variants_of(load_recipe("mixed-source-toy2d"))]
+    assert keys[0] == "rectified-flow" and "fast-ode@beta=0.1" in keys and "mixed-source-rv@beta=0.1" in keys
+    assert sum(k.startswith("mixed-source@") for k in keys) == 3
+    for override, message in (("mixed_source.kappa=text", "one of 'image', 'class', 'noise'"),
+                              ("mixed_source.betas=[-0.1]", "beta must be >= 0"),
+                              ("mixed_source.methods=[mixflow]", "unknown method 'mixflow'")):
+        result = CliRunner().invoke(command, ["mixed-source-toy2d", override])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    plan = CliRunner().invoke(command, ["mixed-source-digits", "--plan"])
+    assert plan.exit_code == 0 and "18 CPU training runs" in plan.output
