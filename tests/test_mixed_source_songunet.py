@@ -82,3 +82,16 @@ def test_zoo_loads_through_the_spec_reader(tmp_path):
     torch.save({"state_dict": _lightning(songunet(TINY).state_dict(), {})}, path)
     with torch.device("meta"), pytest.raises(CheckpointMismatch, match="is a 16x16 model; this network is 32x32"):
         build_model("mixed-source-cifar10", weights_path=path)
+
+
+def test_sample_cli_refuses_a_checkpoint_of_another_resolution(tmp_path):
+    from click.testing import CliRunner
+
+    from mixflow_bench.cli.sample_cmd import command
+
+    path = tmp_path / "ffhq-like.ckpt"
+    torch.save({"state_dict": _lightning(songunet(TINY).state_dict(), {})}, path)
+    result = CliRunner().invoke(command, ["--model", "mixed-source-cifar10", "--checkpoint", str(path), "--num", "1",
+                                          "--out", str(tmp_path / "x.npz")])
+    assert result.exit_code != 0 and "is a 16x16 model; this network is 32x32" in result.output
+    assert "Traceback" not in result.output

@@ -52,7 +52,8 @@ def save_grid(npz: Path, png: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="output .npz (ADM) or .png (grid)")
 @click.option("--cfg", type=float, default=None, help="classifier-free guidance scale")
 @click.option("--steps", type=int, default=None, help="sampler steps")
-@click.option("--sampler", type=click.Choice(["sde", "euler", "heun", "dopri5", "rae-euler"]), default=None)
+@click.option("--sampler", type=click.Choice(["sde", "euler", "heun", "dopri5", "rae-euler", "manual-heun", "rk45"]),
+              default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--fast", is_flag=True, help="the fast path: bf16 autocast + torch.compile (see benchmarks/README.md)")
@@ -112,7 +113,12 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
                 name=f"sample-{name}")  # fmt: skip
     launcher = get_launcher(launcher_name, run_dir=npz.parent, slurm_section=slurm_section, slurm_overrides=slurm,
                             nproc=nproc)  # fmt: skip
-    launcher.run(task)
+    from mixflow_bench.models.songunet import CheckpointMismatch
+
+    try:
+        launcher.run(task)
+    except CheckpointMismatch as exc:  # e.g. a released checkpoint of another resolution
+        raise click.ClickException(str(exc)) from exc
     if out.suffix == ".png":
         save_grid(npz, out)
     console.print(f"[green]wrote[/] {out} ({sample['num']} images, {sample['sampler']} {sample['steps']} steps)")
