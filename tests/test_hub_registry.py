@@ -39,7 +39,7 @@ EXPECTED_NAMES = {
     "inception-torch-fidelity",
     "inception-nvidia-torchscript",
     "gmflow-dit",
-}
+} | {"mixed-source-cifar10", "mixed-source-ffhq-64", "mixed-source-afhqv2-64"}
 
 
 def test_registry_has_exactly_the_named_artifacts():

@@ -95,3 +95,14 @@ def test_sample_cli_refuses_a_checkpoint_of_another_resolution(tmp_path):
                                           "--out", str(tmp_path / "x.npz")])
     assert result.exit_code != 0 and "is a 16x16 model; this network is 32x32" in result.output
     assert "Traceback" not in result.output
+
+
+def test_registry_points_at_the_released_checkpoints():
+    from mixflow_bench.hub.registry import get_artifact
+
+    for name, repo, filename in (("mixed-source-cifar10", "nazirnayal98/MixFlow-CIFAR10", "mixflow_cifar10.ckpt"),
+                                 ("mixed-source-ffhq-64", "nazirnayal98/MixFlow-FFHQ-64x64", "mixflow_ffhqv2_64x64"),
+                                 ("mixed-source-afhqv2-64", "nazirnayal98/MixFlow-AFHQ-64x64", "mixflow_afhqv2_64x64")):
+        artifact = get_artifact(name)
+        assert artifact.kind == "checkpoint" and (artifact.hf.repo_id, artifact.hf.filename) == (repo, filename)
+        assert get_spec(name).checkpoint == name
