@@ -23,7 +23,8 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
     """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
 
     Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
-    a flow-matching post-training control and MixFlow post-training.
+    a flow-matching post-training control and MixFlow post-training; recipes with a `mixed_source:` section
+    (mixed-source-toy2d, mixed-source-digits) the κ-FC mixed-source comparison.
     """
     from mixflow_bench.cli.sample_cmd import FAST_SAMPLING, _overrides
     from mixflow_bench.recipes.loader import load_recipe

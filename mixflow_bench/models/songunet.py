@@ -15,8 +15,7 @@ The network takes time ``t`` in ``DATA_AT_1`` (t = 0 noise, t = 1 data) *unscale
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +37,6 @@ class SongUNetConfig:
     num_blocks: int = 4
     attn_resolutions: tuple[int, ...] = (16,)
     dropout: float = 0.13
-    extra: dict = field(default_factory=dict)
 
 
 CIFAR10 = SongUNetConfig(32, channel_mult=(2, 2, 2), dropout=0.13)
@@ -282,7 +280,3 @@ def load_released_checkpoint(model: SongUNet, path, *, which: str = "ema", trust
     """Read a released Lightning checkpoint and load its (EMA) velocity weights into ``model`` strictly."""
     load_velocity_state(model, read_lightning_checkpoint(str(path), trust=trust), which=which, source=str(path))
 
-
-def ddpmpp_channels(config: SongUNetConfig) -> Sequence[int]:
-    """Widths per resolution level (for descriptions)."""
-    return [config.model_channels * m for m in config.channel_mult]
