@@ -24,7 +24,8 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwarg
     """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
 
     Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
-    a flow-matching post-training control and MixFlow post-training.
+    a flow-matching post-training control and MixFlow post-training; recipes with a `mixed_source:` section
+    (mixed-source-toy2d, mixed-source-digits) the κ-FC mixed-source comparison.
     """
     from mixflow_bench.cli.sample_cmd import FAST_SAMPLING, _overrides
     from mixflow_bench.recipes.loader import load_recipe
@@ -40,6 +41,9 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwarg
             loaded.append(load_recipe(name, ov))
         except ValueError as e:
             raise click.ClickException(str(e)) from e
+    if any(r.mixed_source is not None for r in loaded):
+        _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds)
+        return
     studies = [r for r in loaded if r.study is not None]
     if studies:
         if fast:
@@ -76,6 +80,28 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwarg
     if fast:  # before the user's own overrides, which win
         ov = _overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in FAST_SAMPLING.items()) + given)
     _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs, force)
+
+
+def _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds) -> None:
+    """Recipes with a ``mixed_source:`` section: the small κ-FC mixed-source study on the CPU."""
+    from mixflow_bench.flow.mixed_source import MixedSourceError
+    from mixflow_bench.toy.mixed_source_study import run_mixed_source_study, variants_of
+
+    if fast:
+        raise click.UsageError("--fast applies to full pipelines; small studies run on the CPU")
+    if any(r.mixed_source is None for r in loaded):
+        raise click.UsageError("run mixed-source studies and other recipes in separate calls")
+    seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    for r in loaded:
+        if show_plan:
+            n = len(variants_of(r)) * len(seed_list or r.mixed_source.seeds)
+            console.print(f"{r.name}: {n} CPU training runs of {r.mixed_source.steps} steps (no GPU-hours)")
+            continue
+        out = (run_dir / r.name) if run_dir else Path("runs") / r.name
+        try:
+            run_mixed_source_study(r, out, seeds=seed_list, console=console)
+        except MixedSourceError as e:
+            raise click.ClickException(str(e)) from e
 
 
 def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bool = False) -> None:

@@ -78,7 +78,8 @@ def _guidance(model_name: str, guidance: dict, kind: str | None, scale: float | 
     help="override the kind of guidance the model family uses (other settings: sample.guidance.KEY=VALUE)",
 )
 @click.option("--steps", type=int, default=None, help="sampler steps")
-@click.option("--sampler", type=click.Choice(["sde", "euler", "heun", "dopri5", "rae-euler"]), default=None)
+@click.option("--sampler", type=click.Choice(["sde", "euler", "heun", "dopri5", "rae-euler", "manual-heun", "rk45"]),
+              default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--fast", is_flag=True, help="the fast path: bf16 autocast + torch.compile (see benchmarks/README.md)")
@@ -145,7 +146,7 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
                                 nproc=nproc)  # fmt: skip
         launcher.run(task)
     except (LaunchError, ValueError) as e:  # a failed or lost job (one line naming it and its log), or bad settings
-        # found while building the model or sampler (e.g. a K mismatch)
+        # found while building the model or sampler (a K mismatch, a checkpoint of another resolution)
         raise click.ClickException(str(e)) from e
     if out.suffix == ".png":
         save_grid(npz, out)

@@ -242,6 +242,37 @@ _BUILTIN: tuple[Artifact, ...] = (
     ),
 )
 
+# κ-FC mixed source (Nayal et al., arXiv 2604.09181): the released PyTorch Lightning checkpoints, each holding the
+# SongUNet velocity network (``denoiser.*`` and its EMA ``ema.module.*``) and the source network
+# (``noise_predictor.network.*``). Sizes are not published; hash-locked on first download.
+_MIXED_SOURCE_WHY = "κ-FC mixed-source SongUNet (DDPM++) + source U-Net, Lightning checkpoint with EMA"
+_BUILTIN = _BUILTIN + (
+    Artifact(
+        name="mixed-source-cifar10",
+        kind="checkpoint",
+        description=f"{_MIXED_SOURCE_WHY}; CIFAR-10 32x32, 500k steps, beta 1e-5",
+        filename="mixflow_cifar10.ckpt",
+        hf=HFSource("nazirnayal98/MixFlow-CIFAR10", "mixflow_cifar10.ckpt"),
+        used_by=("mixed-source", "mixed-source-cifar10"),
+    ),
+    Artifact(
+        name="mixed-source-ffhq-64",
+        kind="checkpoint",
+        description=f"{_MIXED_SOURCE_WHY}; FFHQ 64x64, 800k steps, beta 5e-5",
+        filename="mixflow_ffhqv2_64x64",
+        hf=HFSource("nazirnayal98/MixFlow-FFHQ-64x64", "mixflow_ffhqv2_64x64"),
+        used_by=("mixed-source", "mixed-source-ffhq-64"),
+    ),
+    Artifact(
+        name="mixed-source-afhqv2-64",
+        kind="checkpoint",
+        description=f"{_MIXED_SOURCE_WHY}; AFHQv2 64x64, 800k steps, beta 5e-5",
+        filename="mixflow_afhqv2_64x64",
+        hf=HFSource("nazirnayal98/MixFlow-AFHQ-64x64", "mixflow_afhqv2_64x64"),
+        used_by=("mixed-source", "mixed-source-afhqv2-64"),
+    ),
+)
+
 _overrides: list[Mapping[str, Mapping[str, Any]]] = []
 
 

@@ -46,3 +46,4 @@ class ModelSpec:
     sampler_defaults: dict[str, Any] = field(default_factory=dict)  # the family's ``sample:`` defaults
     description: str = ""
     family: str | None = None  # sit | repa | rae (mixflow_bench.recipes.families); None for toy models
+    load_weights: Callable[[nn.Module, Any], None] | None = None  # own checkpoint reader (default: a state dict)

@@ -104,6 +104,33 @@ ZOO["gmflow-dit-xl-2"] = ModelSpec(
 )
 
 
+def _mixed_source_specs() -> dict[str, ModelSpec]:
+    """The released κ-FC mixed-source velocity networks (EDM SongUNet, DDPM++), pixel space, unconditional."""
+    from mixflow_bench.models.songunet import AFHQV2_64, CIFAR10, FFHQ64, load_released_checkpoint, songunet
+
+    out = {}
+    for name, config, data in (("cifar10", CIFAR10, "CIFAR-10"), ("ffhq-64", FFHQ64, "FFHQ"),
+                               ("afhqv2-64", AFHQV2_64, "AFHQv2")):
+        res = config.resolution
+        out[f"mixed-source-{name}"] = ModelSpec(
+            name=f"mixed-source-{name}",
+            build=partial(songunet, config),
+            convention=TimeConvention.DATA_AT_1,
+            latent_shape=(3, res, res),
+            num_classes=0,
+            checkpoint=f"mixed-source-{name}",
+            decoder=None,
+            resolution=res,
+            sampler_defaults={"sampler": "euler", "steps": 128},
+            description=f"κ-FC mixed-source SongUNet (DDPM++) on {data} {res}x{res} pixels (released EMA weights)",
+            load_weights=load_released_checkpoint,
+        )
+    return out
+
+
+ZOO.update(_mixed_source_specs())
+
+
 def list_models() -> list[str]:
     """Names of every model in the zoo."""
     return list(ZOO)
@@ -156,6 +183,9 @@ def build_model(
             ) from err
         weights_path = fetch(spec.checkpoint)
     model = spec.build(**overrides)
+    if spec.load_weights is not None:
+        spec.load_weights(model, weights_path)
+        return model
     state = load_state_dict_file(weights_path)
     try:
         model.load_state_dict(state, strict=True)

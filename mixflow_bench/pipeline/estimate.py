@@ -18,6 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+# rk45 NFE is adaptive: assumed 125 per image (the κ-FC paper's mean NFE on CIFAR-10 is 124.7)
+ASSUMED_RK45_NFE = 125
 BENCHMARK_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 # benchmark case (the "case" field of the JSON rows) -> model names it measures
@@ -37,7 +39,13 @@ DERIVED: dict[str, tuple[str, float, str | None]] = {
     "sit-xl-2-512": ("sit-xl-2", 524.6 / 118.64, "SiT-XL/2 512 not measured: SiT-XL/2 256 x GFLOPs ratio 524.6/118.6"),
     "rae-dith-xl-512": ("rae-dith-xl-256", 4.0, "DiT^DH-XL 512 training not measured: 256 x 4 (4x tokens)"),
     "gmflow-dit-xl-2": ("sit-xl-2", 1.0, "GM-DiT not measured: as SiT-XL/2 (DiT-XL/2 trunk; GM head +0.2 %)"),
+    # κ-FC mixed-source SongUNets: 21.2 / 41.9 GMACs per forward (torch FlopCounterMode) against SiT-XL/2's 118.6
+    "mixed-source-cifar10": ("sit-xl-2", 21.2 / 118.64, "SongUNet not measured: SiT-XL/2 x GMACs ratio 21.2/118.6"),
+    "mixed-source-ffhq-64": ("sit-xl-2", 41.9 / 118.64, "SongUNet not measured: SiT-XL/2 x GMACs ratio 41.9/118.6"),
+    "mixed-source-afhqv2-64": ("sit-xl-2", 41.9 / 118.64, "SongUNet not measured: SiT-XL/2 x GMACs ratio 41.9/118.6"),
 }
+# rk45 NFE is adaptive: assumed 125 per image (the κ-FC paper's mean NFE on CIFAR-10 is 124.7)
+ASSUMED_RK45_NFE = 125
 ASSUMPTIONS = (
     "throughputs measured by benchmarks/ (benchmarks/results/, one row per GPU type and path); the basis column "
     "names the measurement, 'assumed' marks what was derived; evaluation not counted"
@@ -136,9 +144,9 @@ def _candidates(model: str, cases: dict[str, str], root: Path) -> tuple[list[Mea
 def sampling_nfe(sample: Any) -> int:
     """Network evaluations per image for a SampleSection, guidance not counted (dopri5 assumed ~ 2 x steps)."""
     steps = sample.steps
-    return {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1}.get(
-        sample.sampler, steps  # GM-SDE/ODE (1st and 2nd order): one network evaluation per step
-    )
+    per_image = {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1,
+                 "manual-heun": 2 * steps - 1, "rk45": ASSUMED_RK45_NFE}  # fmt: skip
+    return per_image.get(sample.sampler, steps)  # GM-SDE/ODE (1st and 2nd order): one network evaluation per step
 
 
 def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:

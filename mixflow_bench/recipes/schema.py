@@ -110,7 +110,11 @@ class GuidanceSection:
 
 @dataclass
 class SampleSection:
-    sampler: Literal["euler", "heun", "dopri5", "sde", "rae-euler", "gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]
+    sampler: Literal[
+        "euler", "heun", "dopri5", "sde", "rae-euler",
+        "gm-sde", "gm-sde2", "gm-ode", "gm-ode2",  # GMFlow
+        "manual-heun", "rk45",  # κ-FC mixed source paper
+    ]  # fmt: skip
     steps: int
     num: int = 50_000
     guidance: GuidanceSection = field(default_factory=GuidanceSection)
@@ -197,6 +201,42 @@ class StudySection:
 
 
 @dataclass
+class MixedSourceStudySection:
+    """The κ-FC mixed-source reproduction: rectified flow, Fast-ODE and mixed source at one training budget."""
+
+    steps: int  # optimizer steps of every method (equal budget)
+    methods: list[str] = field(
+        default_factory=lambda: ["rectified-flow", "fast-ode", "mixed-source", "mixed-source-rv"]
+    )
+    betas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # KL weight sweep (KL summed per sample)
+    betas_by_method: dict[str, list[float]] = field(default_factory=dict)  # a method's own betas (default: betas)
+    kappa: Literal["image", "class", "noise"] = "image"
+    source_hidden: int = 128
+    source_depth: int = 2
+    batch_size: int = 256
+    lr: float = 1e-3
+    ema_decay: float = 0.995
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    eval_nfe: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 128])  # Euler steps
+    num_eval_samples: int = 2000
+    curvature_samples: int = 1000
+    curvature_steps: int = 128
+
+    def check(self) -> tuple[str, str] | None:
+        from mixflow_bench.flow.mixed_source import METHODS
+
+        if self.steps <= 0:
+            return "steps", f"must be positive, got {self.steps}"
+        for b in self.betas + [b for bs in self.betas_by_method.values() for b in bs]:
+            if not b >= 0:
+                return "betas", f"the KL weight beta must be >= 0, got {b}"
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            return "methods", f"unknown method {unknown[0]!r} (expected one of: {', '.join(METHODS)})"
+        return None
+
+
+@dataclass
 class Recipe:
     name: str
     model: ModelSection
@@ -211,6 +251,7 @@ class Recipe:
     # batch, data and seed as ``train``, with only the objective replaced by this one; sampled and evaluated beside
     # the post-trained model as the ``fm-control`` variant (null: no control).
     control: ObjectiveSection | None = None
+    mixed_source: MixedSourceStudySection | None = None  # the κ-FC mixed-source reproduction
     reported: list[str] = field(default_factory=list)  # keys of rows in results/reported.yaml
     notes: list[str] = field(default_factory=list)  # settings the sources leave unknown, and other caveats
     source: str = ""  # the file it was loaded from (filled by the loader)

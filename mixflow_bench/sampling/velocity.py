@@ -103,6 +103,14 @@ def integrate(
         return heun(velocity, noise, uniform_grid(sample_cfg.steps, conv))
     if kind == "dopri5":
         return dopri5(velocity, noise, conv.noise_time, conv.data_time).sample
+    if kind in ("manual-heun", "rk45"):  # the κ-FC mixed-source paper's solvers (NFE 2N - 1; adaptive, 1e-5)
+        from mixflow_bench.flow import counted_solvers
+
+        if kind == "rk45":
+            return counted_solvers.rk45(velocity, noise, conv.noise_time, conv.data_time).sample
+        if conv is not TimeConvention.DATA_AT_1:
+            raise ValueError(f"manual-heun runs in DATA_AT_1 time; model {spec.name} uses {conv.value}")
+        return counted_solvers.manual_heun(velocity, noise, sample_cfg.steps).sample
     if kind == "rae-euler":
         if conv is not TimeConvention.DATA_AT_0:
             raise ValueError(f"rae-euler runs in DATA_AT_0 time; model {spec.name} uses {conv.value}")
