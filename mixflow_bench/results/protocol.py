@@ -5,10 +5,11 @@ the fields of :data:`FIELDS`. A value a paper does not state is the string ``unk
 sets a produced number beside a reported one only when no field that both state differs (:func:`compare`).
 
 Fields:
-  sampler      sde | euler | heun | dopri5 | rae-euler (the project's sampler names) or unknown
+  sampler      the project's sampler names (sde, euler, heun, dopri5, rae-euler, GMFlow's gm-*, the κ-FC
+               paper's manual-heun and rk45) or unknown
   steps        sampler steps (the recipe's ``sample.steps``)
   nfe          network evaluations per image, guidance not counted (Heun: 2 per step; RAE's 50-point grid: 49)
-  guidance     none | cfg | autoguidance
+  guidance     none | cfg | autoguidance | probabilistic (GMFlow)
   scale        guidance scale                                   (guided protocols only)
   channels     guided latent channels: an integer or ``all``     (guided protocols only)
   interval     ``none`` or [lo, hi] in the model's own time      (guided protocols only)
@@ -22,8 +23,10 @@ import math
 from typing import Any
 
 UNKNOWN = "unknown"
-SAMPLERS = ("sde", "euler", "heun", "dopri5", "rae-euler")
-GUIDANCE = ("none", "cfg", "autoguidance")
+SAMPLERS = ("sde", "euler", "heun", "dopri5", "rae-euler",
+            "gm-sde", "gm-sde2", "gm-ode", "gm-ode2",  # GMFlow's solvers
+            "manual-heun", "rk45")  # the κ-FC mixed-source paper's  # fmt: skip
+GUIDANCE = ("none", "cfg", "autoguidance", "probabilistic")
 GUIDED_FIELDS = ("scale", "channels", "interval")
 FIELDS = ("sampler", "steps", "nfe", "guidance", *GUIDED_FIELDS, "num_samples", "evaluator")
 ADM_METRICS = {"fid", "sfid", "is", "prec", "rec", "precision", "recall"}
@@ -85,7 +88,8 @@ def check_protocol(raw: Any, guidance: str) -> tuple[dict[str, Any] | None, str 
 
 def sampler_nfe(sampler: str, steps: int) -> int | str:
     """Network evaluations per image for the project's samplers (guidance not counted); dopri5 is adaptive."""
-    per = {"sde": steps, "euler": steps, "heun": 2 * steps, "rae-euler": steps - 1}
+    per = {"sde": steps, "euler": steps, "heun": 2 * steps, "rae-euler": steps - 1, "manual-heun": 2 * steps - 1,
+           "gm-sde": steps, "gm-sde2": steps, "gm-ode": steps, "gm-ode2": steps}  # fmt: skip
     return per.get(sampler, UNKNOWN)
 
 
