@@ -45,12 +45,20 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
             raise click.UsageError("--fast applies to full pipelines; small studies run on the CPU")
         if len(studies) != len(loaded):
             raise click.UsageError("run small studies and full pipelines in separate calls")
+        import time
+
         from mixflow_bench.toy.study import run_study
 
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+        wall, cpu = time.perf_counter(), time.process_time()
         for r in studies:
             out = (run_dir / r.name) if run_dir else Path("runs") / r.name
             run_study(r, out, gammas=list(gammas) or None, seeds=seed_list, console=console)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        console.print(
+            f"[bold]{' + '.join(r.name for r in studies)}[/bold]: {wall:.0f} s wall, {cpu:.0f} s CPU "
+            f"(this process, all threads; CPU > wall means several cores, CPU < wall a shared machine)"
+        )
         return
     if len(loaded) > 1:
         raise click.UsageError("reproduce one full recipe at a time")

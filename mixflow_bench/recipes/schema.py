@@ -164,6 +164,7 @@ class StudySection:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     num_eval_samples: int = 2000
     gamma: float = 0.8
+    gammas: list[float] | None = None  # a MixFlow gamma sweep in one run (default: [gamma])
     slow_flow_samples: int = 500
     slow_flow_steps: int = 16
 
