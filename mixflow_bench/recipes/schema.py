@@ -20,7 +20,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    source: Literal["toy2d", "digits", "latent-cache", "image-folder"]
+    source: Literal["toy2d", "digits", "shapes", "latent-cache", "image-folder"]
     path: str | None = None  # cache or image folder
     encoder: str | None = None  # codec name for latent caches: sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b
     resolution: int | None = None
@@ -180,6 +180,7 @@ class Recipe:
     eval: EvalSection | None = None
     slurm: SlurmSection = field(default_factory=SlurmSection)
     study: StudySection | None = None
+    image_study: dict[str, Any] | None = None  # the GPU shapes study's settings (ShapesStudyConfig fields)
     reported: list[str] = field(default_factory=list)  # keys of rows in results/reported.yaml
     notes: list[str] = field(default_factory=list)  # settings the sources leave unknown, and other caveats
     source: str = ""  # the file it was loaded from (filled by the loader)
