@@ -87,7 +87,17 @@ class GaussianMixtureField:
     def log_density_and_velocity(self, x: Tensor, tau: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(log p_tau(x | y) (B,), u_tau(x) (B, D))`` for flattened ``x`` (B, D) and data-ward ``tau`` (B,)."""
         x = x.reshape(len(x), -1).double()
-        tau = tau.double().reshape(-1, 1)
+        tau = tau.double().reshape(-1).expand(len(x))
+        if self.center_labels is not None and y is not None:  # one class at a time: only its centres count
+            log_p = torch.empty(len(x), dtype=torch.float64, device=x.device)
+            u = torch.empty_like(x)
+            for label in torch.unique(y).tolist():
+                rows = (y == label).nonzero().squeeze(1)
+                part = GaussianMixtureField.__new__(GaussianMixtureField)
+                part.centers, part.std, part.center_labels = self.centers[self.center_labels == label], self.std, None
+                log_p[rows], u[rows] = part.log_density_and_velocity(x[rows], tau[rows])
+            return log_p, u
+        tau = tau.reshape(-1, 1)
         c = self.centers.to(x.device)
         d = x.shape[1]
         var = tau * tau * self.std**2 + (1.0 - tau) ** 2  # (B, 1)

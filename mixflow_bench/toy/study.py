@@ -163,9 +163,13 @@ def run_study(
         )
         train_s = time.perf_counter() - started
 
+        all_members = [Member(s, "baseline") for s in seeds] + members
+        for i, m in enumerate(all_members):  # the EMA weights of every model, loadable by analysis/toy_checkpoints
+            ema_i = {k: (base.ema[k][i] if i < len(seeds) else post.ema[k][i - len(seeds)]).clone() for k in base.ema}
+            with atomic_path(out_dir / f"seed{m.seed}" / f"{m.method}.pt", suffix=".pt") as tmp:
+                torch.save({"ema": ema_i, "model_kwargs": {"data_shape": list(shape)}}, tmp)
         st.update(f"[bold]{recipe.name}[/bold]: sampling")
         # every model of every seed in one ensemble: baselines first, then the post-trainings in member order
-        all_members = [Member(s, "baseline") for s in seeds] + members
         ema_all = {k: torch.cat([base.ema[k], post.ema[k]]) for k in base.ema}
         eval_ens = Ensemble(template, [base_ens.member_state(ema_all, i) for i in range(len(all_members))])
         inputs = {s: _eval_inputs(data, study.num_eval_samples, s) for s in seeds}
