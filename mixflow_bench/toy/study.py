@@ -384,20 +384,29 @@ def _plot(summary: dict, methods: list[str], steps_list: list[int], path: FilePa
     import matplotlib.pyplot as plt
 
     keys = list(summary[methods[0]][str(steps_list[0])].keys())
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys) + 2.5, 4), squeeze=False)
+    trained = [m for m in methods if not m.startswith("exact")]
+    colors = {m: f"C{i}" for i, m in enumerate(trained)}
+    for m in methods:  # an exact field takes the colour of the trained method it is the optimum of
+        if m.startswith("exact"):
+            g = m.rsplit(" g", 1)[-1] if " g" in m else None
+            twin = "fm-control" if g is None else next((t for t in trained if t.endswith(f"g{g}")), "mixflow")
+            colors[m] = colors.get(twin, "black")
     for ax, key in zip(axes[0], keys):
         for m in methods:
             mean = np.array([summary[m][str(s)][key]["mean"] for s in steps_list])
             std = np.array([summary[m][str(s)][key]["std"] for s in steps_list])
-            ax.errorbar(steps_list, mean, yerr=std, marker="o", capsize=3, label=m)
+            style = {"ls": "--", "marker": "x"} if m.startswith("exact") else {"ls": "-", "marker": "o"}
+            ax.errorbar(steps_list, mean, yerr=std, capsize=3, label=m, color=colors[m], **style)
         ax.set_xscale("log")
         ax.set_xticks(steps_list, [str(s) for s in steps_list])
+        ax.minorticks_off()
         ax.set_xlabel("Euler steps")
         ax.set_ylabel(key.upper())
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(f"{title} (dashed: exact fields)")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
