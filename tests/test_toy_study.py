@@ -16,25 +16,32 @@ def test_study_numbers_match_an_independent_recomputation(tmp_path):
         {
             "model": {"overrides": {"hidden": 32, "depth": 1}},
             "data": {"num_train": 1024, "num_heldout": 512},
-            "study": {"baseline_steps": 40, "posttrain_steps": 20, "batch_size": 128, "eval_steps": [4, 8],
-                      "num_eval_samples": 256, "slow_flow_samples": 64, "slow_flow_steps": 4},
+            "study": {
+                "baseline_steps": 40,
+                "posttrain_steps": 20,
+                "batch_size": 128,
+                "eval_steps": [4, 8],
+                "num_eval_samples": 256,
+                "slow_flow_samples": 64,
+                "slow_flow_steps": 4,
+            },
         },
     )
     out = tmp_path / "run"
     result = run_study(recipe, out, seeds=[0], gammas=[0.5, 1.0], results_dir=tmp_path / "results")
 
-    assert result["methods"] == ["baseline", "fm-control", "mixflow-g0.5", "mixflow-g1"]
+    assert result["trained_methods"] == ["baseline", "fm-control", "mixflow-g0.5", "mixflow-g1"]
+    assert result["methods"][4:] == ["exact FM-optimal", "exact MixFlow-optimal g0.5", "exact MixFlow-optimal g1"]
     saved = json.loads((out / "study.json").read_text())
     assert saved["summary"]["baseline"]["8"]["fd"]["mean"] == saved["per_seed"]["0"]["baseline"]["8"]["fd"]
     assert (out / "fd_vs_steps.png").stat().st_size > 0 and (out / "slow_flow.png").stat().st_size > 0
     records = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
-    assert records == sorted(f"study-toy2d-{m}.json" for m in result["methods"])
+    assert records == sorted(f"study-toy2d-{m}.json" for m in result["trained_methods"])
 
     # independent recomputation of the baseline's FD at 8 Euler steps from its saved EMA weights
     from mixflow_bench.toy.model import ToyVelocityMLP
-    from mixflow_bench.train.checkpoint import latest_checkpoint, load_checkpoint
 
-    ema = load_checkpoint(latest_checkpoint(out / "seed0" / "baseline"))["ema"]
+    ema = torch.load(out / "seed0" / "baseline.pt")["ema"]
     model = ToyVelocityMLP((2,), 1, hidden=32, depth=1)
     model.load_state_dict(ema)
     data = load_study_data(recipe)

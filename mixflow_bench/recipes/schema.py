@@ -20,7 +20,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    source: Literal["toy2d", "digits", "checkerboard", "latent-cache", "image-folder"]
+    source: Literal["toy2d", "digits", "checkerboard", "shapes", "latent-cache", "image-folder"]
     path: str | None = None  # cache or image folder
     encoder: str | None = None  # codec name for latent caches: sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b
     resolution: int | None = None
@@ -180,6 +180,7 @@ class StudySection:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     num_eval_samples: int = 2000
     gamma: float = 0.8
+    gammas: list[float] | None = None  # a MixFlow gamma sweep in one run (default: [gamma])
     slow_flow_samples: int = 500
     slow_flow_steps: int = 16
     # kind "gmflow": GMFlow's checkerboard (baseline_steps = steps of every model; posttrain_steps unused)
@@ -252,6 +253,7 @@ class Recipe:
     # the post-trained model as the ``fm-control`` variant (null: no control).
     control: ObjectiveSection | None = None
     mixed_source: MixedSourceStudySection | None = None  # the κ-FC mixed-source reproduction
+    image_study: dict[str, Any] | None = None  # the GPU shapes study's settings (ShapesStudyConfig fields)
     reported: list[str] = field(default_factory=list)  # keys of rows in results/reported.yaml
     notes: list[str] = field(default_factory=list)  # settings the sources leave unknown, and other caveats
     source: str = ""  # the file it was loaded from (filled by the loader)

@@ -21,12 +21,14 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
+from mixflow_bench.analysis.exact_velocity import GaussianMixtureField
 from mixflow_bench.atomic import atomic_path
-from mixflow_bench.flow import FlowMatching, Path, TimeConvention, euler, mixflow, uniform_grid
+from mixflow_bench.flow import Path, TimeConvention, euler, uniform_grid
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
-from mixflow_bench.toy.datasets import VectorDataset, load_digits_split, load_toy2d_split
+from mixflow_bench.toy.datasets import GaussianRing, VectorDataset, load_digits_split, load_toy2d_split
+from mixflow_bench.toy.ensemble import Ensemble, Member, ensemble_velocity, train_ensemble
 from mixflow_bench.toy.metrics import data_fd, finite_or_raise, mean_nll
 from mixflow_bench.toy.model import ToyVelocityMLP
 
@@ -63,41 +65,6 @@ def build_model(recipe: Recipe, data: StudyData, seed: int) -> ToyVelocityMLP:
     )
 
 
-def _train_stage(
-    model, objective, data: StudyData, recipe: Recipe, steps: int, seed: int, out_dir: FilePath, init: FilePath | None
-) -> dict[str, Tensor]:
-    """Train (or post-train from ``init``) and return the EMA weights; resumes if interrupted."""
-    from mixflow_bench.train.batches import InMemoryBatches
-    from mixflow_bench.train.checkpoint import load_checkpoint
-    from mixflow_bench.train.engine import TrainConfig, train
-
-    study = recipe.study
-    config = TrainConfig(
-        steps=steps,
-        global_batch_size=study.batch_size,
-        lr=study.lr,
-        ema_decay=study.ema_decay,
-        grad_clip=recipe.train.grad_clip if recipe.train else None,
-        checkpoint_every=max(steps // 2, 1),
-        log_every=max(steps // 10, 1),
-        seed=seed,
-        keep_last=1,
-        device="cpu",
-    )
-    batches = InMemoryBatches(data.train.x, data.train.y, study.batch_size, seed)
-    result = train(
-        model,
-        objective,
-        batches,
-        config,
-        out_dir,
-        init_checkpoint=init,
-        progress=False,
-        extra={"recipe": recipe.to_dict()},
-    )
-    return load_checkpoint(result.last_checkpoint)["ema"]
-
-
 def _eval_inputs(data: StudyData, n: int, seed: int) -> tuple[Tensor, Tensor]:
     """Common noise and labels for every method (class frequencies of the held-out set)."""
     g = torch.Generator().manual_seed(10_000 + seed)
@@ -120,6 +87,24 @@ def evaluate(model: ToyVelocityMLP, data: StudyData, steps_list: list[int], x0: 
     return out
 
 
+def exact_field(data: StudyData) -> GaussianMixtureField:
+    """The data's exact fields: the ring in closed form on toy2d, the class-conditional training set on digits."""
+    if data.train.name == "toy2d":
+        ring = GaussianRing()
+        return GaussianMixtureField(ring.centers(), ring.std)
+    return GaussianMixtureField(data.train.x.flatten(1), 0.0, data.train.y)
+
+
+def _exact_fns(field: GaussianMixtureField, gammas: list[float], shape: tuple[int, ...]) -> dict[str, Any]:
+    """``name -> f(x (N, *shape), t (N,), y (N,))`` for the FM optimum and the MixFlow optimum at each gamma."""
+    fns: dict[str, Any] = {"exact FM-optimal": lambda x, t, y: field.fm(x.flatten(1), t, y).reshape(x.shape)}
+    for g in gammas:
+        fns[f"exact MixFlow-optimal g{g:g}"] = lambda x, t, y, g=g: field.mixflow(x.flatten(1), t, y, g).reshape(
+            x.shape
+        )
+    return fns
+
+
 def run_study(
     recipe: Recipe,
     out_dir: FilePath,
@@ -129,71 +114,119 @@ def run_study(
     results_dir: FilePath | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run the whole comparison of a study recipe; write JSON and PNGs under ``out_dir``; return the summary."""
+    """Run the whole comparison of a study recipe; write JSON and PNGs under ``out_dir``; return the summary.
+
+    All seeds and methods train together: the baselines as one ensemble, then every post-training (FM control
+    and MixFlow at each gamma, for each seed) as a second one, initialised from its seed's baseline.
+    """
     if recipe.study is None:
         raise ValueError(f"{recipe.source}: study: missing (not a small-reproduction recipe)")
     console = console or Console()
     study = recipe.study
-    gammas = gammas or [study.gamma]
+    gammas = gammas or study.gammas or [study.gamma]
     seeds = seeds if seeds is not None else study.seeds
+    started, cpu_started = time.perf_counter(), time.process_time()
     data = load_study_data(recipe)
     out_dir = FilePath(out_dir)
-    fm = FlowMatching(PATH, t_dist="uniform", null_label=data.train.num_classes)
-    variants = {"fm-control": fm}
-    for g in gammas:
-        name = "mixflow" if len(gammas) == 1 else f"mixflow-g{g:g}"
-        variants[name] = mixflow(PATH, gamma=g, null_label=data.train.num_classes)
-    methods = ["baseline", *variants]
+    shape = data.train.data_shape
+    variants = [("fm-control", 0.0, False)] + [
+        ("mixflow" if len(gammas) == 1 else f"mixflow-g{g:g}", g, True) for g in gammas
+    ]
+    methods = ["baseline"] + [v[0] for v in variants]
+    template = build_model(recipe, data, seeds[0])
+    grad_clip = recipe.train.grad_clip if recipe.train else None
+    opt_kwargs = dict(batch_size=study.batch_size, lr=study.lr, ema_decay=study.ema_decay, grad_clip=grad_clip)
 
-    per_seed: dict[str, dict] = {}
-    slow_flow = None
-    started = time.perf_counter()
-    with console.status(f"[bold]{recipe.name}[/bold]: training") as status:
-        for seed in seeds:
-            seed_dir = out_dir / f"seed{seed}"
-            status.update(f"[bold]{recipe.name}[/bold] seed {seed}: baseline ({study.baseline_steps} steps)")
-            model = build_model(recipe, data, seed)
-            weights = {
-                "baseline": _train_stage(
-                    model, fm, data, recipe, study.baseline_steps, seed, seed_dir / "baseline", None
-                )
-            }
-            base_ckpt = _latest(seed_dir / "baseline")
-            for name, objective in variants.items():
-                status.update(f"[bold]{recipe.name}[/bold] seed {seed}: {name} ({study.posttrain_steps} steps)")
-                model = build_model(recipe, data, seed)
-                weights[name] = _train_stage(
-                    model, objective, data, recipe, study.posttrain_steps, seed, seed_dir / name, base_ckpt
-                )
-            status.update(f"[bold]{recipe.name}[/bold] seed {seed}: evaluating")
-            x0, y = _eval_inputs(data, study.num_eval_samples, seed)
-            models = {}
-            for name in methods:
-                m = build_model(recipe, data, seed)
-                m.load_state_dict(weights[name])
-                models[name] = m.eval()
-            per_seed[str(seed)] = {name: evaluate(models[name], data, study.eval_steps, x0, y) for name in methods}
-            if slow_flow is None:
-                status.update(f"[bold]{recipe.name}[/bold]: Slow-Flow analysis")
-                slow_flow = _slow_flow(models, data, study, out_dir, recipe.name)
+    with console.status(f"[bold]{recipe.name}[/bold]: {len(seeds)} baselines ({study.baseline_steps} steps)") as st:
+        base_ens = Ensemble(template, [build_model(recipe, data, s).state_dict() for s in seeds])
+        base = train_ensemble(
+            base_ens,
+            [Member(s, "baseline") for s in seeds],
+            data.train.x,
+            data.train.y,
+            steps=study.baseline_steps,
+            stage_seed=1,
+            **opt_kwargs,
+        )
+        members = [Member(s, name, g, beta) for s in seeds for name, g, beta in variants]
+        st.update(f"[bold]{recipe.name}[/bold]: {len(members)} post-trainings ({study.posttrain_steps} steps)")
+        slot = torch.tensor([seeds.index(m.seed) for m in members])
+        post_ens = Ensemble(template, [base_ens.member_state(base.weights, int(i)) for i in slot])
+        post = train_ensemble(
+            post_ens,
+            members,
+            data.train.x,
+            data.train.y,
+            steps=study.posttrain_steps,
+            stage_seed=2,
+            ema_init={k: v[slot] for k, v in base.ema.items()},
+            **opt_kwargs,
+        )
+        train_s = time.perf_counter() - started
 
-    summary = _summarize(per_seed, methods, study.eval_steps)
+        all_members = [Member(s, "baseline") for s in seeds] + members
+        for i, m in enumerate(all_members):  # the EMA weights of every model, loadable by analysis/toy_checkpoints
+            ema_i = {k: (base.ema[k][i] if i < len(seeds) else post.ema[k][i - len(seeds)]).clone() for k in base.ema}
+            with atomic_path(out_dir / f"seed{m.seed}" / f"{m.method}.pt", suffix=".pt") as tmp:
+                torch.save({"ema": ema_i, "model_kwargs": {"data_shape": list(shape)}}, tmp)
+        st.update(f"[bold]{recipe.name}[/bold]: sampling")
+        # every model of every seed in one ensemble: baselines first, then the post-trainings in member order
+        ema_all = {k: torch.cat([base.ema[k], post.ema[k]]) for k in base.ema}
+        eval_ens = Ensemble(template, [base_ens.member_state(ema_all, i) for i in range(len(all_members))])
+        inputs = {s: _eval_inputs(data, study.num_eval_samples, s) for s in seeds}
+        x0 = torch.stack([inputs[m.seed][0] for m in all_members])
+        y = torch.stack([inputs[m.seed][1] for m in all_members])
+        velocity = ensemble_velocity(eval_ens, eval_ens.params, y)
+        per_seed: dict[str, dict] = {str(s): {} for s in seeds}
+        for steps in study.eval_steps:
+            samples = euler(velocity, x0, uniform_grid(steps, CONVENTION))
+            finite_or_raise(samples, f"samples at {steps} steps")
+            for k, m in enumerate(all_members):
+                per_seed[str(m.seed)].setdefault(m.method, {})[str(steps)] = _scores(samples[k], data)
+        st.update(f"[bold]{recipe.name}[/bold]: exact fields")
+        field = exact_field(data)
+        exact = _exact_fns(field, gammas, shape)
+        for s in seeds:
+            xs, ys = inputs[s]
+            for name, fn in exact.items():
+                for steps in study.eval_steps:
+                    sample = euler(
+                        lambda x, t, fn=fn, ys=ys: fn(x, t, ys), xs.double(), uniform_grid(steps, CONVENTION)
+                    )
+                    per_seed[str(s)].setdefault(name, {})[str(steps)] = _scores(sample.float(), data)
+        sample_s = time.perf_counter() - started - train_s
+        st.update(f"[bold]{recipe.name}[/bold]: Slow-Flow analysis")
+        slow_flow = _slow_flow_all(eval_ens, all_members, exact, data, study, seeds, out_dir, recipe.name)
+
+    table_methods = methods + list(exact)
+    summary = _summarize(per_seed, table_methods, study.eval_steps)
     floor = data_fd(data.train.x[: len(data.heldout.x)], data.heldout.x)
     result = {
         "recipe": recipe.name,
         "convention": "data_at_1 (t=1 is data)",
-        "methods": methods,
+        "methods": table_methods,
+        "trained_methods": methods,
+        "gammas": gammas,
         "seeds": seeds,
         "eval_steps": study.eval_steps,
+        "num_eval_samples": study.num_eval_samples,
+        "baseline_steps": study.baseline_steps,
+        "posttrain_steps": study.posttrain_steps,
         "per_seed": per_seed,
         "summary": summary,
         "data_fd_floor": floor,
         "slow_flow": slow_flow,
-        "seconds": time.perf_counter() - started,
+        "seconds": {
+            "train": train_s,
+            "sample_and_exact": sample_s,
+            "total_wall": time.perf_counter() - started,
+            "total_cpu": time.process_time() - cpu_started,
+        },
+        "torch_threads": torch.get_num_threads(),
     }
     write_json_atomic(out_dir / "study.json", result)
-    _plot(summary, methods, study.eval_steps, out_dir / "fd_vs_steps.png", recipe.name)
-    for m in methods:  # one record per method: mean and std over seeds at each step count
+    _plot(summary, table_methods, study.eval_steps, out_dir / "fd_vs_steps.png", recipe.name)
+    for m in methods:  # one record per trained method: mean and std over seeds at each step count
         metrics = {}
         for steps in study.eval_steps:
             for key, v in summary[m][str(steps)].items():
@@ -216,43 +249,93 @@ def run_study(
     return result
 
 
-def _latest(run_dir: FilePath) -> FilePath:
-    from mixflow_bench.train.checkpoint import latest_checkpoint
-
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise FileNotFoundError(f"no checkpoint in {run_dir}")
-    return path
+def _scores(sample: Tensor, data: StudyData) -> dict[str, float]:
+    scores = {"fd": data_fd(sample, data.heldout.x)}
+    if data.log_density is not None:
+        scores["nll"] = mean_nll(sample, data.log_density)
+    return scores
 
 
-def _slow_flow(models: dict, data: StudyData, study, out_dir: FilePath, title: str) -> dict | None:
-    """Slow-Flow curves of every model, the null curve, and on toy2d the exact velocity field (a perfect model)."""
-    from mixflow_bench.analysis.exact_velocity import ring_velocity
-    from mixflow_bench.analysis.slow_flow import analyze
+def _slow_flow_all(
+    eval_ens: Ensemble, members: list[Member], exact: dict, data: StudyData, study, seeds, out_dir, title
+) -> dict[str, Any]:
+    """Slow-Flow curves of every model and exact field for every seed, the null per seed, and their spread."""
+    from mixflow_bench.analysis.slow_flow import nearest_interpolation, null_curve, summarize
 
     n = min(study.slow_flow_samples, len(data.heldout.x))
-    g = torch.Generator().manual_seed(20_000)
-    x0 = torch.randn((n, *data.train.data_shape), generator=g).flatten(1)
-    y = data.heldout.y[:n]
     shape = data.train.data_shape
+    reference = data.train.x.flatten(1)
+    grid = uniform_grid(study.slow_flow_steps, CONVENTION)
+    times = [float(CONVENTION.to_data_ward(t)) for t in grid.tolist()]
+    x0s = {s: torch.randn((n, *shape), generator=torch.Generator().manual_seed(20_000 + s)) for s in seeds}
+    y = data.heldout.y[:n]
+    x0 = torch.stack([x0s[m.seed] for m in members])
+    states = euler(ensemble_velocity(eval_ens, eval_ens.params, y.expand(len(members), n)), x0, grid, trajectory=True)
 
-    def velocity(model):
-        return lambda x, t: model(x.reshape(-1, *shape), t, y[: len(x)]).flatten(1)
+    def curve(traj: list[Tensor], noise: Tensor) -> dict[str, Any]:
+        ms = [nearest_interpolation(x.reshape(n, -1), noise.reshape(n, -1), reference)[0] for x in traj]
+        return summarize({"t": times, "m": torch.stack(ms)})
 
-    curves = {name: velocity(m) for name, m in models.items()}
-    if data.train.name == "toy2d":
-        ring = ring_velocity()
-        curves["exact field"] = lambda x, t: ring(x, t).to(x.dtype)
-    with torch.no_grad():
-        return analyze(
-            curves,
-            x0,
-            data.train.x.flatten(1),
-            data.heldout.x[:n].flatten(1),
-            study.slow_flow_steps,
-            out_dir,
-            f"Slow Flow: {title}",
+    per_seed: dict[str, dict[str, Any]] = {str(s): {} for s in seeds}
+    for k, m in enumerate(members):
+        per_seed[str(m.seed)][m.method] = curve([st[k] for st in states], x0s[m.seed])
+    for s in seeds:
+        for name, fn in exact.items():
+            traj = euler(lambda x, t, fn=fn: fn(x, t, y), x0s[s].double(), grid, trajectory=True)
+            per_seed[str(s)][name] = curve(traj, x0s[s])
+        per_seed[str(s)]["null"] = summarize(
+            null_curve(data.heldout.x[:n].flatten(1), reference, torch.tensor(times), torch.Generator().manual_seed(s))
         )
+    labels = list(per_seed[str(seeds[0])])
+    spread = {}
+    for label in labels:
+        med = torch.tensor([per_seed[str(s)][label]["percentiles"]["50"] for s in seeds], dtype=torch.float64)
+        spread[label] = {
+            "median_mean": med.mean(0).tolist(),
+            "median_std": (med.std(0) if len(seeds) > 1 else torch.zeros_like(med[0])).tolist(),
+        }
+    out = {
+        "analysis": "slow-flow",
+        "time_convention": "data-ward (t = 1 is data)",
+        "steps": study.slow_flow_steps,
+        "num_samples": n,
+        "num_reference": len(reference),
+        "seeds": seeds,
+        "t": times,
+        "per_seed": per_seed,
+        "median_over_seeds": spread,
+    }
+    write_json_atomic(out_dir / "slow_flow.json", out)
+    _plot_slow_flow_spread(out, out_dir / "slow_flow.png", f"Slow Flow: {title} ({len(seeds)} seeds)")
+    return out
+
+
+def _plot_slow_flow_spread(sf: dict, path: FilePath, title: str) -> None:
+    """Median slowed time over sampling time: mean over seeds, band of +- one std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    ax.plot([0, 1], [0, 1], color="0.5", lw=1, ls=":", label="y = x")
+    t = np.array(sf["t"])
+    for label, v in sf["median_over_seeds"].items():
+        mean, std = np.array(v["median_mean"]), np.array(v["median_std"])
+        style = {"ls": "--", "color": "black"} if label == "null" else {"ls": "-." if "exact" in label else "-"}
+        line = ax.plot(t, mean, marker="o", ms=2.5, lw=1.4, label=label, **style)[0]
+        ax.fill_between(t, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("sampling timestep t (data-ward, 1 = data)")
+    ax.set_ylabel("median nearest ground-truth timestep m(t)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def _summarize(per_seed: dict, methods: list[str], steps_list: list[int]) -> dict:
@@ -303,20 +386,29 @@ def _plot(summary: dict, methods: list[str], steps_list: list[int], path: FilePa
     import matplotlib.pyplot as plt
 
     keys = list(summary[methods[0]][str(steps_list[0])].keys())
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys) + 2.5, 4), squeeze=False)
+    trained = [m for m in methods if not m.startswith("exact")]
+    colors = {m: f"C{i}" for i, m in enumerate(trained)}
+    for m in methods:  # an exact field takes the colour of the trained method it is the optimum of
+        if m.startswith("exact"):
+            g = m.rsplit(" g", 1)[-1] if " g" in m else None
+            twin = "fm-control" if g is None else next((t for t in trained if t.endswith(f"g{g}")), "mixflow")
+            colors[m] = colors.get(twin, "black")
     for ax, key in zip(axes[0], keys):
         for m in methods:
             mean = np.array([summary[m][str(s)][key]["mean"] for s in steps_list])
             std = np.array([summary[m][str(s)][key]["std"] for s in steps_list])
-            ax.errorbar(steps_list, mean, yerr=std, marker="o", capsize=3, label=m)
+            style = {"ls": "--", "marker": "x"} if m.startswith("exact") else {"ls": "-", "marker": "o"}
+            ax.errorbar(steps_list, mean, yerr=std, capsize=3, label=m, color=colors[m], **style)
         ax.set_xscale("log")
         ax.set_xticks(steps_list, [str(s) for s in steps_list])
+        ax.minorticks_off()
         ax.set_xlabel("Euler steps")
         ax.set_ylabel(key.upper())
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(f"{title} (dashed: exact fields)")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)

@@ -1,0 +1,188 @@
+"""The results write-up of the small studies and the GPU shapes study, generated from their JSON outputs.
+
+Every number in a sentence is computed here from ``results/studies/<recipe>/study.json`` and
+``results/shapes-sit-s/shapes_study.json``; only the explanation of *why* is fixed text, and it is printed
+beside the numbers that it explains.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _table(result: dict[str, Any], key: str) -> list[str]:
+    steps = result["eval_steps"]
+    head = "| Method | " + " | ".join(f"{key.upper()} @ {s}" for s in steps) + " |"
+    lines = [head, "|---|" + "---:|" * len(steps)]
+    for m in result["methods"]:
+        cells = []
+        for s in steps:
+            v = result["summary"][m][str(s)][key]
+            cells.append(f"{_fmt(v['mean'])} ± {_fmt(v['std'])}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean(result: dict, method: str, steps: int, key: str = "fd") -> float:
+    return result["summary"][method][str(steps)][key]["mean"]
+
+
+def _nearest_index(times: list[float], t: float) -> int:
+    return min(range(len(times)), key=lambda i: abs(times[i] - t))
+
+
+def study_sentences(result: dict[str, Any]) -> list[str]:
+    """Facts about one CPU study, each computed from its numbers."""
+    out = []
+    steps = result["eval_steps"]
+    mix = [m for m in result["trained_methods"] if m.startswith("mixflow")]
+    for m in mix:
+        ratios = [_mean(result, m, s) / _mean(result, "fm-control", s) for s in steps]
+        worse = sum(r > 1 for r in ratios)
+        g = m.split("-g")[-1] if "-g" in m else str(result["gammas"][0])
+        if worse == len(steps):
+            verdict = f"worse than the FM control at every step count, by {min(ratios):.2f}–{max(ratios):.2f}×"
+        elif worse == 0:
+            verdict = f"better than the FM control at every step count (FD ratio {min(ratios):.2f}–{max(ratios):.2f})"
+        else:
+            verdict = (
+                f"worse than the FM control at {worse} of {len(steps)} step counts "
+                f"(FD ratio {min(ratios):.2f}–{max(ratios):.2f})"
+            )
+        exact = f"exact MixFlow-optimal g{g}"
+        if exact in result["summary"]:
+            near = [abs(_mean(result, m, s) / _mean(result, exact, s) - 1) for s in steps]
+            verdict += (
+                f"; its FD is within {100 * max(near):.0f}% of the exact MixFlow-optimal field's at every step "
+                f"count ({_fmt(_mean(result, m, 16 if 16 in steps else steps[-1]))} vs "
+                f"{_fmt(_mean(result, exact, 16 if 16 in steps else steps[-1]))} at "
+                f"{16 if 16 in steps else steps[-1]} steps)"
+            )
+        out.append(f"MixFlow γ = {g} is {verdict}.")
+    if "exact FM-optimal" in result["summary"]:
+        s_ref = 16 if 16 in steps else steps[-1]
+        out.append(
+            f"The exact FM-optimal field reaches FD {_fmt(_mean(result, 'exact FM-optimal', s_ref))} at {s_ref} "
+            f"steps against {_fmt(_mean(result, 'fm-control', s_ref))} for the trained FM control; the floor "
+            f"(FD between training and held-out data) is {_fmt(result['data_fd_floor'])}."
+        )
+    sf = result.get("slow_flow")
+    if sf:
+        i = _nearest_index(sf["t"], 0.875)
+        parts = []
+        for label, v in sf["median_over_seeds"].items():
+            parts.append(f"{label} {v['median_mean'][i]:.3f} ± {v['median_std'][i]:.3f}")
+        med = {k: v["median_mean"][i] for k, v in sf["median_over_seeds"].items()}
+        if {"fm-control", "null", "exact FM-optimal"} <= set(med):
+            fc, null = med["fm-control"], med["null"]
+            moves = []
+            for m in mix:
+                side = "further from" if abs(med[m] - null) > abs(fc - null) else "closer to"
+                moves.append(f"{m} {med[m]:.3f} ({side} the null)")
+            out.append(
+                f"At t = {sf['t'][i]:.3f} the FM control's median slowed time is {fc:.3f}, the exact FM field's "
+                f"{med['exact FM-optimal']:.3f} and the null's {null:.3f}; MixFlow moves it to "
+                + ", ".join(moves)
+                + "."
+            )
+        out.append(
+            f"Slow-Flow, median slowed time m at t = {sf['t'][i]:.3f} (mean ± std over {len(sf['seeds'])} seeds, "
+            f"{sf['num_samples']} trajectories of {sf['steps']} Euler steps each): " + "; ".join(parts) + "."
+        )
+    secs = result.get("seconds", {})
+    if secs:
+        out.append(
+            f"Run time of this study: {secs['total_wall']:.0f} s wall, {secs['total_cpu']:.0f} s CPU "
+            f"(training {secs['train']:.0f} s wall)."
+        )
+    return out
+
+
+EXPLANATION = (
+    "Why MixFlow cannot help here: the MixFlow loss at network time t regresses x1 − x0 from inputs x_m with "
+    "m ~ U[(1 − γ) t, t], so its exact minimiser is the true velocity averaged over the slowed times, weighted "
+    "by the marginal density p_m(x) — a field that is itself slowed. A network that can represent that field "
+    "and is trained to convergence sits at it, and so inherits its bias. "
+    "Where the FM-trained model already follows the exact FM field (toy2d: its "
+    "Slow-Flow curve matches the exact field's) there is no exposure bias to correct, and MixFlow lands on its "
+    "own slowed optimum. Where the FM model is itself slowed against the null (digits, where the network is far "
+    "from the training-set optimum), MixFlow's slowed target moves its samples further from the null rather "
+    "than back towards it (the sentences above give the numbers). "
+    "In low dimension (2-D, 64-D) the input x carries little information about its noise level "
+    "beyond what t says, so nothing prevents the network from reaching this optimum. For large models on "
+    "high-dimensional images the picture the paper describes needs two things absent here: an FM model whose "
+    "own errors slow its trajectories (measured against the null, not against y = x), and a MixFlow model that "
+    "cannot fully represent the slowed optimum (the noise level of x_m is visible in high dimension, so the "
+    "network partly keeps the FM field while learning to pull slowed states back). Whether the trade favours "
+    "MixFlow is an empirical question at scale; these small studies show only that the mechanism is not "
+    "free: where the model reaches its objective, MixFlow's objective is the wrong target."
+)
+
+
+def shapes_sentences(result: dict[str, Any]) -> list[str]:
+    """Facts about the GPU shapes study run."""
+    cfg = result["config"]
+    out = [
+        f"Run on {result['device']} (torch {result['torch']}): {cfg['model']} "
+        f"({result['num_params'] / 1e6:.1f}M parameters), base {result['base_steps']} steps, then "
+        f"{result['post_steps']} steps of each post-training (FM control; MixFlow γ = "
+        f"{', '.join(str(g) for g in cfg['gammas'])}), batch {cfg['batch_size']}; {result['wall_s']:.0f} s wall "
+        f"on the GPU. {result['protocol']}."
+    ]
+    fid = result.get("fid", {})
+    if fid:
+        floor = result.get("fid_floor")
+        control = fid.get("fm-control", {})
+        for name, d in fid.items():
+            if name.startswith("mixflow") and control:
+                diffs = [d[k] - control[k] for k in d if k in control]
+                out.append(
+                    f"{name} − FM control FID: {min(diffs):+.3f} to {max(diffs):+.3f} over "
+                    f"{', '.join(k for k in d if k in control)}."
+                )
+        if floor is not None:
+            worst = max(v for d in fid.values() for v in d.values())
+            best = min(v for d in fid.values() for v in d.values())
+            out.append(
+                f"Every model's FID lies between {best:.1f} and {worst:.1f}, against a floor of {floor:.2f} "
+                f"({cfg['num_eval']} real images vs the reference set)."
+            )
+    if result.get("skipped_for_time"):
+        out.append(f"Skipped at the run's deadline: {', '.join(result['skipped_for_time'])}.")
+    return out
+
+
+def study_report_markdown(results_root: Path) -> str:
+    """The write-up section of ``results/README.md`` (empty when no study outputs exist)."""
+    results_root = Path(results_root)
+    parts: list[str] = []
+    for path in sorted((results_root / "studies").glob("*/study.json")):
+        r = json.loads(path.read_text())
+        rel = path.parent.relative_to(results_root)
+        parts += [f"### {r['recipe']}", ""]
+        parts += [
+            f"Euler sampling from the same noise for every model, {r['num_eval_samples']} samples, "
+            f"{len(r['seeds'])} seeds (mean ± std); baseline {r['baseline_steps']} FM steps, then "
+            f"{r['posttrain_steps']} steps of each post-training; exact fields integrated with the same sampler. "
+            "Lower is better.",
+            "",
+        ]
+        for key in r["summary"][r["methods"][0]][str(r["eval_steps"][0])]:
+            parts += _table(r, key) + [""]
+        parts += [f"![FD vs steps]({rel}/fd_vs_steps.png) ![Slow Flow]({rel}/slow_flow.png)", ""]
+        parts += [f"* {s}" for s in study_sentences(r)] + [""]
+    if parts:
+        parts = ["## Where does MixFlow help? Small CPU studies", "", *parts, EXPLANATION, ""]
+    shapes = results_root / "shapes-sit-s" / "shapes_study.json"
+    if shapes.exists():
+        r = json.loads(shapes.read_text())
+        parts += ["## GPU study: SiT-S/4 on procedural 32×32 shapes", ""]
+        parts += [f"* {s}" for s in shapes_sentences(r)] + [""]
+        parts += ["See `results/shapes-sit-s/README.md` for what this run can and cannot say.", ""]
+    return "\n".join(parts)
