@@ -224,7 +224,8 @@ def full_recipes() -> list[str]:
     out = []
     for name in list_recipes():
         recipe = load_recipe(name)
-        if recipe.study is None and recipe.model.name not in TOY_MODELS:
+        studies = (recipe.study, recipe.mixed_source, recipe.image_study)  # small studies have no downloads
+        if all(x is None for x in studies) and recipe.model.name not in TOY_MODELS:
             out.append(name)
     return out
 
