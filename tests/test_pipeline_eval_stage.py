@@ -27,7 +27,7 @@ def test_eval_task_computes_every_adm_metric(tmp_path, random_network):
     np.savez(reference, arr_0=rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8))
     out = tmp_path / "eval" / "mixflow.json"
     values = eval_task(str(samples), str(reference), ["fid", "sfid", "is", "prec", "rec"], str(out))
-    assert set(values) == {"fid", "sfid", "is", "precision", "recall"}
+    assert {"fid", "sfid", "is", "precision", "recall"} <= set(values)
     assert all(np.isfinite(v) for v in values.values())
     assert json.loads(out.read_text()) == values
     details = json.loads(out.with_suffix(".details.json").read_text())

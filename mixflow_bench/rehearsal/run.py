@@ -147,6 +147,9 @@ class Rehearsal:
         self.site = ArtifactSite()
         self._fabricated: set[str] = set()
         self.local_checkpoints: dict[str, Path] = {}
+        # On the CPU every process uses one thread, as each torchrun rank does: CPU kernels round differently with
+        # another thread count, which would hide whether 1 and 2 ranks compute the same samples.
+        self.threads = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
 
     def __enter__(self) -> Rehearsal:
         self.site.__enter__()
@@ -160,7 +163,7 @@ class Rehearsal:
         """Run ``python -m mixflow_bench ARGS`` with the rehearsal's environment; its output, or a failure."""
         proc = subprocess.run(
             [sys.executable, "-m", "mixflow_bench", *args],
-            env={**os.environ, **self.site.environment(self.workdir), **(env or {})},
+            env={**os.environ, **self.site.environment(self.workdir), **self.threads, **(env or {})},
             capture_output=True, text=True, timeout=timeout, cwd=self.workdir,
         )  # fmt: skip
         if proc.returncode != 0:
@@ -307,7 +310,7 @@ class Rehearsal:
 
     def _kill_during_sampling(self, args: list[str], run_dir: Path) -> None:
         """Start the run, kill it once the first sample shard exists, and leave the rest to the rerun."""
-        env = {**os.environ, **self.site.environment(self.workdir)}
+        env = {**os.environ, **self.site.environment(self.workdir), **self.threads}
         proc = subprocess.Popen(
             [sys.executable, "-m", "mixflow_bench", *args], env=env, cwd=self.workdir,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -322,13 +325,19 @@ class Rehearsal:
         proc.wait()
 
     def _compare_runs(self, reference: Path, run_dir: Path, result: RehearsalResult) -> None:
-        """Samples byte-identical, training losses within reduction-order tolerance, metrics equal."""
-        same = {}
+        """Samples of the same weights byte-identical; of weights post-trained on another number of ranks, within
+        one uint8 level on a few pixels (the all-reduce sums gradients in another order); training losses within
+        1e-4 relative; both stated in the report."""
+        samples = {}
         for path in sorted((reference / "samples").glob("*.npz")):
             with np.load(path) as a, np.load(run_dir / "samples" / path.name) as b:
-                same[path.stem] = bool(np.array_equal(a["arr_0"], b["arr_0"]))
-        result.checks["samples_identical_to_reference_run"] = same
-        assert all(same.values()), same
+                diff = np.abs(a["arr_0"].astype(np.int16) - b["arr_0"].astype(np.int16))
+            samples[path.stem] = {"identical": bool(not diff.any()), "max_level_diff": int(diff.max()),
+                                  "fraction_differing": float((diff > 0).mean())}  # fmt: skip
+        result.checks["samples_vs_reference_run"] = samples
+        if "baseline" in samples:  # the released checkpoint: the same weights on every rank layout
+            assert samples["baseline"]["identical"], samples
+        assert all(v["max_level_diff"] <= 1 and v["fraction_differing"] < 1e-3 for v in samples.values()), samples
         losses = {}
         for log in sorted(reference.glob("train*/log.jsonl")):
             ref = [json.loads(x)["loss"] for x in log.read_text().splitlines() if x.strip()]

@@ -35,27 +35,15 @@ HIGHER_IS_BETTER = {"in_support"}
 
 def _train(model: GMFlowToyMLP, objective: GMFlowObjective, x: torch.Tensor, recipe: Recipe, seed: int, out: FilePath):
     """Train with the project's engine (AdamW + EMA, resumable); return the EMA weights."""
-    from mixflow_bench.train.batches import InMemoryBatches
-    from mixflow_bench.train.checkpoint import load_checkpoint
-    from mixflow_bench.train.engine import TrainConfig, train
+    from mixflow_bench.toy.engine_training import train_small_model
 
     study = recipe.study
-    config = TrainConfig(
-        steps=study.baseline_steps,
-        global_batch_size=study.batch_size,
-        lr=study.lr,
-        ema_decay=study.ema_decay,
-        grad_clip=recipe.train.grad_clip if recipe.train else None,
-        checkpoint_every=study.baseline_steps,
-        log_every=max(study.baseline_steps // 5, 1),
-        seed=seed,
-        keep_last=1,
-        device="cpu",
-        fused_adamw=False,
-    )
-    batches = InMemoryBatches(x, torch.zeros(len(x), dtype=torch.long), study.batch_size, seed)
-    result = train(model, objective, batches, config, out, progress=False, extra={"recipe": recipe.to_dict()})
-    return load_checkpoint(result.last_checkpoint)["ema"]
+    return train_small_model(
+        model, objective, x, torch.zeros(len(x), dtype=torch.long), steps=study.baseline_steps,
+        batch_size=study.batch_size, lr=study.lr, ema_decay=study.ema_decay,
+        grad_clip=recipe.train.grad_clip if recipe.train else None, seed=seed, out_dir=out,
+        recipe=recipe.to_dict(), fused_adamw=False,
+    )  # fmt: skip
 
 
 def method_names(components: list[int], solvers: list[str]) -> list[str]:

@@ -96,27 +96,14 @@ class UnconditionalVelocity(torch.nn.Module):
 
 
 def _train(model, objective, data: StudyData, recipe: Recipe, seed: int, out_dir: FilePath) -> dict[str, Tensor]:
-    from mixflow_bench.train.batches import InMemoryBatches
-    from mixflow_bench.train.checkpoint import load_checkpoint
-    from mixflow_bench.train.engine import TrainConfig, train
+    from mixflow_bench.toy.engine_training import train_small_model
 
     section = recipe.mixed_source
-    config = TrainConfig(
-        steps=section.steps,
-        global_batch_size=section.batch_size,
-        lr=section.lr,
-        ema_decay=section.ema_decay,
-        grad_clip=recipe.train.grad_clip if recipe.train else None,
-        checkpoint_every=section.steps,
-        log_every=max(section.steps // 5, 1),
-        seed=seed,
-        keep_last=1,
-        device="cpu",
-    )
-    batches = InMemoryBatches(data.train.x, data.train.y, section.batch_size, seed)
-    result = train(model, objective, batches, config, out_dir, progress=False,
-                   extra={"recipe": recipe.to_dict()})
-    return load_checkpoint(result.last_checkpoint)["ema"]
+    return train_small_model(
+        model, objective, data.train.x, data.train.y, steps=section.steps, batch_size=section.batch_size,
+        lr=section.lr, ema_decay=section.ema_decay, grad_clip=recipe.train.grad_clip if recipe.train else None,
+        seed=seed, out_dir=out_dir, recipe=recipe.to_dict(),
+    )  # fmt: skip
 
 
 def evaluate(model: MixedSourceModel, data: StudyData, nfes: list[int], x0: Tensor, x0_curv: Tensor,
