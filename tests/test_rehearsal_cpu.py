@@ -6,8 +6,8 @@ prepare``, then ``reproduce`` (download, MixFlow and FM-control post-training, s
 real TF-2015 Inception weights, table). To fit CI's two cores the model is swapped for SiT-S/8 (same code path and
 file format, 33M parameters) and the scale is shrunk; nothing else changes. The reference run is killed during
 sampling and resumed; the 2-rank runs (torchrun with gloo, Slurm with 2 tasks) must give byte-identical samples of
-the same weights and the same training losses (post-trained samples within one uint8 level on a few pixels: the all-reduce sums in
-another order).
+the same weights and the same training losses (post-trained samples within one uint8 level on a few pixels: the
+all-reduce sums in another order).
 """
 
 from __future__ import annotations
