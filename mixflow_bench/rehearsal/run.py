@@ -259,7 +259,16 @@ class Rehearsal:
             t = time.perf_counter()
             if resume_check:
                 self._kill_during_sampling(args, run_dir)
-            output = self.cli(*args)
+            try:
+                output = self.cli(*args)
+            except RehearsalFailure as first:
+                if launcher == "local":
+                    raise
+                # A multi-process launch that fails once is rerun as a user would (reproduce resumes); the
+                # failure stays in the report. Seen once in three CPU runs: a torchrun rank aborting with
+                # "terminate called without an active exception" as the second training stage started.
+                result.checks["resumed_after_failure"] = str(first)[-1500:]
+                output = self.cli(*args)
             result.stages["reproduce"] = time.perf_counter() - t
             if reuse_training_of is not None:
                 assert "train: up to date, skipped" in output, "the reused training was not recognised as done"
