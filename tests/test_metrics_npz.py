@@ -131,7 +131,7 @@ def test_pack_cli(tmp_path):
 # Peak RSS of the measuring process itself: /proc's VmHWM, reset between phases through clear_refs. getrusage's
 # ru_maxrss is not used: after fork/exec it carries the parent's (pytest's) high-water mark into the child.
 _MEASURE = textwrap.dedent("""
-    import json, sys
+    import contextlib, json, sys
     import numpy as np, torch
     from mixflow_bench.metrics.npz_stream import NpzImageReader
     from mixflow_bench.metrics.features import extract
@@ -142,11 +142,8 @@ _MEASURE = textwrap.dedent("""
             return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
 
     def reset_peak():
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
 
     class Stub(torch.nn.Module):
         has_logits = True

@@ -309,7 +309,7 @@ class SlurmLauncher:
 
 
 def _silent(_: str) -> None:
-    pass
+    """Discard a progress line (the default ``echo``)."""
 
 
 def _last_line(log: Path) -> str:
