@@ -171,3 +171,33 @@ def test_produced_records_carry_the_protocol_and_the_gain(tmp_path):
     row = next(r for r in build_table(list(records.values()), load_reported()).comparison
                if r.experiment == "sit-b-256-steps50")  # fmt: skip
     assert row.status == "match" and row.delta("fid_gain") == pytest.approx(2.5 - 2.34)
+
+
+@pytest.mark.parametrize(
+    ("model", "family_heun"),
+    [("repa-sit-xl-2", "repa"), ("sit-xl-2", "sit"), ("rae-dith-xl-256", "rae"), (None, "generic")],
+)
+def test_heun_nfe_is_the_count_of_network_calls_the_families_heun_makes(model, family_heun):
+    """The protocol's (and the --plan estimate's) Heun NFE equals the calls the family's Heun really makes:
+    REPA's ends on an Euler step (2N - 1), the torchdiffeq-style Heun of SiT, RAE and toy models does not (2N)."""
+    import torch
+
+    from mixflow_bench.flow.samplers import heun, repa_heun
+    from mixflow_bench.pipeline.estimate import sampling_nfe
+    from mixflow_bench.results.protocol import sampler_nfe
+
+    calls = []
+
+    def velocity(x, t):
+        calls.append(1)
+        return -x
+
+    steps = 7
+    grid = torch.linspace(1.0, 0.0, steps + 1)
+    (repa_heun if family_heun == "repa" else heun)(velocity, torch.ones(2, 3), grid)
+    sample = dataclasses.make_dataclass("S", [("sampler", str), ("steps", int)])("heun", steps)
+    assert sampler_nfe("heun", steps, model) == len(calls)
+    assert sampling_nfe(sample, model) == len(calls)
+    assert protocol_of({"sampler": "heun", "steps": steps, "num": 8, "guidance": {"kind": "none"}}, None, model)[
+        "nfe"
+    ] == len(calls)

@@ -44,8 +44,6 @@ DERIVED: dict[str, tuple[str, float, str | None]] = {
     "mixed-source-ffhq-64": ("sit-xl-2", 41.9 / 118.64, "SongUNet not measured: SiT-XL/2 x GMACs ratio 41.9/118.6"),
     "mixed-source-afhqv2-64": ("sit-xl-2", 41.9 / 118.64, "SongUNet not measured: SiT-XL/2 x GMACs ratio 41.9/118.6"),
 }
-# rk45 NFE is adaptive: assumed 125 per image (the κ-FC paper's mean NFE on CIFAR-10 is 124.7)
-ASSUMED_RK45_NFE = 125
 ASSUMPTIONS = (
     "throughputs measured by benchmarks/ (benchmarks/results/, one row per GPU type and path); the basis column "
     "names the measurement, 'assumed' marks what was derived; evaluation not counted"
@@ -141,12 +139,17 @@ def _candidates(model: str, cases: dict[str, str], root: Path) -> tuple[list[Mea
     return rows, factor, why
 
 
-def sampling_nfe(sample: Any) -> int:
-    """Network evaluations per image for a SampleSection, guidance not counted (dopri5 assumed ~ 2 x steps)."""
-    steps = sample.steps
-    per_image = {"sde": steps, "euler": steps, "heun": 2 * steps, "dopri5": 2 * steps, "rae-euler": steps - 1,
-                 "manual-heun": 2 * steps - 1, "rk45": ASSUMED_RK45_NFE}  # fmt: skip
-    return per_image.get(sample.sampler, steps)  # GM-SDE/ODE (1st and 2nd order): one network evaluation per step
+def sampling_nfe(sample: Any, model: str | None = None) -> int:
+    """Network evaluations per image for a SampleSection of zoo model ``model``, guidance not counted: the
+    protocol's count (:func:`results.protocol.sampler_nfe`), with the adaptive solvers assumed (dopri5 ~ 2 x
+    steps, rk45 :data:`ASSUMED_RK45_NFE`)."""
+    from mixflow_bench.results.protocol import sampler_nfe
+
+    assumed = {"dopri5": 2 * sample.steps, "rk45": ASSUMED_RK45_NFE}
+    if sample.sampler in assumed:
+        return assumed[sample.sampler]
+    nfe = sampler_nfe(sample.sampler, sample.steps, model)
+    return nfe if isinstance(nfe, int) else sample.steps
 
 
 def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:
@@ -154,7 +157,7 @@ def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) 
     rows, factor, why = _candidates(model, SAMPLING_CASES, root)
     path, path_assumption = _path_for(sample.precision, sample.compile, getattr(sample, "cuda_graphs", False))
     guided = sample.guidance.kind != "none" and not (sample.guidance.kind == "cfg" and sample.guidance.scale == 1.0)
-    nfe = sampling_nfe(sample)
+    nfe = sampling_nfe(sample, model)
     out = []
     for gpu in sorted({m.gpu for m in rows}):
         m = _pick([r for r in rows if r.gpu == gpu], path)

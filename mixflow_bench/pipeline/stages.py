@@ -253,7 +253,11 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
     from mixflow_bench.results.protocol import protocol_of
     from mixflow_bench.results.records import make_record, save_record, write_json_atomic
 
-    protocol = protocol_of(recipe.sample, recipe.eval.metrics if recipe.eval else None) if recipe.sample else None
+    protocol = (
+        protocol_of(recipe.sample, recipe.eval.metrics if recipe.eval else None, recipe.model.name)
+        if recipe.sample
+        else None
+    )
     metrics_of = {}
     for variant, path in eval_outputs.items():
         data = json.loads(Path(path).read_text())

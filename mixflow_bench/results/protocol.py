@@ -8,7 +8,8 @@ Fields:
   sampler      the project's sampler names (sde, euler, heun, dopri5, rae-euler, GMFlow's gm-*, the κ-FC
                paper's manual-heun and rk45) or unknown
   steps        sampler steps (the recipe's ``sample.steps``)
-  nfe          network evaluations per image, guidance not counted (Heun: 2 per step; RAE's 50-point grid: 49)
+  nfe          network evaluations per image, guidance not counted (Heun: 2 per step, REPA's Heun 2 per step
+               but the last, which is an Euler step; RAE's 50-point grid: 49)
   guidance     none | cfg | autoguidance | probabilistic (GMFlow)
   scale        guidance scale                                   (guided protocols only)
   channels     guided latent channels: an integer or ``all``     (guided protocols only)
@@ -86,9 +87,17 @@ def check_protocol(raw: Any, guidance: str) -> tuple[dict[str, Any] | None, str 
     return clean, None
 
 
-def sampler_nfe(sampler: str, steps: int) -> int | str:
-    """Network evaluations per image for the project's samplers (guidance not counted); dopri5 is adaptive."""
-    per = {"sde": steps, "euler": steps, "heun": 2 * steps, "rae-euler": steps - 1, "manual-heun": 2 * steps - 1,
+def sampler_nfe(sampler: str, steps: int, model: str | None = None) -> int | str:
+    """Network evaluations per image of ``sampler`` with ``steps`` steps for zoo model ``model`` (guidance not
+    counted; dopri5 and rk45 are adaptive, hence unknown).
+
+    The model matters for ``heun``: it runs the Heun of the model's family (``sampling.velocity.integrate``),
+    and REPA's (``flow.samplers.repa_heun``) ends on a plain Euler step, ``2 * steps - 1`` evaluations.
+    """
+    from mixflow_bench.recipes.families import family_of
+
+    heun = 2 * steps - 1 if family_of(model) == "repa" else 2 * steps
+    per = {"sde": steps, "euler": steps, "heun": heun, "rae-euler": steps - 1, "manual-heun": 2 * steps - 1,
            "gm-sde": steps, "gm-sde2": steps, "gm-ode": steps, "gm-ode2": steps}  # fmt: skip
     return per.get(sampler, UNKNOWN)
 
@@ -101,8 +110,11 @@ def evaluator_of(metrics: list[str] | tuple[str, ...]) -> str:
     return "+".join(sorted(names)) if names else UNKNOWN
 
 
-def protocol_of(sample: Any, metrics: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The protocol a recipe's ``sample:`` section (a SampleSection or its dict) and evaluation metrics produce."""
+def protocol_of(
+    sample: Any, metrics: list[str] | tuple[str, ...] | None = None, model: str | None = None
+) -> dict[str, Any]:
+    """The protocol a recipe's ``sample:`` section (a SampleSection or its dict) and evaluation metrics produce
+    for zoo model ``model`` (its family decides the Heun's NFE)."""
     s = sample if isinstance(sample, dict) else {k: getattr(sample, k) for k in ("sampler", "steps", "num")}
     g = sample["guidance"] if isinstance(sample, dict) else sample.guidance
     g = g if isinstance(g, dict) else {k: getattr(g, k) for k in ("kind", "scale", "channels", "interval")}
@@ -110,7 +122,7 @@ def protocol_of(sample: Any, metrics: list[str] | tuple[str, ...] | None = None)
     if kind == "cfg" and float(g.get("scale", 1.0)) == 1.0:
         kind = "none"  # CFG at scale 1 is the conditional model alone
     out: dict[str, Any] = {"sampler": s["sampler"], "steps": int(s["steps"]),
-                           "nfe": sampler_nfe(s["sampler"], int(s["steps"])), "guidance": kind}  # fmt: skip
+                           "nfe": sampler_nfe(s["sampler"], int(s["steps"]), model), "guidance": kind}  # fmt: skip
     if kind != "none":
         out["scale"] = float(g.get("scale", 1.0))
         out["channels"] = g.get("channels") or "all"
@@ -142,7 +154,8 @@ def record_protocol(record: dict[str, Any]) -> dict[str, Any] | None:
         return study_protocol(recipe["study"], record.get("metrics") or {})
     if isinstance(recipe, dict) and isinstance(recipe.get("sample"), dict):
         metrics = (recipe.get("eval") or {}).get("metrics")
-        return protocol_of(recipe["sample"], metrics)
+        model = (recipe.get("model") or {}).get("name") if isinstance(recipe.get("model"), dict) else None
+        return protocol_of(recipe["sample"], metrics, model)
     return None
 
 
