@@ -80,14 +80,14 @@ def test_process_leaving_right_after_its_last_batch_exits_cleanly() -> None:
         sys.path.insert(0, sys.argv[1])
         from test_prefetch_shutdown import SlowBatches
 
-        it = iter(SlowBatches(calls=3000))  # slow enough to be mid-batch when the interpreter shuts down
+        it = iter(SlowBatches(calls=2000))  # slow enough to be mid-batch when the interpreter shuts down
         for _ in range(3):
             next(it)
         del it
         """
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    for _ in range(3):
+    for _ in range(2):
         proc = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], env=env,
                               capture_output=True, text=True, timeout=100)  # fmt: skip
         assert proc.returncode == 0 and "terminate called" not in proc.stderr, proc.stderr[-2000:]
