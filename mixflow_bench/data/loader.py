@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,7 @@ from mixflow_bench.data.codec import Codec, latent_scale, model_latent_from_stor
 _MASK64 = (1 << 64) - 1
 _SALT_FLIP = 0x5F1
 _SALT_NOISE = 0xE95
+PREFETCH_THREAD = "mixflow-batch-prefetch"  # the name of the thread that builds batches ahead
 
 
 def sample_hash(seed: int, epoch: int, indices: np.ndarray, salt: int) -> np.ndarray:
@@ -264,6 +266,8 @@ class _PrefetchingBatches(abc.ABC):
         def produce() -> None:
             try:
                 for epoch, step, nxt in self._positions():
+                    if stop.is_set():
+                        return
                     item = (self._build(epoch, step), nxt)
                     while not stop.is_set():
                         try:
@@ -281,7 +285,7 @@ class _PrefetchingBatches(abc.ABC):
                     except queue.Full:
                         continue
 
-        thread = threading.Thread(target=produce, daemon=True)
+        thread = threading.Thread(target=produce, name=PREFETCH_THREAD, daemon=True)
         thread.start()
         try:
             while True:
@@ -291,7 +295,13 @@ class _PrefetchingBatches(abc.ABC):
                 self.sampler.epoch, self.sampler.step = nxt
                 yield batch
         finally:
+            # Wait for the producer (at most the batch it is building). Left running, it could still be inside
+            # torch when the interpreter shuts down; a daemon thread taking the GIL back then is ended with
+            # pthread_exit, which aborts the process ("terminate called without an active exception"). An
+            # iterator first closed during shutdown itself cannot wait: its producer may be frozen already.
             stop.set()
+            if not sys.is_finalizing():
+                thread.join()
 
     @property
     def steps_per_epoch(self) -> int:

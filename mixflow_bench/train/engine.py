@@ -189,6 +189,13 @@ def _local_slice(tensor: Tensor, ctx: DistContext, local: int, what: str) -> Ten
     )
 
 
+def _close_iterator(iterator: Any) -> None:
+    """End a batch iterator now (a generator's ``close``) instead of whenever it is garbage-collected."""
+    close = getattr(iterator, "close", None)
+    if callable(close):
+        close()
+
+
 def _progress_bar(enabled: bool) -> Progress | contextlib.nullcontext:
     if not enabled:
         return contextlib.nullcontext()
@@ -388,7 +395,10 @@ def _train(
     final_loss: float | None = None
     stopped = False
     bar_cm = _progress_bar(progress and ctx.is_main)
-    with bar_cm as bar:
+    with bar_cm as bar, contextlib.ExitStack() as cleanup:
+        # close the batch iterator (the current one: next_batch starts a new one per epoch) however the loop ends,
+        # so that a prefetching source stops its thread before the process group is torn down and the process exits
+        cleanup.callback(lambda: _close_iterator(data_iter))
         task = bar.add_task("train", total=config.steps, completed=step, loss="-", rate="-") if bar else None
         while step < config.steps:
             if stop_after is not None and step - start_step >= stop_after:
