@@ -112,6 +112,8 @@ def test_deadline_ends_the_timing_with_its_progress():
     assert step.calls == 11
 
 
-def test_policy_rejects_a_cap_without_room_for_the_window():
+def test_policy_rejects_impossible_settings():
     with pytest.raises(ValueError):
-        timing.TimingPolicy(window=5, max_warmup=4)
+        timing.TimingPolicy(min_warmup=5, max_warmup=4)
+    with pytest.raises(ValueError):
+        timing.TimingPolicy(window=1)
