@@ -814,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", default="all", help=f"comma-separated cases of {list(CASES)}, or all")
     parser.add_argument("--official-root", type=Path, default=DEFAULT_OFFICIAL_ROOT,
                         help="folder holding the SiT/ and RAE/ checkouts")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/local"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_official"), help="folder for the JSON files")
     parser.add_argument("--quick", action="store_true", help="tiny models, a few steps: a smoke run (CPU is fine)")
     parser.add_argument("--budget-s", type=float, default=None, help="stop timing after this many seconds")
     parser.add_argument("--call-steps", type=int, default=None,
