@@ -17,6 +17,12 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 FAST = {"sample": {"precision": "bf16", "compile": True}}
 
 
+def _h100(estimates: list) -> estimate.Estimate:
+    """The one H100 estimate (other GPU types may have been measured since)."""
+    (est,) = [e for e in estimates if estimate.short_gpu(e.gpu) == "H100"]
+    return est
+
+
 def _rows(case: str, path: str, kind: str = "sampling") -> list[dict]:
     """The benchmark JSON rows of one case and path, read directly."""
     rows = []
@@ -31,39 +37,39 @@ def test_sit_xl_sde_cfg_50k_at_the_official_setting_is_the_measured_rate():
     official = min(r["images_per_s"] for r in runs)
     recipe = load_recipe("sit-xl-256-sde-cfg")
     assert (recipe.sample.precision, recipe.sample.compile, recipe.sample.num) == ("tf32", False, 50_000)
-    (est,) = estimate.sampling_estimates(recipe.model.name, recipe.sample)
+    est = _h100(estimate.sampling_estimates(recipe.model.name, recipe.sample))
     assert est.hours == pytest.approx(50_000 / official / 3600, rel=1e-6)  # the slower of the two runs
     assert estimate.gpu_hours_sampling(recipe.model.name, recipe.sample) == est.hours
     assert est.hours > 15 and not est.assumptions and "H100" in est.label and "sampling-sit.json" in est.basis
     # the same recipe on the fast path (bf16 + compile) uses the fast row
     (fast_row,) = _rows("SiT-XL/2 256, SDE-250, CFG 1.5", "fast")
     fast = load_recipe("sit-xl-256-sde-cfg", FAST)
-    (est_fast,) = estimate.sampling_estimates(fast.model.name, fast.sample)
+    est_fast = _h100(estimate.sampling_estimates(fast.model.name, fast.sample))
     assert est_fast.hours == pytest.approx(50_000 / fast_row["images_per_s"] / 3600, rel=1e-6)
 
 
 def test_rae_autoguidance_and_training_follow_the_measured_rows():
     (row,) = _rows("RAE DiT^DH-XL 256, Euler-49, AG 1.42", "official")
     rae = load_recipe("rae-256-cfg")
-    (est,) = estimate.sampling_estimates(rae.model.name, rae.sample)
+    est = _h100(estimate.sampling_estimates(rae.model.name, rae.sample))
     assert est.hours == pytest.approx(50_000 / row["images_per_s"] / 3600, rel=1e-6)
     (train_row,) = _rows("DiT^DH-XL 256, MixFlow gamma 0.4", "official", "train")
-    (t,) = estimate.training_estimates(rae.model.name, rae.train)
+    t = _h100(estimate.training_estimates(rae.model.name, rae.train))
     assert t.hours == pytest.approx(rae.train.steps * rae.train.batch_size / train_row["images_per_s"] / 3600)
     assert not t.assumptions and "train.json" in t.basis
     sit = load_recipe("sit-xl-256")
     (sit_row,) = _rows("SiT-XL/2 256, MixFlow gamma 0.8", "official", "train")
-    (t,) = estimate.training_estimates(sit.model.name, sit.train)
+    t = _h100(estimate.training_estimates(sit.model.name, sit.train))
     assert t.hours == pytest.approx(500_000 * 256 / sit_row["images_per_s"] / 3600)
 
 
 def test_unmeasured_cases_are_labelled_assumptions():
     b = load_recipe("sit-b-256")  # SiT-B/2 was not benchmarked; unguided sampling was not either
-    (est,) = estimate.sampling_estimates(b.model.name, b.sample)
+    est = _h100(estimate.sampling_estimates(b.model.name, b.sample))
     assert any("SiT-B/2 not measured" in a for a in est.assumptions) and "assumed" in est.label
     assert any("unguided" in a for a in est.assumptions)
     repa = load_recipe("repa-256")  # trains in bf16 without compile: not a benchmarked path
-    (t,) = estimate.training_estimates(repa.model.name, repa.train)
+    t = _h100(estimate.training_estimates(repa.model.name, repa.train))
     assert any("bf16 eager not measured" in a for a in t.assumptions)
 
 
@@ -101,3 +107,70 @@ def test_stage_hours_equal_the_measured_rates():
     (row,) = _rows("DiT^DH-XL 256, MixFlow gamma 0.4", "official", "train")
     expected = rae.train.steps * rae.train.batch_size / row["images_per_s"] / 3600
     assert estimate.gpu_hours_training(rae.model.name, rae.train) == pytest.approx(expected)
+
+
+def _official_file(kind: str, case: str, rows: list[dict], quick: bool = False) -> dict:
+    """A bench_official.py JSON file: the official code's row and this project's exact and fast rows."""
+    base = {"case": case, "kind": kind, "gpu": "NVIDIA H200", "torch": "2.11.0", "peer": "willisma/SiT@947f95bd3a51"}
+    return {"benchmark": "benchmarks/bench_official.py", "kind": kind, "quick": quick, "gpu": "NVIDIA H200",
+            "rows": [{**base, "status": "ok", **r} for r in rows]}  # fmt: skip
+
+
+def test_bench_official_rows_give_the_exact_and_fast_estimates(tmp_path):
+    shutil.copytree(RESULTS / "h100-2026-11-22", tmp_path / "h100")
+    (tmp_path / "h200").mkdir()
+    case = "SiT-XL/2 256, SDE-250, CFG 1.5"
+    rows = [
+        {"path": "official", "batch": 4, "precision": "tf32", "compile": False, "images_per_s": 0.5,
+         "s_per_step": 0.031, "decode_s": 0.01},
+        {"path": "fast", "batch": 256, "precision": "bf16", "compile": "default", "images_per_s": 3.9,
+         "s_per_step": 0.26, "decode_s": 0.5},
+        {"path": "exact", "batch": 64, "precision": "tf32", "compile": False, "images_per_s": 0.55,
+         "s_per_step": 0.115, "decode_s": 0.2},
+        {"path": "exact", "batch": 64, "precision": "tf32", "compile": False, "status": "deadline",
+         "images_per_s": 0.01, "s_per_step": 9.0, "decode_s": 0.2},
+    ]  # fmt: skip
+    (tmp_path / "h200" / "official-sit-sde.json").write_text(json.dumps(_official_file("sampling", case, rows)))
+    quick = _official_file("sampling", case, [{**rows[2], "s_per_step": 100.0}], quick=True)
+    (tmp_path / "h200" / "official-quick.json").write_text(json.dumps(quick))
+    train_rows = [
+        {"path": "official", "batch": 32, "precision": "tf32", "compile": False, "images_per_s": 170.0},
+        {"path": "fast", "batch": 64, "precision": "bf16", "compile": "default", "images_per_s": 600.0},
+        {"path": "exact", "batch": 32, "precision": "tf32", "compile": False, "images_per_s": 180.0},
+    ]  # fmt: skip
+    train_file = _official_file("train", "SiT-XL/2 256, MixFlow gamma 0.8", train_rows)
+    (tmp_path / "h200" / "official-train-sit.json").write_text(json.dumps(train_file))
+    estimate.load_measurements.cache_clear()
+
+    recipe = load_recipe("sit-xl-256-sde-cfg")  # tf32 eager: the exact row, not the official code's row
+    by_gpu = {estimate.short_gpu(e.gpu): e for e in estimate.sampling_estimates("sit-xl-2", recipe.sample, tmp_path)}
+    h200 = by_gpu["H200"]
+    assert h200.hours == pytest.approx(50_000 * (250 * 0.115 + 0.2) / 64 / 3600, rel=1e-9)
+    assert "official-sit-sde.json" in h200.basis and "exact" in h200.basis and not h200.assumptions
+    assert "sampling-sit.json" in by_gpu["H100"].basis  # no bench_official.py file there: the older rows
+    fast = load_recipe("sit-xl-256-sde-cfg", FAST)
+    (h200_fast,) = [e for e in estimate.sampling_estimates("sit-xl-2", fast.sample, tmp_path) if "H200" in e.gpu]
+    assert h200_fast.hours == pytest.approx(50_000 * (250 * 0.26 + 0.5) / 256 / 3600, rel=1e-9)
+
+    sit = load_recipe("sit-xl-256")
+    (t,) = [e for e in estimate.training_estimates("sit-xl-2", sit.train, tmp_path) if "H200" in e.gpu]
+    assert t.hours == pytest.approx(500_000 * 256 / 180.0 / 3600)
+    assert "official-train-sit.json" in t.basis
+
+
+def test_bench_official_rows_are_preferred_over_older_rows_of_the_same_gpu(tmp_path):
+    shutil.copytree(RESULTS / "h100-2026-11-22", tmp_path / "h100")
+    old_fast = next(r for r in _rows("SiT-XL/2 256, SDE-250, CFG 1.5", "fast"))
+    rows = [{"path": "fast", "batch": 256, "precision": "bf16", "compile": "default",
+             "images_per_s": old_fast["images_per_s"] * 2, "s_per_step": old_fast["s_per_step"] / 2,
+             "decode_s": old_fast["decode_s"]}]  # fmt: skip
+    data = _official_file("sampling", "SiT-XL/2 256, SDE-250, CFG 1.5", rows)
+    data["gpu"] = data["rows"][0]["gpu"] = "NVIDIA H100 80GB HBM3"
+    (tmp_path / "h100" / "official-sit-sde.json").write_text(json.dumps(data))
+    estimate.load_measurements.cache_clear()
+    fast = load_recipe("sit-xl-256-sde-cfg", FAST)
+    (est,) = estimate.sampling_estimates("sit-xl-2", fast.sample, tmp_path)
+    assert "official-sit-sde.json" in est.basis  # the stable measurement, though the older one is slower
+    exact = load_recipe("sit-xl-256-sde-cfg")
+    (est,) = estimate.sampling_estimates("sit-xl-2", exact.sample, tmp_path)
+    assert "sampling-sit.json" in est.basis  # no exact row in the new file: the older exact-settings row

@@ -1,7 +1,11 @@
 """GPU-hour estimates for ``reproduce --plan``, from the throughputs measured in ``benchmarks/results/``.
 
-Each estimate follows the recipe's precision and compile settings: ``tf32`` eager is the official-equivalent path
-of ``benchmarks/bench_*.py``, ``bf16`` + ``torch.compile`` the fast path. A sampling estimate is the measured
+Each estimate follows the recipe's precision and compile settings: ``tf32`` eager is the exact path (the recipes'
+default), ``bf16`` + ``torch.compile`` the fast path (``--fast``). The measurements come from
+``benchmarks/bench_official.py`` (``official-*.json``: rows ``exact`` and ``fast``, stable timing; its ``official``
+rows time the official code and estimate nothing) and, for GPU types it has not measured, from the older
+``bench_sampling.py`` / ``bench_train.py`` files (``sampling-*.json``, ``train.json``), whose exact-path rows are
+labelled ``official`` (an emulation of the official settings: TF32, eager). A sampling estimate is the measured
 seconds per sampler step of one batch (guidance included), times the recipe's network evaluations per image, plus
 the measured decode time, divided by the measured batch; a training estimate is images / measured images per
 second. There is one estimate per GPU type that has measurements, and each says which measurement (file, case,
@@ -57,13 +61,14 @@ class Measurement:
     gpu: str  # device name as the benchmark recorded it
     source: str  # file, relative to the repository root
     case: str
-    path: str  # official | fast | fast+graphs
+    path: str  # exact | fast | fast+graphs; legacy files: official (the emulated exact settings)
     batch: int
     precision: str
     compile: bool | str
     images_per_s: float
     s_per_step: float | None = None  # sampling: seconds per sampler step of one batch, guidance included
     decode_s: float | None = None  # sampling: seconds to decode one batch
+    stable: bool = False  # from bench_official.py (settled warm-up, median of repeats), preferred where present
 
 
 @dataclass(frozen=True)
@@ -87,16 +92,41 @@ def short_gpu(name: str) -> str:
     return m.group(1) if m else name
 
 
+def _official_rows(file: Path, data: dict, root: Path) -> list[Measurement]:
+    """The exact and fast rows of a ``bench_official.py`` file (not its --quick runs, not the official code)."""
+    if data.get("quick"):
+        return []
+    out = []
+    for r in data.get("rows") or []:
+        if r.get("path") == "official" or r.get("status") != "ok":
+            continue
+        sampling = r.get("kind", data.get("kind")) == "sampling"
+        out.append(
+            Measurement(
+                gpu=str(r.get("gpu", data.get("gpu", "?"))), source=str(file.relative_to(Path(root).parents[1])),
+                case=r["case"], path=r["path"], batch=int(r["batch"]), precision=r["precision"],
+                compile=r["compile"], images_per_s=float(r["images_per_s"]),
+                s_per_step=r.get("s_per_step") if sampling else None, decode_s=r.get("decode_s"), stable=True,
+            )
+        )  # fmt: skip
+    return out
+
+
 @lru_cache(maxsize=4)
 def load_measurements(root: Path = BENCHMARK_RESULTS) -> tuple[Measurement, ...]:
-    """Every timing row of the sampling (``sampling-*.json``) and training (``train.json``) benchmarks."""
+    """Every timing row of ``bench_official.py`` (``official-*.json``) and of the older sampling
+    (``sampling-*.json``) and training (``train.json``) benchmarks."""
     rows: list[Measurement] = []
     for file in sorted(Path(root).glob("*/*.json")) if Path(root).is_dir() else []:
-        if not (file.name.startswith("sampling") or file.name == "train.json"):
+        official = file.name.startswith("official-")
+        if not (official or file.name.startswith("sampling") or file.name == "train.json"):
             continue
         try:
             data = json.loads(file.read_text())
         except (OSError, json.JSONDecodeError):
+            continue
+        if official:
+            rows += _official_rows(file, data, root)
             continue
         for r in data.get("rows") or []:
             rows.append(
@@ -115,19 +145,24 @@ def load_measurements(root: Path = BENCHMARK_RESULTS) -> tuple[Measurement, ...]
 def _path_for(precision: str, compile: bool, cuda_graphs: bool = False) -> tuple[str, str | None]:
     """The benchmark path that runs like these settings, and an assumption when none does exactly."""
     if precision == "tf32" and not compile:
-        return "official", None
+        return "exact", None
     if precision == "bf16" and compile:
         return ("fast+graphs" if cuda_graphs else "fast"), None
     if precision == "fp32" and not compile:
-        return "official", "fp32 (TF32 off) not measured: the TF32 rate is used, fp32 is slower"
-    return "official", f"{precision}{' + compile' if compile else ' eager'} not measured: the TF32 eager rate is used"
+        return "exact", "fp32 (TF32 off) not measured: the TF32 rate is used, fp32 is slower"
+    return "exact", f"{precision}{' + compile' if compile else ' eager'} not measured: the TF32 eager rate is used"
 
 
 def _pick(rows: list[Measurement], path: str) -> Measurement | None:
-    """The slowest run of ``path`` (conservative when a case was measured more than once)."""
+    """The measurement of ``path`` on one GPU type: bench_official.py's where it has one, else the older files'
+    (whose exact rows are called ``official``); the slowest run where a case was measured more than once."""
     found = [m for m in rows if m.path == path and m.compile in (False, "default", "reduce-overhead")]
+    if not found and path == "exact":
+        found = [m for m in rows if m.path == "official" and not m.stable and m.compile in (False, None)]
     if not found and path == "fast+graphs":
         return _pick(rows, "fast")
+    if any(m.stable for m in found):
+        found = [m for m in found if m.stable]
     return min(found, key=lambda m: m.images_per_s) if found else None
 
 
@@ -182,7 +217,7 @@ def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) 
 def training_estimates(model: str, train: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:
     """GPU-hours for ``train.steps`` steps of ``train.batch_size`` images, one estimate per measured GPU type."""
     rows, factor, why = _candidates(model, TRAINING_CASES, root)
-    # the training engine runs fp32 with TF32 matmuls, as the benchmark's official-equivalent path does
+    # the training engine runs fp32 with TF32 matmuls (TrainConfig.tf32), the benchmarks' exact path
     path, path_assumption = _path_for("tf32" if train.precision == "fp32" else train.precision, train.compile)
     out = []
     for gpu in sorted({m.gpu for m in rows}):
