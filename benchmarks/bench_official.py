@@ -601,8 +601,10 @@ def case_train_rae(run: Run) -> None:
                                    f"(build_scheduler), EMA {training.get('ema_decay')} (per-parameter loop, "
                                    "restated: utils.train_utils imports omegaconf), loss.item()",
                                    "time_dist_shift": shift})  # fmt: skip
+    # torch.normal(mean, std, size) ignores the device context: the official GaussianFourierEmbedding's W stays on
+    # the CPU there (the official train.py builds on the CPU and moves the model), hence the .to(dev)
     with torch.device(dev):
-        model = DiTwDDTHead(**params)
+        model = DiTwDDTHead(**params).to(dev)
     randomize_(model, keep=("pos_embed", "W"))
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -708,9 +710,11 @@ def case_rae_ag(run: Run) -> None:
     record = CaseRecord(run, key, {"config": RAE_SAMPLING_CONFIG, "official_sampler": sampler_params,
                                    "guidance_scale": scale, "time_dist_shift": shift, "call_steps": k,
                                    "batches": run.batches[key]})  # fmt: skip
+    # torch.normal(mean, std, size) ignores the device context: the official GaussianFourierEmbedding's W stays on
+    # the CPU there (the official train.py builds on the CPU and moves the model), hence the .to(dev)
     with torch.device(dev):
-        main = DiTwDDTHead(**main_params)
-        guide = DiTwDDTHead(**guide_params)
+        main = DiTwDDTHead(**main_params).to(dev)
+        guide = DiTwDDTHead(**guide_params).to(dev)
     randomize_(main, keep=("pos_embed", "W"), seed=1234).eval()
     randomize_(guide, keep=("pos_embed", "W"), seed=4321).eval()
     ours_main = adopt(main, _ditdh_builder(cfg["stage_2"]["params"], QUICK_DITDH_MAIN if run.quick else None))
