@@ -139,13 +139,29 @@ def shapes_sentences(result: dict[str, Any]) -> list[str]:
     if fid:
         floor = result.get("fid_floor")
         control = fid.get("fm-control", {})
+
+        def spans(d: dict[str, float], ref: dict[str, float]) -> str:
+            """``ode-10..50 +2.2 to +5.9; sde-250 -7.1``: differences grouped by sampler."""
+            groups: dict[str, list[tuple[str, float]]] = {}
+            for k in d:
+                if k in ref:
+                    groups.setdefault(k.split("-")[0], []).append((k.split("-")[1], d[k] - ref[k]))
+            text = []
+            for kind, rows in groups.items():
+                lo, hi = min(v for _, v in rows), max(v for _, v in rows)
+                span = f"{lo:+.2f}" if len(rows) == 1 else f"{lo:+.2f} to {hi:+.2f}"
+                text.append(f"{kind} NFE {', '.join(n for n, _ in rows)}: {span}")
+            return "; ".join(text)
+
         for name, d in fid.items():
             if name.startswith("mixflow") and control:
-                diffs = [d[k] - control[k] for k in d if k in control]
-                out.append(
-                    f"{name} − FM control FID: {min(diffs):+.3f} to {max(diffs):+.3f} over "
-                    f"{', '.join(k for k in d if k in control)}."
-                )
+                out.append(f"{name} − FM control FID: {spans(d, control)}.")
+        baseline = fid.get("baseline", {})
+        if control and baseline:
+            out.append(f"FM control − baseline FID (the extra steps alone): {spans(control, baseline)}.")
+        columns = sorted({k for d in fid.values() for k in d}, key=lambda k: (k.split("-")[0], int(k.split("-")[1])))
+        best_of = [f"{k} {min(fid, key=lambda n: fid[n].get(k, float('inf')))}" for k in columns]
+        out.append(f"Best FID per sampler: {'; '.join(best_of)}.")
         if floor is not None:
             worst = max(v for d in fid.values() for v in d.values())
             best = min(v for d in fid.values() for v in d.values())
@@ -153,6 +169,15 @@ def shapes_sentences(result: dict[str, Any]) -> list[str]:
                 f"Every model's FID lies between {best:.1f} and {worst:.1f}, against a floor of {floor:.2f} "
                 f"({cfg['num_eval']} real images vs the reference set)."
             )
+    slow = result.get("slow_flow") or {}
+    if slow.get("null") and slow.get("models"):
+        t = slow["null"]["t"]
+        i = min(range(len(t)), key=lambda j: abs(t[j] - 0.9))
+        means = ", ".join(f"{name} {m['mean'][i]:.3f}" for name, m in slow["models"].items())
+        out.append(
+            f"Slow-Flow, mean nearest ground-truth time at t = {t[i]:.1f} ({slow['null']['num']} samples, "
+            f"{slow['steps']} Euler steps): null {slow['null']['mean'][i]:.3f}; {means}."
+        )
     if result.get("skipped_for_time"):
         out.append(f"Skipped at the run's deadline: {', '.join(result['skipped_for_time'])}.")
     return out
