@@ -55,12 +55,60 @@ def command() -> None:
     """Prepare and verify sharded latent caches of ImageNet-style image folders."""
 
 
+def _prepare_reference(source, recipe, resolution, out, no_progress) -> None:
+    """``--reference``: a data set's training images -> the ADM-style reference npz an evaluation recipe names."""
+    from types import SimpleNamespace
+
+    from mixflow_bench.data.reference_images import RESIZE_RULE, build_reference
+    from mixflow_bench.progress import progress_bar
+    from mixflow_bench.recipes.schema import ReferenceDataSection
+
+    if recipe is not None:
+        from mixflow_bench.recipes.loader import load_recipe
+
+        try:
+            evaluation = load_recipe(recipe).eval
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        if evaluation is None or evaluation.reference_data is None:
+            raise click.ClickException(f"recipe {recipe} names no reference data set (eval.reference_data)")
+        spec = evaluation.reference_data
+        if resolution is not None and resolution != spec.resolution:
+            raise click.ClickException(f"--resolution {resolution} contradicts recipe {recipe} ({spec.resolution})")
+    else:
+        if source is None or out is None:
+            raise click.ClickException("--reference needs --recipe, or --source and --out")
+        is_cifar = os.path.isfile(source) and source.endswith((".tar.gz", ".tgz", ".tar"))
+        if not is_cifar and resolution is None:
+            raise click.ClickException("--reference from an image folder needs --resolution (or --recipe)")
+        spec = ReferenceDataSection("cifar10" if is_cifar else "image-folder", 32 if is_cifar else resolution,
+                                    archive=source if is_cifar else None)  # fmt: skip
+        evaluation = SimpleNamespace(reference=out, reference_data=spec)
+        recipe = "(none)"
+    try:
+        with progress_bar("reference images", not no_progress) as bar:
+            path, n = build_reference(evaluation, recipe, source, out, progress=bar)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    rule = "" if spec.dataset == "cifar10" else f"; resize: {RESIZE_RULE.replace('R', str(spec.resolution))}"
+    console.print(f"reference [bold]{path}[/]: {n:,} {spec.split} images of {spec.dataset}{rule}")
+
+
 @command.command(name="prepare")
 @click.option(
     "--source",
-    required=True,
+    default=None,
     type=click.Path(exists=True),
-    help="Class-folder tree, .tar, or folder of .tar shards.",
+    help="Class-folder tree, .tar, or folder of .tar shards (--reference: the CIFAR-10 archive or an image "
+    "folder, flat or in class folders).",
+)
+@click.option(
+    "--reference",
+    "reference",
+    is_flag=True,
+    help="Build the ADM-style reference npz (arr_0 uint8 NxHxWx3) of a data set's training images instead of a "
+    "latent cache: CIFAR-10 from its official archive (fetched through the hub with --recipe), FFHQ / AFHQv2 "
+    "from an image folder (resized to --resolution only when not already that size).",
 )
 @click.option(
     "--recipe",
@@ -69,7 +117,7 @@ def command() -> None:
 )
 @click.option("--encoder", default=None, help="sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b (or module:factory).")
 @click.option("--resolution", default=None, type=click.IntRange(min=1), help="Crop size: 256 or 512.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Cache directory.")
+@click.option("--out", "out_dir", default=None, type=click.Path(), help="Cache directory (--reference: the .npz).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--shard-size", default=10_000, show_default=True, type=click.IntRange(min=1), help="Images per shard."
@@ -100,6 +148,7 @@ def command() -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def prepare(
     source,
+    reference,
     recipe,
     encoder,
     resolution,
@@ -117,7 +166,13 @@ def prepare(
     seed,
     no_progress,
 ) -> None:
-    """Encode SOURCE into a sharded latent cache at --out (resumable; rerun to continue)."""
+    """Encode SOURCE into a sharded latent cache at --out (resumable; rerun to continue), or with --reference
+    write a training-set reference npz (to the recipe's eval.reference, or --out)."""
+    if reference:
+        _prepare_reference(source, recipe, resolution, out_dir, no_progress)
+        return
+    if source is None:
+        raise click.UsageError("missing --source")
     import torch
 
     from mixflow_bench.data.prepare import (

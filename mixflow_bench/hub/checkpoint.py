@@ -158,13 +158,23 @@ def sanity_check(art: Artifact, path: Path) -> None:
     State dicts (checkpoints, weights, stats) must load with ``weights_only=True`` and, where the project
     knows them (:func:`expected_shapes`), hold exactly the expected names and shapes; reference batches must
     be ``.npz`` archives with ``arr_0``. ``art.check`` picks the check: ``auto`` (from the kind, with the
-    expected shapes), ``state-dict`` (loads, shapes not checked), ``npz``, or ``none``.
+    expected shapes), ``state-dict`` (loads, shapes not checked), ``npz``, ``tar`` (a readable tar archive,
+    compressed or not: the data sets), or ``none``.
     Raises :class:`IntegrityError` with the reason.
     """
     check = art.check
     if check == "auto":
-        check = "npz" if art.kind == "reference-batch" else "state-dict"
+        check = {"reference-batch": "npz", "dataset": "tar"}.get(art.kind, "state-dict")
     if check == "none":
+        return
+    if check == "tar":
+        import tarfile
+
+        try:
+            with tarfile.open(path, "r:*") as archive:
+                archive.next()
+        except (OSError, tarfile.TarError, EOFError) as exc:
+            raise IntegrityError(f"{art.name}: {path} is not a readable tar archive: {exc}") from exc
         return
     if check == "npz":
         import numpy as np
@@ -179,7 +189,7 @@ def sanity_check(art: Artifact, path: Path) -> None:
             raise IntegrityError(f"{art.name}: {path} has no arr_0 (keys: {keys})")
         return
     if check != "state-dict":
-        raise ValueError(f"artifact {art.name!r}: unknown check {check!r} (auto, state-dict, npz, none)")
+        raise ValueError(f"artifact {art.name!r}: unknown check {check!r} (auto, state-dict, npz, tar, none)")
     state = load_state_dict(path, unwrap=(), mmap=True) if art.kind != "checkpoint" else load_state_dict(
         path, mmap=True
     )

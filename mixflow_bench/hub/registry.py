@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Kind = Literal["checkpoint", "reference-batch", "weights", "stats"]
-KINDS: tuple[str, ...] = ("checkpoint", "reference-batch", "weights", "stats")
+Kind = Literal["checkpoint", "reference-batch", "weights", "stats", "dataset"]
+KINDS: tuple[str, ...] = ("checkpoint", "reference-batch", "weights", "stats", "dataset")
 OVERRIDES_ENV = "MIXFLOW_BENCH_REGISTRY_OVERRIDES"
 
 
@@ -58,7 +58,7 @@ class Artifact:
     sha256_prefix: str | None = None  # a published hash prefix (torch.hub file-name convention)
     approx_size: int | None = None  # an estimate from parameter counts, for display only, never checked
     used_by: tuple[str, ...] = ()  # models / recipes that need it
-    check: str = "auto"  # content check after download: auto | state-dict | npz | none (mixflow_bench.hub.checkpoint)
+    check: str = "auto"  # content check after download: auto | state-dict | npz | tar | none (hub.checkpoint)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -230,7 +230,7 @@ _BUILTIN: tuple[Artifact, ...] = (
             "weights-inception-2015-12-05-6726825d.pth",
         ),
         sha256_prefix="6726825d",
-        used_by=("eval",),
+        used_by=("eval", "eval-torchmetrics"),
     ),
     Artifact(
         name="dinov2-vit-l",
@@ -270,6 +270,24 @@ _BUILTIN = _BUILTIN + (
         filename="mixflow_afhqv2_64x64",
         hf=HFSource("nazirnayal98/MixFlow-AFHQ-64x64", "mixflow_afhqv2_64x64"),
         used_by=("mixed-source", "mixed-source-afhqv2-64"),
+    ),
+)
+
+# Data sets whose training images become reference batches (``mixflow-bench data prepare --reference``).
+_BUILTIN = _BUILTIN + (
+    Artifact(
+        name="cifar10-python",
+        kind="dataset",
+        description="CIFAR-10, the official python-pickle archive (data_batch_1..5: the 50K training images)",
+        filename="cifar-10-python.tar.gz",
+        urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        sha256_source="torchvision's prototype Cifar10 dataset (pytorch/vision commit 0b02d42, "
+        "torchvision/prototype/datasets/_builtin/cifar.py); torchvision's CIFAR10 checks md5 "
+        "c58f30108f718f92721af3b95e74349a",
+        approx_size=170_000_000,
+        used_by=("mixed-source-cifar10",),
+        check="tar",
     ),
 )
 

@@ -145,6 +145,10 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
 
             for name in artifacts:
                 fetch(name)
+        if recipe.eval is not None and recipe.eval.reference_data is not None and recipe.sample is not None:
+            from mixflow_bench.data.reference_images import ensure_reference
+
+            ensure_reference(recipe.eval, recipe.name)
 
     note = f"{len(artifacts)} artifacts"
     stages.append(Stage("download", {"artifacts": artifacts}, {}, [], local=download, note=note))
@@ -212,7 +216,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
             eval_outputs[variant] = run_dir / "eval" / f"{variant}.json"
             tasks.append(Task("eval", {"samples": str(samples), "reference": reference,
                                        "metrics": list(recipe.eval.metrics), "out": str(eval_outputs[variant]),
-                                       "inception_weights": recipe.eval.inception_weights},
+                                       "inception_weights": recipe.eval.inception_weights,
+                                       "evaluator": recipe.eval.evaluator, "antialias": recipe.eval.antialias},
                               name=f"{recipe.name}-eval-{variant}"))  # fmt: skip
         stages.append(
             Stage(
@@ -254,7 +259,12 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
     from mixflow_bench.results.records import make_record, save_record, write_json_atomic
 
     protocol = (
-        protocol_of(recipe.sample, recipe.eval.metrics if recipe.eval else None, recipe.model.name)
+        protocol_of(
+            recipe.sample,
+            recipe.eval.metrics if recipe.eval else None,
+            recipe.model.name,
+            dataclasses.asdict(recipe.eval) if recipe.eval else None,
+        )
         if recipe.sample
         else None
     )

@@ -218,7 +218,13 @@ def _inception_weights(spec: str | None) -> str | None:
 
 
 def eval_task(
-    samples: str, reference: str, metrics: list[str], out: str, inception_weights: str | None = None
+    samples: str,
+    reference: str,
+    metrics: list[str],
+    out: str,
+    inception_weights: str | None = None,
+    evaluator: str = "adm",
+    antialias: bool = True,
 ) -> dict[str, float]:
     """Evaluate the ADM npz ``samples`` against ``reference``; writes ``{metric: value}`` to ``out``.
 
@@ -233,7 +239,16 @@ def eval_task(
         from mixflow_bench.pipeline.frechet import fd_data
 
         values["fd-data"] = fd_data(Path(samples), reference)
-    if other:
+    if other and evaluator == "torchmetrics":
+        from mixflow_bench.metrics.torchmetrics_fid import evaluate_torchmetrics
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        tm = evaluate_torchmetrics(samples, reference, weights=_inception_weights(inception_weights),
+                                   antialias=antialias, device=device)  # fmt: skip
+        values["fid"] = tm.fid
+        details = {"num_samples": tm.num_samples, "num_reference_images": tm.num_reference_images,
+                   "settings": tm.settings}  # fmt: skip
+    elif other:
         from mixflow_bench.metrics.evaluate import evaluate
 
         ref_path = Path(reference)

@@ -145,13 +145,45 @@ class SampleSection:
 
 
 @dataclass
+class ReferenceDataSection:
+    """Where ``eval.reference`` (an npz path) comes from: a data set's training images, built by
+    ``mixflow-bench data prepare --reference`` (:mod:`mixflow_bench.data.reference_images`)."""
+
+    dataset: Literal["cifar10", "image-folder"]
+    resolution: int
+    archive: str | None = None  # cifar10: the artifact (cifar10-python) or a path to cifar-10-python.tar.gz
+    split: Literal["train"] = "train"
+
+    def check(self) -> tuple[str, str] | None:
+        if self.resolution <= 0:
+            return "resolution", f"must be positive, got {self.resolution}"
+        if self.dataset == "cifar10" and not self.archive:
+            return "archive", "cifar10 needs the archive (artifact cifar10-python or a path)"
+        if self.dataset == "cifar10" and self.resolution != 32:
+            return "resolution", f"CIFAR-10 images are 32x32, got {self.resolution}"
+        return None
+
+
+@dataclass
 class EvalSection:
     reference: str | None = None  # artifact name (adm-ref-imagenet256) or .npz path
+    # adm: the ADM-exact evaluator; torchmetrics: FrechetInceptionDistance(normalize=True) as the κ-FC paper runs
+    # it (mixflow_bench.metrics.torchmetrics_fid; FID only)
+    evaluator: Literal["adm", "torchmetrics"] = "adm"
+    # torchmetrics only: its resize to 299 (True: torch bilinear with antialias, the default since torchmetrics
+    # 1.8; False: torch-fidelity's TF1-style bilinear, torchmetrics before 1.8)
+    antialias: bool = True
+    reference_data: ReferenceDataSection | None = None
     metrics: list[Literal["fid", "sfid", "is", "prec", "rec", "fd-data"]] = field(
         default_factory=lambda: ["fid", "sfid", "is", "prec", "rec"]
     )
     # the Inception network's weights: a file, an artifact name, or null for the evaluator's default
     inception_weights: str | None = None
+
+    def check(self) -> tuple[str, str] | None:
+        if self.evaluator == "torchmetrics" and set(self.metrics) != {"fid"}:
+            return "metrics", f"the torchmetrics evaluator computes FID only, got {list(self.metrics)}"
+        return None
 
 
 @dataclass

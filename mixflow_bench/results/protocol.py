@@ -15,7 +15,9 @@ Fields:
   channels     guided latent channels: an integer or ``all``     (guided protocols only)
   interval     ``none`` or [lo, hi] in the model's own time      (guided protocols only)
   num_samples  images evaluated
-  evaluator    adm (OpenAI's ADM suite or this project's equivalent), fd-data (toy data-space FD), ...
+  evaluator    adm (OpenAI's ADM suite or this project's equivalent), torchmetrics-train (torchmetrics
+               FrechetInceptionDistance(normalize=True) against the training set: the κ-FC paper's), fd-data (toy
+               data-space FD), ...
 """
 
 from __future__ import annotations
@@ -102,19 +104,30 @@ def sampler_nfe(sampler: str, steps: int, model: str | None = None) -> int | str
     return per.get(sampler, UNKNOWN)
 
 
-def evaluator_of(metrics: list[str] | tuple[str, ...]) -> str:
-    """The evaluator that computes ``metrics``: ``adm`` for FID/sFID/IS/Prec/Rec, else the metric's own name."""
+def evaluator_of(metrics: list[str] | tuple[str, ...], evaluation: dict[str, Any] | None = None) -> str:
+    """The evaluator that computes ``metrics``: ``adm`` for FID/sFID/IS/Prec/Rec, else the metric's own name.
+
+    ``evaluation`` (a recipe's ``eval:`` mapping) may pick ``evaluator: torchmetrics`` (the κ-FC paper's FID):
+    ``torchmetrics-train`` when its reference is the training split (``reference_data.split``), else
+    ``torchmetrics``."""
     names = set(metrics)
+    evaluation = evaluation or {}
+    if evaluation.get("evaluator") == "torchmetrics" and names and names <= ADM_METRICS:
+        split = (evaluation.get("reference_data") or {}).get("split")
+        return f"torchmetrics-{split}" if split else "torchmetrics"
     if names and names <= ADM_METRICS:
         return "adm"
     return "+".join(sorted(names)) if names else UNKNOWN
 
 
 def protocol_of(
-    sample: Any, metrics: list[str] | tuple[str, ...] | None = None, model: str | None = None
+    sample: Any,
+    metrics: list[str] | tuple[str, ...] | None = None,
+    model: str | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The protocol a recipe's ``sample:`` section (a SampleSection or its dict) and evaluation metrics produce
-    for zoo model ``model`` (its family decides the Heun's NFE)."""
+    for zoo model ``model`` (its family decides the Heun's NFE); ``evaluation``: the ``eval:`` mapping."""
     s = sample if isinstance(sample, dict) else {k: getattr(sample, k) for k in ("sampler", "steps", "num")}
     g = sample["guidance"] if isinstance(sample, dict) else sample.guidance
     g = g if isinstance(g, dict) else {k: getattr(g, k) for k in ("kind", "scale", "channels", "interval")}
@@ -128,7 +141,7 @@ def protocol_of(
         out["channels"] = g.get("channels") or "all"
         out["interval"] = list(g["interval"]) if g.get("interval") is not None else "none"
     out["num_samples"] = int(s["num"])
-    out["evaluator"] = evaluator_of(list(metrics)) if metrics is not None else UNKNOWN
+    out["evaluator"] = evaluator_of(list(metrics), evaluation) if metrics is not None else UNKNOWN
     return out
 
 
@@ -155,7 +168,7 @@ def record_protocol(record: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(recipe, dict) and isinstance(recipe.get("sample"), dict):
         metrics = (recipe.get("eval") or {}).get("metrics")
         model = (recipe.get("model") or {}).get("name") if isinstance(recipe.get("model"), dict) else None
-        return protocol_of(recipe["sample"], metrics, model)
+        return protocol_of(recipe["sample"], metrics, model, recipe.get("eval") or None)
     return None
 
 
