@@ -79,6 +79,21 @@ def test_mixflow_field_matches_brute_force(std, gamma):
         np.testing.assert_allclose(got[i].numpy(), want, rtol=1e-5, atol=1e-6)
 
 
+def test_class_conditional_mixflow_field_matches_brute_force():
+    """Each sample against its own class's centres only, with several classes in one batch (the digits path)."""
+    g = torch.Generator().manual_seed(5)
+    centers = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 1])
+    field = GaussianMixtureField(centers, 0.0, labels, nodes=48)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([1, 0, 2, 1, 0, 2])
+    t = torch.tensor([0.2, 0.45, 0.6, 0.75, 0.85, 0.5], dtype=torch.float64)
+    got = field.mixflow(x, t, y, 0.5)
+    for i in range(6):
+        want = _brute_mixflow(x[i].numpy(), float(t[i]), 0.5, centers.numpy(), 0.0, (labels == y[i]).numpy())
+        np.testing.assert_allclose(got[i].numpy(), want, rtol=1e-5, atol=1e-6)
+
+
 def test_mixflow_field_minimises_the_mixflow_loss():
     """Monte Carlo: at fixed (t, x-neighbourhood) no constant shift of the optimum lowers the MixFlow loss."""
     field = GaussianMixtureField(torch.tensor([[-1.0], [1.0]], dtype=torch.float64), 0.2)

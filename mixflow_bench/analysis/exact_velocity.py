@@ -8,6 +8,7 @@ sampler's discretisation alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -70,50 +71,63 @@ class GaussianMixtureField:
       times, weighted by the marginal density at each. The integral uses Gauss-Legendre nodes.
     """
 
-    def __init__(
-        self, centers: Tensor, std: float = 0.0, center_labels: Tensor | None = None, nodes: int = 24
-    ) -> None:
+    def __init__(self, centers: Tensor, std: float = 0.0, center_labels: Tensor | None = None, nodes: int = 24) -> None:
         self.centers = centers.reshape(len(centers), -1).double()
         self.std = float(std)
         self.center_labels = None if center_labels is None else center_labels.long()
         g_nodes, g_weights = _gauss_legendre(nodes)
         self.nodes, self.node_weights = g_nodes, g_weights  # on [0, 1]
+        self._class_cache: dict[int, Tensor] = {}
 
-    def _mask(self, y: Tensor | None, n: int) -> Tensor | None:
+    def _groups(self, y: Tensor | None, device: torch.device) -> list[tuple[Tensor | None, Tensor]]:
+        """``(rows, centres)`` for each class present in ``y`` (one group of every centre when unconditional)."""
         if self.center_labels is None or y is None:
-            return None
-        return y.reshape(n, 1).to(self.center_labels.device) != self.center_labels[None, :]  # True: excluded
+            return [(None, self.centers.to(device))]
+        y = y.reshape(-1).to(self.center_labels.device)
+        out = []
+        for label in torch.unique(y).tolist():
+            if label not in self._class_cache:
+                self._class_cache[label] = self.centers[self.center_labels == label]
+            out.append(((y == label).nonzero().squeeze(1).to(device), self._class_cache[label].to(device)))
+        return out
+
+    def _at_times(self, x: Tensor, tau: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """``log p_tau(x)`` (N, B) and ``u_tau(x)`` (N, B, D) for x (B, D) at N times per sample ``tau`` (N, B),
+        data = equal-weight mixture of ``N(c_k, s^2 I)`` over the rows of ``c`` (K, D).
+
+        ``|x - tau c_k|^2 = |x|^2 - 2 tau x.c_k + tau^2 |c_k|^2``: the one matrix product ``x c^T`` serves every
+        time, so the N quadrature nodes of :meth:`mixflow` cost elementwise work only.
+        """
+        d = x.shape[1]
+        xc = x @ c.T  # (B, K)
+        x2, c2 = (x * x).sum(1), (c * c).sum(1)
+        var = tau * tau * self.std**2 + (1.0 - tau) ** 2  # (N, B)
+        t3 = tau[..., None]
+        d2 = x2[None, :, None] - 2.0 * t3 * xc[None] + t3 * t3 * c2[None, None, :]  # (N, B, K)
+        logits = -d2.clamp_min(0.0) / (2.0 * var[..., None])
+        log_p = torch.logsumexp(logits, -1) - math.log(len(c)) - 0.5 * d * torch.log(2 * torch.pi * var)
+        w = torch.softmax(logits, -1)
+        gain = (tau * self.std**2 - (1.0 - tau)) / var  # (N, B)
+        u = (1.0 - gain * tau)[..., None] * (w @ c) + gain[..., None] * x[None]  # sum_k w_k (c_k + gain (x - tau c_k))
+        return log_p, u
+
+    def _fields(self, x: Tensor, tau: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:meth:`_at_times` for flattened ``x`` (B, D), ``tau`` (N, B), each sample against its class's centres."""
+        log_p = torch.empty(tau.shape, dtype=torch.float64, device=x.device)
+        u = torch.empty((*tau.shape, x.shape[1]), dtype=torch.float64, device=x.device)
+        for rows, centers in self._groups(y, x.device):
+            if rows is None:
+                log_p[:], u[:] = self._at_times(x, tau, centers)
+            else:
+                log_p[:, rows], u[:, rows] = self._at_times(x[rows], tau[:, rows], centers)
+        return log_p, u
 
     def log_density_and_velocity(self, x: Tensor, tau: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(log p_tau(x | y) (B,), u_tau(x) (B, D))`` for flattened ``x`` (B, D) and data-ward ``tau`` (B,)."""
         x = x.reshape(len(x), -1).double()
-        tau = tau.double().reshape(-1).expand(len(x))
-        if self.center_labels is not None and y is not None:  # one class at a time: only its centres count
-            log_p = torch.empty(len(x), dtype=torch.float64, device=x.device)
-            u = torch.empty_like(x)
-            for label in torch.unique(y).tolist():
-                rows = (y == label).nonzero().squeeze(1)
-                part = GaussianMixtureField.__new__(GaussianMixtureField)
-                part.centers, part.std, part.center_labels = self.centers[self.center_labels == label], self.std, None
-                log_p[rows], u[rows] = part.log_density_and_velocity(x[rows], tau[rows])
-            return log_p, u
-        tau = tau.reshape(-1, 1)
-        c = self.centers.to(x.device)
-        d = x.shape[1]
-        var = tau * tau * self.std**2 + (1.0 - tau) ** 2  # (B, 1)
-        d2 = (x * x).sum(1, keepdim=True) - 2.0 * tau * (x @ c.T) + tau * tau * (c * c).sum(1)[None]  # |x - tau c|^2
-        logits = -d2.clamp_min(0.0) / (2.0 * var)
-        mask = self._mask(y, len(x))
-        if mask is not None:
-            logits = logits.masked_fill(mask.to(x.device), -torch.inf)
-            count = (~mask).sum(1, keepdim=True).double().to(x.device)
-        else:
-            count = torch.full_like(tau, float(len(c)))
-        log_p = torch.logsumexp(logits, 1, keepdim=True) - count.log() - 0.5 * d * torch.log(2 * torch.pi * var)
-        w = torch.softmax(logits, 1)  # (B, K)
-        gain = (tau * self.std**2 - (1.0 - tau)) / var
-        u = (1.0 - gain * tau) * (w @ c) + gain * x  # sum_k w_k (c_k + gain (x - tau c_k))
-        return log_p.squeeze(1), u
+        tau = tau.double().reshape(-1).expand(len(x)).to(x.device)
+        log_p, u = self._fields(x, tau[None], y)
+        return log_p[0], u[0]
 
     def fm(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """Flow-matching optimum at data-ward ``t`` (B,), shaped like ``x``."""
@@ -122,16 +136,13 @@ class GaussianMixtureField:
 
     def mixflow(self, x: Tensor, t: Tensor, y: Tensor | None = None, gamma: float = 0.8) -> Tensor:
         """MixFlow optimum at data-ward ``t`` (B,) for slowing ``gamma``, shaped like ``x``."""
+        flat = x.reshape(len(x), -1).double()
         tau = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(len(x)).to(x.device)
         lo = (1.0 - gamma) * tau
-        width = tau - lo
-        logs, vels = [], []
-        for node, weight in zip(self.nodes.tolist(), self.node_weights.tolist()):
-            log_p, u = self.log_density_and_velocity(x, lo + node * width, y)
-            logs.append(log_p + torch.log(torch.tensor(weight, dtype=torch.float64)))
-            vels.append(u)
-        a = torch.softmax(torch.stack(logs), 0)  # (nodes, B): weight of each slowed time at x
-        v = (a[:, :, None] * torch.stack(vels)).sum(0)
+        nodes = self.nodes.to(x.device)[:, None]
+        log_p, u = self._fields(flat, lo[None] + nodes * (tau - lo)[None], y)  # (N, B), (N, B, D)
+        a = torch.softmax(log_p + self.node_weights.to(x.device).log()[:, None], 0)  # weight of each slowed time
+        v = (a[..., None] * u).sum(0)
         return v.reshape(x.shape).to(x.dtype)
 
 

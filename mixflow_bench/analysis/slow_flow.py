@@ -47,16 +47,25 @@ def _check_pair(x_t: Tensor, x0: Tensor, reference: Tensor) -> None:
         raise ValueError("reference set is empty")
 
 
+def default_chunk(device: torch.device) -> int:
+    """Reference rows per pass: 4096 on a GPU; 256 on the CPU, where the (N, chunk) float64 temporaries then stay
+    in cache (3.5-4.7x faster than 4096 for 512 samples against 8,192 2-D or 1,200 64-D points, 2 cores)."""
+    return 4096 if torch.device(device).type == "cuda" else 256
+
+
 @torch.no_grad()
 def nearest_interpolation(
-    x_t: Tensor, x0: Tensor, reference: Tensor, chunk: int = 4096
+    x_t: Tensor, x0: Tensor, reference: Tensor, chunk: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Data-ward time and distance of the nearest linear interpolation ``s x1 + (1 - s) x0``, both (N,).
 
-    ``x0`` (N, D) is each sample's own noise; ``x1`` ranges over ``reference`` (M, D), ``chunk`` rows at a time.
+    ``x0`` (N, D) is each sample's own noise; ``x1`` ranges over ``reference`` (M, D), ``chunk`` rows at a time
+    (:func:`default_chunk` when None).
     Computed in float64.
     """
     _check_pair(x_t, x0, reference)
+    if chunk is None:
+        chunk = default_chunk(x_t.device)
     if chunk <= 0:
         raise ValueError(f"chunk must be positive, got {chunk}")
     x_t, x0 = x_t.double(), x0.double()
@@ -79,7 +88,7 @@ def nearest_interpolation(
     return best_s, best_d2.sqrt()
 
 
-def nearest_interpolation_time(x_t: Tensor, x0: Tensor, reference: Tensor, chunk: int = 4096) -> Tensor:
+def nearest_interpolation_time(x_t: Tensor, x0: Tensor, reference: Tensor, chunk: int | None = None) -> Tensor:
     """Data-ward time (N,) of the ground-truth interpolation nearest to each ``x_t`` (see module docstring)."""
     return nearest_interpolation(x_t, x0, reference, chunk)[0]
 
@@ -91,7 +100,7 @@ def slow_flow_curve(
     reference: Tensor,
     steps: int,
     convention: TimeConvention = TimeConvention.DATA_AT_1,
-    chunk: int = 4096,
+    chunk: int | None = None,
 ) -> dict[str, Any]:
     """Euler from ``x0`` on ``uniform_grid(steps, convention)``; the slowed time at every grid point.
 
@@ -119,7 +128,7 @@ def null_curve(
     reference: Tensor,
     times: Tensor | Sequence[float],
     generator: torch.Generator | None = None,
-    chunk: int = 4096,
+    chunk: int | None = None,
 ) -> dict[str, Any]:
     """The estimator on exact interpolations ``t x1' + (1 - t) x0'`` of held-out points with their own noise.
 
@@ -220,7 +229,7 @@ def analyze(
     title: str = "Slow Flow",
     *,
     seed: int = 0,
-    chunk: int = 4096,
+    chunk: int | None = None,
 ) -> dict[str, Any]:
     """Slow-Flow curves of every model (a velocity fn, or ``(fn, convention)``; plain fns are ``DATA_AT_1``)
     plus the null curve; writes ``slow_flow.json`` and ``slow_flow.png`` to ``out_dir`` and returns the summary.
