@@ -21,7 +21,8 @@ import numpy as np
 
 from mixflow_bench.data.cifar_archive import read_cifar10_train
 from mixflow_bench.data.sources import open_folder
-from mixflow_bench.metrics.npz_stream import NpzFormatError, NpzImageWriter
+from mixflow_bench.metrics.npz_stream import NpzFormatError
+from mixflow_bench.metrics.pack import write_image_stream
 
 FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg")
 RESIZE_RULE = "kept when already RxR, else the whole image resized to RxR with PIL Lanczos (official dataset_tool.py)"
@@ -32,24 +33,7 @@ def write_images(
     progress: Callable[[int], None] | None = None, batch: int = 256,
 ) -> Path:  # fmt: skip
     """Streams ``count`` uint8 size×size×3 images into the npz ``out`` (atomic: nothing is left on failure)."""
-    writer = NpzImageWriter(out, count, size, size)
-    try:
-        buf: list[np.ndarray] = []
-        for img in images:
-            buf.append(img)
-            if len(buf) == batch:
-                writer.write(np.stack(buf))
-                if progress:
-                    progress(len(buf))
-                buf = []
-        if buf:
-            writer.write(np.stack(buf))
-            if progress:
-                progress(len(buf))
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    return write_image_stream(out, images, count, size, size, progress, batch)[0]
 
 
 def cifar10_reference(archive: str | os.PathLike, out: str | os.PathLike, progress=None) -> tuple[Path, int]:

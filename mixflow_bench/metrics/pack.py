@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,8 @@ def pack_folder(
     files = list_images(folder)
     first = _load_rgb(files[0])
     h, w = first.shape[:2]
-    writer = NpzImageWriter(out, len(files), h, w)
-    try:
-        buf: list[np.ndarray] = []
+
+    def images():
         for path in files:
             img = _load_rgb(path)
             if img.shape != (h, w, 3):
@@ -54,6 +53,26 @@ def pack_folder(
                     f"{path}: size {img.shape[1]}×{img.shape[0]} differs from {w}×{h} of "
                     f"{files[0].name}; all images must have one size"
                 )
+            yield img
+
+    return write_image_stream(out, images(), len(files), h, w, progress, batch)
+
+
+def write_image_stream(
+    out: str | os.PathLike,
+    images: Iterable[np.ndarray],
+    count: int,
+    height: int,
+    width: int,
+    progress: Callable[[int], None] | None = None,
+    batch: int = 256,
+) -> tuple[Path, tuple[int, int, int, int]]:
+    """Streams ``count`` uint8 H×W×3 images into the npz ``out``, ``batch`` at a time (atomic: nothing is left
+    on failure); returns the path and the array's shape."""
+    writer = NpzImageWriter(out, count, height, width)
+    try:
+        buf: list[np.ndarray] = []
+        for img in images:
             buf.append(img)
             if len(buf) == batch:
                 writer.write(np.stack(buf))
