@@ -30,10 +30,12 @@ class TorchrunLauncher:
         self.nproc = nproc
         self.work_dir = Path(work_dir) if work_dir else None
 
-    def command(self, task_file: Path) -> list[str]:
+    def command(self, task_file: Path, failure_file: Path) -> list[str]:
+        """torchrun through :mod:`mixflow_bench.launch.torchrun_agent`, which writes a failed run's report to
+        ``failure_file`` instead of printing it as a traceback."""
         return [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
-            "-m", "mixflow_bench.launch.worker", str(task_file),
+            sys.executable, "-m", "mixflow_bench.launch.torchrun_agent", str(failure_file),
+            "--standalone", f"--nproc_per_node={self.nproc}", "-m", "mixflow_bench.launch.worker", str(task_file),
         ]  # fmt: skip
 
     def run(self, task: Task) -> None:
@@ -44,6 +46,14 @@ class TorchrunLauncher:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("OMP_NUM_THREADS", "1")
-        rc = subprocess.run(self.command(task_file), env=env).returncode
-        if rc != 0:
-            raise TorchrunError(f"torchrun task {task.name!r} failed with exit status {rc} (task file {task_file})")
+        failure_file = directory / f"failure-{task.name}.txt"
+        rc = subprocess.run(self.command(task_file, failure_file), env=env).returncode
+        if rc == 0:
+            return
+        if failure_file.exists():  # a rank failed; torchrun stopped the others
+            cause = failure_file.read_text().splitlines()[0]
+            raise TorchrunError(
+                f"torchrun task {task.name!r} failed: {cause} (report: {failure_file}); finished work is kept, "
+                "rerun the same command to resume"
+            )
+        raise TorchrunError(f"torchrun task {task.name!r} failed with exit status {rc} (task file {task_file})")

@@ -311,6 +311,8 @@ def _train(
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
+        if progress and ctx.is_main:
+            print(f"resuming from step {step} of {config.steps} ({resume_from})", flush=True)
         batches.load_state_dict(state["data"])
         rng = state["rng"]
         if len(rng) == ctx.world_size:
