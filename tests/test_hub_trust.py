@@ -240,6 +240,15 @@ def inception_file(tmp_path_factory) -> bytes:
     return buf.getvalue()
 
 
+def cifar_archive_bytes(tmp: Path) -> bytes:
+    """A CIFAR-10 python archive in the official layout (3 images per batch)."""
+    from test_mixed_source_reference import write_archive  # pytest puts tests/ on sys.path
+
+    path = tmp / "cifar-10-python.tar.gz"
+    write_archive(path)
+    return path.read_bytes()
+
+
 def serve_everything(server, env, monkeypatch, inception: bytes) -> None:
     entries: dict[str, dict] = {}
     for name, art in registry().items():
@@ -250,6 +259,9 @@ def serve_everything(server, env, monkeypatch, inception: bytes) -> None:
             continue
         if art.kind == "reference-batch":
             data, extra = npz_bytes(), {}
+        elif art.kind == "dataset":  # a small archive in the real layout, under its own hash
+            data = cifar_archive_bytes(env)
+            extra = {"sha256": hashlib.sha256(data).hexdigest()}
         elif name == "inception-torch-fidelity":
             data, extra = inception, {"sha256_prefix": None}
         else:
@@ -287,11 +299,22 @@ def test_recipe_bundles_are_complete_and_reproduce_runs_offline(server, env, mon
     for name, must in expected.items():
         assert must <= set(artifacts_for_recipe(load_recipe(name))), name
     runner = download_bundles_then_go_offline(server, env, monkeypatch, inception_file)
+    # the download stage builds the CIFAR-10 reference from the archive; the folder-based references (FFHQ,
+    # AFHQv2) are the user's `data prepare --reference --source FOLDER`, done here as files in their place
+    monkeypatch.chdir(env)
+    for name in recipes:
+        evaluation = load_recipe(name).eval
+        if evaluation is not None and evaluation.reference_data is not None:
+            if evaluation.reference_data.dataset != "cifar10":
+                Path(evaluation.reference).parent.mkdir(parents=True, exist_ok=True)
+                Path(evaluation.reference).write_bytes(npz_bytes())
     before = len(server.requests)
     for name in recipes:
         run_dir = env / "runs" / name
         result = runner.invoke(cli, ["reproduce", name, "--stage", "download", "--run-dir", str(run_dir)])
         assert result.exit_code == 0, (name, result.output)
+    cifar = np.load(env / "runs" / "data" / "cifar10-train-32.npz")["arr_0"]  # built from the cached archive
+    assert cifar.shape == (15, 32, 32, 3) and cifar.dtype == np.uint8
     # the evaluator's network comes from the cache too (torch-fidelity's own download would need the network)
     net = load_inception(device="cpu")
     assert net.weights_id == "torch-fidelity-6726825d"
