@@ -12,7 +12,10 @@ is built from diffusers blocks; its cost is small next to the SongUNet's).
   Official-equivalent: fp32, compiled forward (the released training compiles the denoiser), math attention.
   Fast: bf16 autocast + SDPA + torch.compile.
 
-    python benchmarks/bench_mixed_source.py --out "$OUT/mixed_source.json"
+    python benchmarks/bench_mixed_source.py --out "$OUT/mixed_source.json" [--cases sampling,fidelity,training]
+
+Timing: ``benchmarks/timing.py`` (warm-up until settled, median of 3 x 20 timed steps, spread kept in the JSON);
+the JSON is rewritten after every row, so a run cut short keeps what it finished.
 """
 
 from __future__ import annotations
@@ -20,21 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import time_steps  # noqa: E402  (benchmarks/timing.py)
+
 from mixflow_bench.flow.counted_solvers import euler, manual_heun  # noqa: E402
 from mixflow_bench.flow.mixed_source import MixedSourceModel, mixed_source_method  # noqa: E402
 from mixflow_bench.models.songunet import songunet  # noqa: E402
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -68,21 +67,17 @@ def velocity_fn(model: nn.Module, bf16: bool):
     return v
 
 
-def time_sampling(model, bf16: bool, batch: int, steps: int, device: str, repeats: int = 3) -> float:
+def time_sampling(model, bf16: bool, batch: int, steps: int, device: str) -> tuple[float, dict]:
+    """Image-evaluations per second of ``steps`` Euler steps at ``batch`` (stable timing: settled warm-up,
+    median of 3 x 20 timed calls)."""
     x = torch.randn(batch, 3, 32, 32, device=device, generator=torch.Generator(device).manual_seed(0))
     v = velocity_fn(model, bf16)
-    euler(v, x, 2)  # warm-up (compilation)
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        euler(v, x, steps)
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return batch * steps / best  # image-evaluations per second
+    timing = time_steps(lambda: euler(v, x, steps), device=device)
+    return batch * steps / timing.median_s, timing.as_dict()
 
 
-def time_training(velocity, bf16: bool, batch: int, device: str, steps: int = 10) -> float:
+def time_training(velocity, bf16: bool, batch: int, device: str) -> tuple[float, dict]:
+    """Images per second of one mixed-source optimizer step (stable timing)."""
     model = MixedSourceModel(velocity, ConvSource().to(device)).train()
     objective = mixed_source_method("mixed-source", beta=1e-5)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
@@ -98,14 +93,8 @@ def time_training(velocity, bf16: bool, batch: int, device: str, steps: int = 10
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return batch * steps / (time.perf_counter() - start)
+    timing = time_steps(step, device=device)
+    return batch / timing.median_s, timing.as_dict()
 
 
 def main() -> int:
@@ -114,41 +103,59 @@ def main() -> int:
     parser.add_argument("--sample-batch", type=int, default=512)
     parser.add_argument("--train-batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--cases", default="sampling,fidelity,training",
+                        help="comma-separated subset of sampling, fidelity, training")  # fmt: skip
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
+    if not cases <= {"sampling", "fidelity", "training"}:
+        raise SystemExit(f"unknown case in --cases {args.cases!r} (sampling, fidelity, training)")
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA device")
     device = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = False
-    rows = []
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "timing": "benchmarks/timing.py",
+              "rows": []}  # fmt: skip
 
-    official = make("math", device).eval()
-    fast = torch.compile(make("sdpa", device).eval())
-    for name, model, bf16 in (("official-equivalent (fp32, eager, math attention)", official, False),
-                              ("fast (bf16, SDPA, torch.compile)", fast, True)):
-        rate = time_sampling(model, bf16, args.sample_batch, args.steps, device)
-        rows.append({"case": "sampling Euler", "path": name, "batch": args.sample_batch, "evals_per_s": rate})
-        print(f"sampling  {name:55s} {rate:10.1f} image-evals/s", flush=True)
-    noise = torch.randn(args.sample_batch, 3, 32, 32, device=device, generator=torch.Generator(device).manual_seed(1))
-    ref = manual_heun(velocity_fn(official, False), noise, 5)
-    got = manual_heun(velocity_fn(fast, True), noise, 5)
-    rel = float((got.sample - ref.sample).norm() / ref.sample.norm())
-    rows.append({"case": "fidelity", "path": "fast vs official-equivalent, manual Heun 9 NFE", "rel_l2": rel,
-                 "nfe": ref.nfe})
-    print(f"fidelity  relative L2 of final samples (manual Heun, {ref.nfe} NFE): {rel:.3e}", flush=True)
-    del official, fast
-    torch.cuda.empty_cache()
+    def add(row: dict) -> None:
+        """Keep the row and rewrite the JSON at once: a run cut short keeps what it finished."""
+        result["rows"].append(row)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.out.with_name(args.out.name + ".partial")
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(args.out)
 
-    official_train = torch.compile(make("math", device))
-    fast_train = torch.compile(make("sdpa", device))
-    for name, model, bf16 in (("official-equivalent (fp32, compiled, math attention)", official_train, False),
-                              ("fast (bf16, SDPA, torch.compile)", fast_train, True)):
-        rate = time_training(model, bf16, args.train_batch, device)
-        rows.append({"case": "training step", "path": name, "batch": args.train_batch, "images_per_s": rate})
-        print(f"training  {name:55s} {rate:10.1f} images/s", flush=True)
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    if cases & {"sampling", "fidelity"}:
+        official = make("math", device).eval()
+        fast = torch.compile(make("sdpa", device).eval())
+        if "sampling" in cases:
+            for name, model, bf16 in (("official-equivalent (fp32, eager, math attention)", official, False),
+                                      ("fast (bf16, SDPA, torch.compile)", fast, True)):  # fmt: skip
+                rate, timing = time_sampling(model, bf16, args.sample_batch, args.steps, device)
+                add({"case": "sampling Euler", "path": name, "batch": args.sample_batch, "steps_per_call": args.steps,
+                     "evals_per_s": rate, "timing": timing})  # fmt: skip
+                print(f"sampling  {name:55s} {rate:10.1f} image-evals/s", flush=True)
+        if "fidelity" in cases:
+            noise = torch.randn(args.sample_batch, 3, 32, 32, device=device,
+                                generator=torch.Generator(device).manual_seed(1))  # fmt: skip
+            ref = manual_heun(velocity_fn(official, False), noise, 5)
+            got = manual_heun(velocity_fn(fast, True), noise, 5)
+            rel = float((got.sample - ref.sample).norm() / ref.sample.norm())
+            add({"case": "fidelity", "path": "fast vs official-equivalent, manual Heun 9 NFE", "rel_l2": rel,
+                 "nfe": ref.nfe})  # fmt: skip
+            print(f"fidelity  relative L2 of final samples (manual Heun, {ref.nfe} NFE): {rel:.3e}", flush=True)
+        del official, fast
+        torch.cuda.empty_cache()
+
+    if "training" in cases:
+        official_train = torch.compile(make("math", device))
+        fast_train = torch.compile(make("sdpa", device))
+        for name, model, bf16 in (("official-equivalent (fp32, compiled, math attention)", official_train, False),
+                                  ("fast (bf16, SDPA, torch.compile)", fast_train, True)):  # fmt: skip
+            rate, timing = time_training(model, bf16, args.train_batch, device)
+            add({"case": "training step", "path": name, "batch": args.train_batch, "images_per_s": rate,
+                 "timing": timing})  # fmt: skip
+            print(f"training  {name:55s} {rate:10.1f} images/s", flush=True)
     print(json.dumps(result, indent=2))
     return 0
 
