@@ -185,42 +185,6 @@ def test_ensemble_forward_and_pairing():
     assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])
 
 
-def test_batched_toy_mlp_equals_the_vmapped_functional_call_with_gradients():
-    """The hand-batched forward of the ensemble (baddbmm) against vmap(functional_call) of the real module:
-    outputs and every parameter's gradient, with random LayerNorm affines and several classes."""
-    from torch.func import functional_call, vmap
-
-    from mixflow_bench.toy.ensemble import Ensemble, toy_mlp_batched
-    from mixflow_bench.toy.model import ToyVelocityMLP
-
-    models = []
-    for s in range(4):
-        torch.manual_seed(10 + s)
-        m = ToyVelocityMLP((3, 2), 5, hidden=24, depth=2, time_dim=8)
-        for p in m.parameters():
-            torch.nn.init.normal_(p, std=0.5)
-        models.append(m)
-    ens = Ensemble(models[0], [m.state_dict() for m in models])
-    x, t = torch.randn(4, 7, 3, 2), torch.rand(4, 7)
-    y = torch.randint(0, 6, (4, 7))
-
-    def one(params, x, t, y):
-        return functional_call(ens.base, (params, {}), (x, t, y))
-
-    def grads(forward):
-        params = {k: v.detach().clone().requires_grad_(True) for k, v in ens.params.items()}
-        out = forward(params)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum().backward()
-        return out.detach(), {k: v.grad for k, v in params.items()}
-
-    out_b, g_b = grads(lambda p: toy_mlp_batched(ens.base, p, x, t, y))
-    out_v, g_v = grads(lambda p: vmap(one)(p, x, t, y))
-    torch.testing.assert_close(out_b, out_v, rtol=1e-5, atol=1e-5)
-    assert set(g_b) == set(g_v)
-    for k in g_v:
-        torch.testing.assert_close(g_b[k], g_v[k], rtol=1e-4, atol=1e-4, msg=k)
-
-
 def test_report_sentences_come_from_the_numbers():
     from mixflow_bench.toy.report import study_sentences
 

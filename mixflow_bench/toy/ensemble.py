@@ -17,9 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
-from torch.nn import functional as F
-
-from mixflow_bench.toy.model import ToyVelocityMLP, sinusoidal_embedding
 
 
 @dataclass(frozen=True)
@@ -51,44 +48,11 @@ class Ensemble:
         return functional_call(self.base, (params, buffers), (x, t, y))
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
-        params = self.params if params is None else params
-        if isinstance(self.base, ToyVelocityMLP):
-            return toy_mlp_batched(self.base, params, x, t, y)
-        return vmap(self._one)(params, self.buffers, x, t, y)
+        return vmap(self._one)(self.params if params is None else params, self.buffers, x, t, y)
 
     def member_state(self, params: dict[str, Tensor], index: int) -> dict[str, Tensor]:
         """The state dict of member ``index`` from stacked ``params`` (e.g. the EMA)."""
         return {k: v[index].detach().clone() for k, v in params.items()}
-
-
-def _linear(h: Tensor, params: dict[str, Tensor], name: str) -> Tensor:
-    """``h @ W^T + b`` for every member at once; the bias enters the batched matmul (one kernel, not two)."""
-    return torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
-
-
-def _layer_norm(h: Tensor, params: dict[str, Tensor], name: str, eps: float) -> Tensor:
-    w, b = params[f"{name}.weight"].unsqueeze(1), params[f"{name}.bias"].unsqueeze(1)
-    return torch.addcmul(b, F.layer_norm(h, h.shape[-1:], eps=eps), w)
-
-
-def toy_mlp_batched(template: ToyVelocityMLP, params: dict[str, Tensor], x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-    """:class:`ToyVelocityMLP`'s forward for stacked weights: x (E, B, *data_shape), t (E, B), y (E, B).
-
-    The same arithmetic as ``vmap(functional_call(...))`` written with batched matmuls. vmap turns every
-    ``nn.Linear`` into a batched matmul plus a separate bias add, and the adds cost as much as the matmuls at
-    the study's sizes; ``baddbmm`` does both in one kernel (tests compare the two paths).
-    """
-    e, b = x.shape[:2]
-    emb = sinusoidal_embedding(t.reshape(-1), template.time_dim).view(e, b, -1)
-    cond = _linear(F.silu(_linear(emb, params, "time_mlp.0")), params, "time_mlp.2")
-    cond = cond + params["label_embed.weight"][torch.arange(e, device=y.device)[:, None], y]
-    h = _linear(x.reshape(e, b, -1), params, "input") + cond
-    for i, block in enumerate(template.blocks):
-        eps = block[0].eps
-        z = _layer_norm(h + cond, params, f"blocks.{i}.0", eps)
-        h = h + _linear(F.silu(_linear(z, params, f"blocks.{i}.1")), params, f"blocks.{i}.3")
-    out = _linear(_layer_norm(h, params, "output.0", template.output[0].eps), params, "output.1")
-    return out.reshape(x.shape)
 
 
 @dataclass
