@@ -421,11 +421,9 @@ def ours_training(run: Run, record: CaseRecord, key: str, mode: str, recipe_name
                                   torch.randint(0, 1000, (2 * batch,), generator=g), batch, seed=0)  # fmt: skip
         settler = Settler(run.policy)
         with tempfile.TemporaryDirectory() as tmp:
-            try:
+            with contextlib.suppress(StopTiming):  # the callback ends training once the timing is done
                 train(model, objective, batches, config, tmp, resume=False, progress=False,
                       on_log=step_callback(settler, deadline=run.deadline))  # fmt: skip
-            except StopTiming:
-                pass
         return train_fields(settler.result(), batch)
 
     guarded(run, record, base, measure)

@@ -159,9 +159,8 @@ def evaluate_torchmetrics(
     bytes through :func:`official_real_bytes` first, as the official code's data loader does."""
     from mixflow_bench.metrics.npz_stream import NpzImageReader
 
-    for path in (samples, reference):
-        with NpzImageReader(path):  # one clear line for a missing or malformed file, before any work
-            pass
+    for path in (samples, reference):  # one clear line for a missing or malformed file, before any work
+        NpzImageReader(path).close()  # opening checks the file and its arr_0 header
     if net is None:
         if weights is None:
             from mixflow_bench.hub import fetch

@@ -26,6 +26,7 @@ from mixflow_bench.flow.samplers import euler
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.records import DEFAULT_RESULTS_DIR, make_record, save_record, write_json_atomic
 from mixflow_bench.toy.checkerboard import checkerboard_metrics, histogram_grid, sample_checkerboard
+from mixflow_bench.toy.report import summary_metrics
 
 BASELINE = "fm-euler"
 SOLVER_LABELS = {"gm-sde": "GM-SDE", "gm-sde2": "GM-SDE 2", "gm-ode": "GM-ODE", "gm-ode2": "GM-ODE 2"}
@@ -145,11 +146,7 @@ def run_gmflow_study(
         bins=100,
     )
     for name in names:
-        metrics = {}
-        for nfe in study.eval_steps:
-            for key, v in summary[name][str(nfe)].items():
-                metrics[f"{key}@{nfe}"] = v["mean"]
-                metrics[f"{key}@{nfe}_std"] = v["std"]
+        metrics = summary_metrics(summary[name], study.eval_steps)
         record = make_record(
             "study",
             metrics,

@@ -104,6 +104,17 @@ def study_sentences(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def summary_metrics(per_step: dict[str, dict[str, dict[str, float]]], steps: list[int]) -> dict[str, float]:
+    """A method's summary (``{steps: {metric: {mean, std}}}``) as a result record's flat metrics:
+    ``metric@steps`` (the mean over seeds) and ``metric@steps_std``."""
+    metrics: dict[str, float] = {}
+    for n in steps:
+        for key, v in per_step[str(n)].items():
+            metrics[f"{key}@{n}"] = v["mean"]
+            metrics[f"{key}@{n}_std"] = v["std"]
+    return metrics
+
+
 EXPLANATION = (
     "Why MixFlow cannot help here: the MixFlow loss at network time t regresses x1 − x0 from inputs x_m with "
     "m ~ U[(1 − γ) t, t], so its exact minimiser is the true velocity averaged over the slowed times, weighted "

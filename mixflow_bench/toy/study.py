@@ -31,6 +31,7 @@ from mixflow_bench.toy.datasets import GaussianRing, VectorDataset, load_digits_
 from mixflow_bench.toy.ensemble import Ensemble, Member, ensemble_velocity, train_ensemble
 from mixflow_bench.toy.metrics import data_fd, finite_or_raise, mean_nll
 from mixflow_bench.toy.model import ToyVelocityMLP
+from mixflow_bench.toy.report import summary_metrics
 
 CONVENTION = TimeConvention.DATA_AT_1
 PATH = Path("linear", CONVENTION)
@@ -227,11 +228,7 @@ def run_study(
     write_json_atomic(out_dir / "study.json", result)
     _plot(summary, table_methods, study.eval_steps, out_dir / "fd_vs_steps.png", recipe.name)
     for m in methods:  # one record per trained method: mean and std over seeds at each step count
-        metrics = {}
-        for steps in study.eval_steps:
-            for key, v in summary[m][str(steps)].items():
-                metrics[f"{key}@{steps}"] = v["mean"]
-                metrics[f"{key}@{steps}_std"] = v["std"]
+        metrics = summary_metrics(summary[m], study.eval_steps)
         record = make_record(
             "study",
             metrics,
