@@ -34,11 +34,14 @@ console = Console()
 EMULATION = "emulation of the official settings in this project's code, not the official code (see bench_official.py)"
 
 
-def make_step(model, objective, shape, batch, fast: bool, device):
+def make_step(model, objective, shape, batch, fast: bool, device, compile_model: bool | None = None):
+    """One training step; ``fast`` = bf16 autocast, fused AdamW, multi-tensor EMA and (unless ``compile_model`` is
+    False) ``torch.compile`` on CUDA."""
+    compile_model = fast if compile_model is None else compile_model
     ema = create_ema(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=fast and device.type == "cuda")
-    net = torch.compile(model) if fast and device.type == "cuda" else model
+    net = torch.compile(model) if compile_model and device.type == "cuda" else model
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(batch, *shape, generator=g).to(device)
     y = torch.randint(1000, (batch,), generator=g).to(device)

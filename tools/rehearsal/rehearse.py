@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                                        fast=True, extra_overrides=args.override, cleanup=args.cleanup,
                                        reuse_training_of=trained)  # fmt: skip
                 results.append(r)
+                write_report(results, report, device_name(), about)
                 console.print(f"{'[green]PASS' if r.ok else '[red]FAIL'}[/] {recipe} (--fast) {r.error}")
     write_report(results, report, device_name(), about)
     table = Table(title=f"rehearsal on {device_name()}: {time.perf_counter() - start:.0f} s")
