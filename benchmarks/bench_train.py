@@ -66,22 +66,23 @@ def make_step(model, objective, shape, batch, fast: bool, device, compile_model:
     return step
 
 
+def build_case(case: str, smoke: bool = False):
+    """(random-weight model on the CPU, MixFlow objective, latent shape, label) of case ``sit`` or ``rae``."""
+    if case == "sit":
+        model = randomize(build_model("sit-s-2" if smoke else "sit-xl-2"))
+        obj = mixflow(Path("linear", TimeConvention.DATA_AT_1), gamma=0.8, label_dropout=0.1)
+        return model, obj, (4, 32, 32), "SiT-XL/2 256, MixFlow gamma 0.8"
+    model = randomize(build_model("rae-dith-s-256" if smoke else "rae-dith-xl-256"))
+    obj = mixflow(Path("linear", TimeConvention.DATA_AT_0), gamma=0.4, time_shift=rae_shift_factor(768, 16, 16),
+                  label_dropout=0.1)  # fmt: skip
+    return model, obj, (768, 16, 16), "DiT^DH-XL 256, MixFlow gamma 0.4"
+
+
 def bench(name: str, device, batches: dict[str, int], steps: int, smoke: bool = False) -> list[dict]:
     rows = []
     for path in ("official", "fast"):
-        if name == "sit":
-            model = randomize(build_model("sit-s-2" if smoke else "sit-xl-2")).to(device)
-            obj = mixflow(Path("linear", TimeConvention.DATA_AT_1), gamma=0.8, label_dropout=0.1)
-            shape, label = (4, 32, 32), "SiT-XL/2 256, MixFlow gamma 0.8"
-        else:
-            model = randomize(build_model("rae-dith-s-256" if smoke else "rae-dith-xl-256")).to(device)
-            obj = mixflow(
-                Path("linear", TimeConvention.DATA_AT_0),
-                gamma=0.4,
-                time_shift=rae_shift_factor(768, 16, 16),
-                label_dropout=0.1,
-            )
-            shape, label = (768, 16, 16), "DiT^DH-XL 256, MixFlow gamma 0.4"
+        model, obj, shape, label = build_case(name, smoke)
+        model = model.to(device)
         model.train()
         batch = batches[path]
         if device.type == "cuda":

@@ -21,12 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from _common import randomize, sync
-from bench_train import make_step
-
-from mixflow_bench.flow import Path as FlowPath
-from mixflow_bench.flow import TimeConvention, mixflow, rae_shift_factor
-from mixflow_bench.models.zoo import build_model
+from _common import sync
+from bench_train import build_case, make_step
 
 BF16_DENSE_TFLOPS = {"H200": 790.0, "H100": 790.0}  # measured 8192^3 bf16 matmul rate on this machine kind
 CATEGORIES = (  # first match wins; kernel names as CUDA reports them
@@ -45,18 +41,6 @@ def categorize(name: str) -> str:
     return "other elementwise / copies"
 
 
-def build_case(case: str, smoke: bool):
-    """(model, objective, latent shape, label) as in bench_train.py."""
-    if case == "sit":
-        model = randomize(build_model("sit-s-2" if smoke else "sit-xl-2"))
-        obj = mixflow(FlowPath("linear", TimeConvention.DATA_AT_1), gamma=0.8, label_dropout=0.1)
-        return model, obj, (4, 32, 32), "SiT-XL/2 256, MixFlow gamma 0.8"
-    model = randomize(build_model("rae-dith-s-256" if smoke else "rae-dith-xl-256"))
-    obj = mixflow(FlowPath("linear", TimeConvention.DATA_AT_0), gamma=0.4,
-                  time_shift=rae_shift_factor(768, 16, 16), label_dropout=0.1)  # fmt: skip
-    return model, obj, (768, 16, 16), "DiT^DH-XL 256, MixFlow gamma 0.4"
-
-
 def step_flops(step) -> int:
     """Matmul + attention FLOPs of one step (forward and backward), counted by torch's flop counter."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -72,14 +56,12 @@ def profile_path(case: str, path: str, batch: int, steps: int, smoke: bool, devi
     model = model.to(device).train()
     # eager-bf16: the fast step without torch.compile (what the compiler has to improve on)
     step = make_step(model, obj, shape, batch, fast=True, device=device, compile_model=path == "fast")
-    flops = None
     warm_start = time.perf_counter()
     for _ in range(3):  # compilation and autotuning happen here
         step()
     sync()
     warmup_s = time.perf_counter() - warm_start
-    if path == "eager-bf16":
-        flops = step_flops(step)
+    flops = step_flops(step) if path == "eager-bf16" else None
     start = time.perf_counter()
     for _ in range(steps):
         step()
