@@ -46,9 +46,10 @@ def make_step(model, objective, shape, batch, fast: bool, device, compile_model:
     x1 = torch.randn(batch, *shape, generator=g).to(device)
     y = torch.randint(1000, (batch,), generator=g).to(device)
     ema_params = dict(ema.named_parameters())
+    draws = torch.Generator(device=device).manual_seed(0)  # on the device, as the engine and the official code draw
 
     def step():
-        rnd = {k: v.to(device, non_blocking=True) for k, v in objective.draw(batch, shape, g).items()}
+        rnd = objective.draw(batch, shape, draws)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
             loss = objective.loss(net, x1, y, rnd).mean()
         loss.backward()

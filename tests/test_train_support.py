@@ -41,9 +41,9 @@ class FlowMatchingObjective:
         self, batch_size: int, sample_shape: tuple[int, ...], generator: torch.Generator
     ) -> dict[str, Tensor]:
         return {
-            "noise": torch.randn((batch_size, *sample_shape), generator=generator),
-            "t": torch.rand(batch_size, generator=generator),
-            "drop": torch.rand(batch_size, generator=generator) < self.label_drop,
+            "noise": torch.randn((batch_size, *sample_shape), generator=generator, device=generator.device),
+            "t": torch.rand(batch_size, generator=generator, device=generator.device),
+            "drop": torch.rand(batch_size, generator=generator, device=generator.device) < self.label_drop,
         }
 
     def loss(self, model: nn.Module, x1: Tensor, y: Tensor, randomness: dict[str, Tensor]) -> Tensor:

@@ -148,14 +148,14 @@ class MixedSourceFlow:
         return self.weighting != "zero"
 
     def draw(self, batch_size: int, sample_shape: tuple[int, ...], generator: torch.Generator) -> dict[str, Tensor]:
-        """Every random number of one step for ``batch_size`` samples (first dim = batch, on CPU)."""
+        """Every random number of one step for ``batch_size`` samples (first dim = batch, on the generator's device)."""
         shape = (batch_size, *sample_shape)
         return {
-            "noise": torch.randn(shape, generator=generator),
-            "noise_source": torch.randn(shape, generator=generator),
-            "noise_kappa": torch.randn(shape, generator=generator),
-            "u_time": torch.rand(batch_size, generator=generator),
-            "u_w": torch.rand(batch_size, generator=generator),
+            "noise": torch.randn(shape, generator=generator, device=generator.device),
+            "noise_source": torch.randn(shape, generator=generator, device=generator.device),
+            "noise_kappa": torch.randn(shape, generator=generator, device=generator.device),
+            "u_time": torch.rand(batch_size, generator=generator, device=generator.device),
+            "u_w": torch.rand(batch_size, generator=generator, device=generator.device),
         }
 
     def weights(self, randomness: dict[str, Tensor]) -> Tensor:

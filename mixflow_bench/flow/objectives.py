@@ -90,13 +90,13 @@ class FlowMatching:
     null_label: int = 1000
 
     def draw(self, batch_size: int, sample_shape: tuple[int, ...], generator: torch.Generator) -> dict[str, Tensor]:
-        """Every random number one step needs for ``batch_size`` samples (first dim = batch, on CPU)."""
+        """Every random number of one step for ``batch_size`` samples (first dim = batch; on the generator's device)."""
         return {
-            "noise": torch.randn((batch_size, *sample_shape), generator=generator),
-            "u_time": torch.rand(batch_size, generator=generator, dtype=torch.float64),
-            "n_time": torch.randn(batch_size, generator=generator, dtype=torch.float64),
-            "u_mix": torch.rand(batch_size, generator=generator, dtype=torch.float64),
-            "u_drop": torch.rand(batch_size, generator=generator),
+            "noise": torch.randn((batch_size, *sample_shape), generator=generator, device=generator.device),
+            "u_time": torch.rand(batch_size, generator=generator, dtype=torch.float64, device=generator.device),
+            "n_time": torch.randn(batch_size, generator=generator, dtype=torch.float64, device=generator.device),
+            "u_mix": torch.rand(batch_size, generator=generator, dtype=torch.float64, device=generator.device),
+            "u_drop": torch.rand(batch_size, generator=generator, device=generator.device),
         }
 
     def times(self, randomness: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

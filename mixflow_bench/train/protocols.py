@@ -20,7 +20,7 @@ class TrainingObjective(Protocol):
     def draw(
         self, batch_size: int, sample_shape: tuple[int, ...], generator: torch.Generator
     ) -> dict[str, Tensor]:
-        """All random numbers for ``batch_size`` samples (noise, times, label-drop mask...), on CPU.
+        """All random numbers for ``batch_size`` samples (noise, times, label-drop mask...), on ``generator.device``.
 
         Every tensor's first dimension is the batch, so a rank can take its slice of the global draw.
         """

@@ -55,13 +55,13 @@ class GMFlowObjective:
             raise ValueError(f"trans_ratio must lie in (0, 1], got {self.trans_ratio}")
 
     def draw(self, batch_size: int, sample_shape: tuple[int, ...], generator: torch.Generator) -> dict[str, Tensor]:
-        """Every random number of one step (first dim = batch, on CPU)."""
+        """Every random number of one step (first dim = batch, on the generator's device)."""
         return {
-            "noise_low": torch.randn((batch_size, *sample_shape), generator=generator),
-            "noise_high": torch.randn((batch_size, *sample_shape), generator=generator),
-            "u_time": torch.rand(batch_size, generator=generator, dtype=torch.float64),
-            "n_time": torch.randn(batch_size, generator=generator, dtype=torch.float64),
-            "u_drop": torch.rand(batch_size, generator=generator),
+            "noise_low": torch.randn((batch_size, *sample_shape), generator=generator, device=generator.device),
+            "noise_high": torch.randn((batch_size, *sample_shape), generator=generator, device=generator.device),
+            "u_time": torch.rand(batch_size, generator=generator, dtype=torch.float64, device=generator.device),
+            "n_time": torch.randn(batch_size, generator=generator, dtype=torch.float64, device=generator.device),
+            "u_drop": torch.rand(batch_size, generator=generator, device=generator.device),
         }
 
     def times(self, randomness: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
