@@ -400,7 +400,7 @@ def ours_training(run: Run, record: CaseRecord, key: str, mode: str, recipe_name
     t = recipe.train
     fast = mode == "fast"
     precision = "bf16" if fast else t.precision
-    compiled = fast and run.compile_ok
+    compiled = (fast or t.compile) and run.compile_ok  # exact: the recipe's setting (RAE compiles, as official)
     base = record.common(mode, batch, _label(precision), "default" if compiled else False, recipe=recipe_name,
                          objective=dataclasses.asdict(t.objective), grad_clip=t.grad_clip, ema_decay=t.ema_decay,
                          optimizer=f"AdamW fused, lr {t.lr}, betas {tuple(t.betas)}")  # fmt: skip

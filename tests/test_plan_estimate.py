@@ -56,7 +56,9 @@ def test_rae_autoguidance_and_training_follow_the_measured_rows():
     (train_row,) = _rows("DiT^DH-XL 256, MixFlow gamma 0.4", "official", "train")
     t = _h100(estimate.training_estimates(rae.model.name, rae.train))
     assert t.hours == pytest.approx(rae.train.steps * rae.train.batch_size / train_row["images_per_s"] / 3600)
-    assert not t.assumptions and "train.json" in t.basis
+    # RAE trains TF32 + compile; the H100 was measured eager only, and the estimate says so
+    assert t.assumptions == ("TF32 + compile not measured on this GPU: the TF32 eager rate is used",)
+    assert "train.json" in t.basis
     sit = load_recipe("sit-xl-256")
     (sit_row,) = _rows("SiT-XL/2 256, MixFlow gamma 0.8", "official", "train")
     t = _h100(estimate.training_estimates(sit.model.name, sit.train))
@@ -174,3 +176,28 @@ def test_bench_official_rows_are_preferred_over_older_rows_of_the_same_gpu(tmp_p
     exact = load_recipe("sit-xl-256-sde-cfg")
     (est,) = estimate.sampling_estimates("sit-xl-2", exact.sample, tmp_path)
     assert "sampling-sit.json" in est.basis  # no exact row in the new file: the older exact-settings row
+
+
+def test_compiled_tf32_training_uses_its_own_row_or_says_it_does_not(tmp_path):
+    """RAE trains TF32 + compile (as the official train.py): that row when measured, else the eager row, said."""
+    (tmp_path / "h200").mkdir()
+    case = "DiT^DH-XL 256, MixFlow gamma 0.4"
+    eager = {"path": "exact", "batch": 32, "precision": "tf32", "compile": False, "images_per_s": 90.0}
+    compiled = {"path": "exact", "batch": 32, "precision": "tf32", "compile": "default", "images_per_s": 150.0}
+    file = tmp_path / "h200" / "official-train-rae.json"
+    file.write_text(json.dumps(_official_file("train", case, [eager])))
+    estimate.load_measurements.cache_clear()
+    rae = load_recipe("rae-256")
+    assert (rae.train.precision, rae.train.compile) == ("fp32", True)
+    images = rae.train.steps * rae.train.batch_size
+    (t,) = estimate.training_estimates("rae-dith-xl-256", rae.train, tmp_path)
+    assert t.hours == pytest.approx(images / 90.0 / 3600)
+    assert any("TF32 + compile not measured" in a for a in t.assumptions)
+    file.write_text(json.dumps(_official_file("train", case, [eager, compiled])))
+    estimate.load_measurements.cache_clear()
+    (t,) = estimate.training_estimates("rae-dith-xl-256", rae.train, tmp_path)
+    assert t.hours == pytest.approx(images / 150.0 / 3600) and not t.assumptions
+    eager_recipe = load_recipe("rae-256", {"train": {"compile": False}})
+    (t,) = estimate.training_estimates("rae-dith-xl-256", eager_recipe.train, tmp_path)
+    assert t.hours == pytest.approx(images / 90.0 / 3600) and not t.assumptions
+    estimate.load_measurements.cache_clear()

@@ -142,20 +142,25 @@ def load_measurements(root: Path = BENCHMARK_RESULTS) -> tuple[Measurement, ...]
     return tuple(rows)
 
 
-def _path_for(precision: str, compile: bool, cuda_graphs: bool = False) -> tuple[str, str | None]:
-    """The benchmark path that runs like these settings, and an assumption when none does exactly."""
-    if precision == "tf32" and not compile:
-        return "exact", None
+def _path_for(precision: str, compile: bool, cuda_graphs: bool = False) -> tuple[str, bool, str | None]:
+    """(benchmark path, compiled?) that runs like these settings, and an assumption when none does exactly."""
+    if precision == "tf32":
+        return "exact", bool(compile), None
     if precision == "bf16" and compile:
-        return ("fast+graphs" if cuda_graphs else "fast"), None
-    if precision == "fp32" and not compile:
-        return "exact", "fp32 (TF32 off) not measured: the TF32 rate is used, fp32 is slower"
-    return "exact", f"{precision}{' + compile' if compile else ' eager'} not measured: the TF32 eager rate is used"
+        return ("fast+graphs" if cuda_graphs else "fast"), True, None
+    if precision == "fp32":
+        return "exact", bool(compile), "fp32 (TF32 off) not measured: the TF32 rate is used, fp32 is slower"
+    settings = f"{precision}{' + compile' if compile else ' eager'}"
+    return "exact", False, f"{settings} not measured: the TF32 eager rate is used"
 
 
-def _pick(rows: list[Measurement], path: str) -> Measurement | None:
-    """The measurement of ``path`` on one GPU type: bench_official.py's where it has one, else the older files'
-    (whose exact rows are called ``official``); the slowest run where a case was measured more than once."""
+def _pick(rows: list[Measurement], path: str, compiled: bool | None = None) -> tuple[Measurement | None, str | None]:
+    """The measurement of ``path`` on one GPU type, and an assumption when it had to stand in for another.
+
+    bench_official.py's rows where it has one, else the older files' (whose exact rows are called ``official``);
+    the slowest run where a case was measured more than once. ``compiled`` (exact path only) asks for the TF32 row
+    with or without ``torch.compile``; the other one stands in, said as an assumption, when only it was measured.
+    """
     found = [m for m in rows if m.path == path and m.compile in (False, "default", "reduce-overhead")]
     if not found and path == "exact":
         found = [m for m in rows if m.path == "official" and not m.stable and m.compile in (False, None)]
@@ -163,7 +168,14 @@ def _pick(rows: list[Measurement], path: str) -> Measurement | None:
         return _pick(rows, "fast")
     if any(m.stable for m in found):
         found = [m for m in found if m.stable]
-    return min(found, key=lambda m: m.images_per_s) if found else None
+    assumption = None
+    if path == "exact" and compiled is not None and found:
+        same = [m for m in found if bool(m.compile) == compiled]
+        if not same:
+            want, used = ("TF32 + compile", "TF32 eager") if compiled else ("TF32 eager", "TF32 + compile")
+            assumption = f"{want} not measured on this GPU: the {used} rate is used"
+        found = same or found
+    return (min(found, key=lambda m: m.images_per_s) if found else None), assumption
 
 
 def _candidates(model: str, cases: dict[str, str], root: Path) -> tuple[list[Measurement], float, str | None]:
@@ -190,15 +202,15 @@ def sampling_nfe(sample: Any, model: str | None = None) -> int:
 def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:
     """GPU-hours to sample ``sample.num`` images of ``model``, one estimate per measured GPU type."""
     rows, factor, why = _candidates(model, SAMPLING_CASES, root)
-    path, path_assumption = _path_for(sample.precision, sample.compile, getattr(sample, "cuda_graphs", False))
+    path, compiled, path_assumption = _path_for(sample.precision, sample.compile, getattr(sample, "cuda_graphs", False))
     guided = sample.guidance.kind != "none" and not (sample.guidance.kind == "cfg" and sample.guidance.scale == 1.0)
     nfe = sampling_nfe(sample, model)
     out = []
     for gpu in sorted({m.gpu for m in rows}):
-        m = _pick([r for r in rows if r.gpu == gpu], path)
+        m, pick_assumption = _pick([r for r in rows if r.gpu == gpu], path, compiled)
         if m is None or m.s_per_step is None:
             continue
-        assumptions = [a for a in (why, path_assumption) if a]
+        assumptions = [a for a in (why, path_assumption, pick_assumption) if a]
         step = m.s_per_step * factor
         if not guided:  # every measured sampling case is guided
             step *= 0.5
@@ -218,13 +230,13 @@ def training_estimates(model: str, train: Any, root: Path = BENCHMARK_RESULTS) -
     """GPU-hours for ``train.steps`` steps of ``train.batch_size`` images, one estimate per measured GPU type."""
     rows, factor, why = _candidates(model, TRAINING_CASES, root)
     # the training engine runs fp32 with TF32 matmuls (TrainConfig.tf32), the benchmarks' exact path
-    path, path_assumption = _path_for("tf32" if train.precision == "fp32" else train.precision, train.compile)
+    path, compiled, path_assumption = _path_for("tf32" if train.precision == "fp32" else train.precision, train.compile)
     out = []
     for gpu in sorted({m.gpu for m in rows}):
-        m = _pick([r for r in rows if r.gpu == gpu], path)
+        m, pick_assumption = _pick([r for r in rows if r.gpu == gpu], path, compiled)
         if m is None:
             continue
-        assumptions = tuple(a for a in (why, path_assumption) if a)
+        assumptions = tuple(a for a in (why, path_assumption, pick_assumption) if a)
         images = train.steps * train.batch_size
         basis = f"{m.source}, {m.case}, {m.path} (batch {m.batch}): {m.images_per_s:.4g} img/s"
         out.append(Estimate(gpu, images * factor / m.images_per_s / 3600.0, basis, assumptions))

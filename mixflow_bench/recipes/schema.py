@@ -72,7 +72,7 @@ class TrainSection:
     ema_decay: float = 0.9999
     grad_clip: float | None = None
     precision: Literal["fp32", "bf16"] = "fp32"
-    compile: bool = False  # torch.compile the training model (fast path; fp32 eager stays the reference)
+    compile: bool = False  # torch.compile the training model (RAE's recipes: true, as its official train.py)
     checkpoint_every: int = 1000
     seed: int = 0
     # latent caches: std of the first batch in the model's space against the encoder's expected range
