@@ -6,6 +6,7 @@ SIGKILL after step 6, two steps past the checkpoint at step 4.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -45,14 +46,14 @@ def _config(clip: float | None) -> TrainConfig:
     )
 
 
-def _run(out: Path, clip: float | None, *, model_seed: int = 0, **kwargs) -> torch.nn.Module:
+def _run(out: Path, clip: float | None, *, model_seed: int = 0, device: str | None = None, **kwargs) -> torch.nn.Module:
     x, y = make_data(40)
     model = make_model(model_seed, dropout=0.2)  # dropout draws from the global torch RNG
     train(
         model,
         FlowMatchingObjective(),
         InMemoryBatches(x, y, 8, seed=3),
-        _config(clip),
+        dataclasses.replace(_config(clip), device=device),
         out,
         progress=False,
         extra={"recipe": "resume-test"},
