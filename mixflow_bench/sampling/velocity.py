@@ -121,14 +121,17 @@ def integrate(
 
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """fp32 (TF32 off), tf32 (TF32 matmuls on CUDA) or bf16 (autocast) for the model calls inside."""
-    if precision not in ("fp32", "tf32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r} (expected fp32, tf32 or bf16)")
+    """fp32 (TF32 off), tf32 (TF32 matmuls on CUDA), bf16 (autocast) or fp8 for the model calls inside.
+
+    fp8 is bf16 autocast here: the FP8 matmuls live in the model's converted linears (``prepare_model``).
+    """
+    if precision not in ("fp32", "tf32", "bf16", "fp8"):
+        raise ValueError(f"unknown precision {precision!r} (expected fp32, tf32, bf16 or fp8)")
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     try:
-        if precision == "bf16":
+        if precision in ("bf16", "fp8"):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
                 yield
         else:
@@ -196,19 +199,24 @@ def model_generator(
             images = decode(latents.float())
         return images.float()  # stays on the device: sample_to_npz copies it back asynchronously
 
-    settings = {
-        "model": spec.name,
-        "sample": {k: v for k, v in _asdict(sample_cfg).items() if k not in ("num", "batch_size", "shard_size")},
-        **(fingerprint_extra or {}),
-    }
-    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Generator(
         generate=generate,
         latent_shape=tuple(spec.latent_shape),
         num_classes=spec.num_classes,
         quantize=sample_cfg.quantize,
-        fingerprint=fingerprint,
+        fingerprint=sample_fingerprint(spec.name, sample_cfg, fingerprint_extra),
     )
+
+
+def sample_fingerprint(model_name: str, sample_cfg: SampleSection, extra: dict[str, Any] | None = None) -> str:
+    """The shard fingerprint of sampling ``model_name`` with ``sample_cfg``: every setting that changes a sample
+    (precision, attention and compile included), not the run's size (``num``, ``batch_size``, ``shard_size``)."""
+    settings = {
+        "model": model_name,
+        "sample": {k: v for k, v in _asdict(sample_cfg).items() if k not in ("num", "batch_size", "shard_size")},
+        **(extra or {}),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _asdict(obj: Any) -> dict[str, Any]:
