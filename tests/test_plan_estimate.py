@@ -201,3 +201,24 @@ def test_compiled_tf32_training_uses_its_own_row_or_says_it_does_not(tmp_path):
     (t,) = estimate.training_estimates("rae-dith-xl-256", eager_recipe.train, tmp_path)
     assert t.hours == pytest.approx(images / 90.0 / 3600) and not t.assumptions
     estimate.load_measurements.cache_clear()
+
+
+def test_fp8_sampling_uses_the_fast_fp8_row_or_says_it_uses_bf16(tmp_path):
+    """``--fast --fp8`` (precision fp8 + compile) reads bench_official.py --fp8's fast-fp8 row where measured."""
+    (tmp_path / "h200").mkdir()
+    case = "SiT-XL/2 256, SDE-250, CFG 1.5"
+    fast = {"path": "fast", "batch": 256, "precision": "bf16", "compile": "default", "images_per_s": 3.9,
+            "s_per_step": 0.26, "decode_s": 0.5}  # fmt: skip
+    fp8 = {**fast, "path": "fast-fp8", "precision": "fp8", "images_per_s": 4.1, "s_per_step": 0.245}
+    file = tmp_path / "h200" / "official-sit-sde.json"
+    file.write_text(json.dumps(_official_file("sampling", case, [fast])))
+    estimate.load_measurements.cache_clear()
+    recipe = load_recipe("sit-xl-256-sde-cfg", {"sample": {"precision": "fp8", "compile": True}})
+    (est,) = estimate.sampling_estimates("sit-xl-2", recipe.sample, tmp_path)
+    assert est.hours == pytest.approx(50_000 * (250 * 0.26 + 0.5) / 256 / 3600, rel=1e-9)
+    assert est.assumptions == ("fp8 + compile not measured on this GPU: the bf16 + compile rate is used",)
+    file.write_text(json.dumps(_official_file("sampling", case, [fast, fp8])))
+    estimate.load_measurements.cache_clear()
+    (est,) = estimate.sampling_estimates("sit-xl-2", recipe.sample, tmp_path)
+    assert est.hours == pytest.approx(50_000 * (250 * 0.245 + 0.5) / 256 / 3600, rel=1e-9) and not est.assumptions
+    estimate.load_measurements.cache_clear()

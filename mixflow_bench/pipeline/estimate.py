@@ -148,6 +148,8 @@ def _path_for(precision: str, compile: bool, cuda_graphs: bool = False) -> tuple
         return "exact", bool(compile), None
     if precision == "bf16" and compile:
         return ("fast+graphs" if cuda_graphs else "fast"), True, None
+    if precision == "fp8" and compile:  # --fast --fp8: bench_official.py --fp8's fast-fp8 rows
+        return "fast-fp8", True, None
     if precision == "fp32":
         return "exact", bool(compile), "fp32 (TF32 off) not measured: the TF32 rate is used, fp32 is slower"
     settings = f"{precision}{' + compile' if compile else ' eager'}"
@@ -166,6 +168,9 @@ def _pick(rows: list[Measurement], path: str, compiled: bool | None = None) -> t
         found = [m for m in rows if m.path == "official" and not m.stable and m.compile in (False, None)]
     if not found and path == "fast+graphs":
         return _pick(rows, "fast")
+    if not found and path == "fast-fp8":
+        m, _ = _pick(rows, "fast")
+        return m, (None if m is None else "fp8 + compile not measured on this GPU: the bf16 + compile rate is used")
     if any(m.stable for m in found):
         found = [m for m in found if m.stable]
     assumption = None
