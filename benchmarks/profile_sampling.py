@@ -1,0 +1,189 @@
+"""Where one SiT-XL/2 sampling call spends its GPU time, per path, and what fraction of the matmul limit it reaches.
+
+The call is one guided model evaluation of ``sit-sde --fast``'s batch: 256 images with CFG, i.e. 512 rows of
+SiT-XL/2 at 256 px (random weights). Paths: ``eager-bf16`` (bf16 autocast, no compile), ``fast`` (bf16 +
+``torch.compile``, as ``sample --fast``) and ``fast-fp8`` (``--fast --fp8``: the linears as FP8 matmuls). For each
+it times ``--calls`` calls after warm-up, profiles them with ``torch.profiler`` and sums kernel time into
+categories (FP8 matmul, matmul, attention, fused elementwise from Triton, ...). The FLOPs of a call are counted
+once with ``torch.utils.flop_counter`` on the eager path; the limits are measured in the same run as the rate of
+one 8192^3 matmul in bf16 and in FP8 (``torch._scaled_mm``, row-wise scales), so each path's fraction of its own
+limit is stated beside its rate.
+
+    python benchmarks/profile_sampling.py --out $OUT/profile_sampling.json      # one GPU, about 2 minutes
+    python benchmarks/profile_sampling.py --smoke                                # SiT-S/2 on the CPU, a check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from _common import sync
+from profile_train import categorize, step_flops
+
+from mixflow_bench.models.float8 import float8_unsupported_reason
+from mixflow_bench.models.zoo import build_model, get_spec
+from mixflow_bench.sampling.fast import FastPath, prepare_model
+from mixflow_bench.sampling.velocity import precision_context
+
+PATHS = {
+    "eager-bf16": FastPath(precision="bf16", attention="sdpa", compile=False),
+    "fast": FastPath(precision="bf16", attention="sdpa", compile=True),
+    "fast-fp8": FastPath(precision="fp8", attention="sdpa", compile=True),
+}
+FP8_MATMUL = re.compile(r"e4m3|f8f8|fp8|float8|_scaled_mm", re.I)
+
+
+def sampling_category(name: str) -> str:
+    """profile_train's categories, with FP8 matmuls counted apart."""
+    return "fp8 matmul" if FP8_MATMUL.search(name) and "triton" not in name.lower() else categorize(name)
+
+
+def matmul_limit_tflops(dtype: str, device: torch.device, n: int = 8192, reps: int = 20) -> float:
+    """The measured rate of one n^3 matmul: bf16 ``@`` or FP8 ``_scaled_mm`` with row-wise scales, bf16 out."""
+    a = torch.randn(n, n, device=device)
+    if dtype == "bf16":
+        x, w = a.bfloat16(), a.bfloat16().t()
+
+        def run():
+            return x @ w
+    else:
+        x, w = a.to(torch.float8_e4m3fn), a.to(torch.float8_e4m3fn).t()
+        sa, sb = torch.ones(n, 1, device=device), torch.ones(1, n, device=device)
+
+        def run():
+            return torch._scaled_mm(x, w, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+
+    for _ in range(3):
+        run()
+    sync()
+    start = time.perf_counter()
+    for _ in range(reps):
+        run()
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def profile_path(
+    name: str, base: torch.nn.Module, shape: tuple[int, ...], batch: int, calls: int, device: torch.device
+) -> dict:
+    fast = PATHS[name]
+    model = prepare_model(base, fast)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, *shape, device=device, generator=g)
+    t = torch.rand(batch, device=device, generator=g)
+    y = torch.randint(0, 1000, (batch,), device=device, generator=g)
+
+    def call():
+        with torch.no_grad(), precision_context(fast.precision, device):
+            return model(x, t, y)
+
+    start = time.perf_counter()
+    for _ in range(3):  # compilation and autotuning happen here
+        call()
+    sync()
+    warmup_s = time.perf_counter() - start
+    flops = step_flops(call) if name == "eager-bf16" else None
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    sync()
+    s_per_call = (time.perf_counter() - start) / calls
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(calls):
+            call()
+        sync()
+    per_category: dict[str, float] = defaultdict(float)
+    per_kernel: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if device.type == "cuda" and event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        if device.type != "cuda" and (event.device_type != torch.autograd.DeviceType.CPU or event.cpu_parent):
+            continue
+        us = event.device_time if device.type == "cuda" else event.self_cpu_time_total
+        per_category[sampling_category(event.name)] += us / calls
+        per_kernel[event.name] += us / calls
+    busy_us = sum(per_category.values())
+    row = {
+        "path": name, "precision": fast.precision, "compile": fast.compile, "rows": batch,
+        "warmup_s": warmup_s, "ms_per_call": s_per_call * 1e3, "evaluations_per_s": batch / s_per_call,
+        "kernel_time_per_call_ms": busy_us / 1e3, "gpu_busy_fraction": busy_us / 1e6 / s_per_call,
+        "categories_ms": {k: v / 1e3 for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])},
+        "top_kernels_ms": {k[:120]: v / 1e3 for k, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:15]},
+    }  # fmt: skip
+    if flops is not None:
+        row["flops_per_evaluation"] = flops / batch
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paths", default="eager-bf16,fast,fast-fp8")
+    parser.add_argument("--rows", type=int, default=512, help="model batch: 256 images x 2 (CFG)")
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true", help="SiT-S/2 (a check of the script on the CPU)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        args.rows, args.calls = min(args.rows, 4), min(args.calls, 2)
+    model_name = "sit-s-2" if args.smoke or device.type == "cpu" else "sit-xl-2"
+    base = build_model(model_name).to(device).eval()
+    shape = tuple(get_spec(model_name).latent_shape)
+    with torch.no_grad():
+        for p in base.parameters():  # random weights: the zero-initialised adaLN would skip most of the network
+            p.normal_(0, 0.02)
+    result: dict = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "model": model_name,
+        "inductor_env": {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_")},
+        "rows": [],
+    }
+    if device.type == "cuda":
+        result["limit_tflops"] = {"bf16": matmul_limit_tflops("bf16", device)}
+        if float8_unsupported_reason(device) is None:
+            result["limit_tflops"]["fp8"] = matmul_limit_tflops("fp8", device)
+        print(f"matmul limits (8192^3, measured): {result['limit_tflops']}", flush=True)
+    flops = None
+    for name in args.paths.split(","):
+        if name not in PATHS:
+            raise SystemExit(f"unknown path {name!r} ({', '.join(PATHS)})")
+        if PATHS[name].precision == "fp8" and (reason := float8_unsupported_reason(device)) is not None:
+            print(f"{name}: skipped ({reason})", flush=True)
+            continue
+        row = profile_path(name, base, shape, args.rows, args.calls, device)
+        flops = row.get("flops_per_evaluation", flops)
+        if flops is not None:
+            row["tflops"] = flops * row["evaluations_per_s"] / 1e12
+            limits = result.get("limit_tflops", {})
+            key = "fp8" if row["precision"] == "fp8" else "bf16"
+            if key in limits:
+                row[f"fraction_of_{key}_limit"] = row["tflops"] / limits[key]
+            if "bf16" in limits:
+                row["fraction_of_bf16_limit"] = row["tflops"] / limits["bf16"]
+        result["rows"].append(row)
+        print(f"{name}: {row['evaluations_per_s']:.0f} evaluations/s, {row['ms_per_call']:.2f} ms per call "
+              f"(kernels {row['kernel_time_per_call_ms']:.2f} ms)"
+              + (f", {row['tflops']:.0f} TFLOP/s" if "tflops" in row else ""), flush=True)  # fmt: skip
+        for cat, ms in row["categories_ms"].items():
+            print(f"    {cat:30s} {ms:8.3f} ms  {ms / row['kernel_time_per_call_ms']:6.1%}", flush=True)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
