@@ -20,12 +20,11 @@ import json
 import os
 import re
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 from _common import sync
-from profile_train import categorize, step_flops
+from profile_train import categorize, profile_loop, step_flops
 
 from mixflow_bench.models.float8 import float8_unsupported_reason
 from mixflow_bench.models.zoo import build_model, get_spec
@@ -84,42 +83,13 @@ def profile_path(
         with torch.no_grad(), precision_context(fast.precision, device):
             return model(x, t, y)
 
-    start = time.perf_counter()
-    for _ in range(3):  # compilation and autotuning happen here
-        call()
-    sync()
-    warmup_s = time.perf_counter() - start
-    flops = step_flops(call) if name == "eager-bf16" else None
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    sync()
-    s_per_call = (time.perf_counter() - start) / calls
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        for _ in range(calls):
-            call()
-        sync()
-    per_category: dict[str, float] = defaultdict(float)
-    per_kernel: dict[str, float] = defaultdict(float)
-    for event in prof.events():
-        if device.type == "cuda" and event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        if device.type != "cuda" and (event.device_type != torch.autograd.DeviceType.CPU or event.cpu_parent):
-            continue
-        us = event.device_time if device.type == "cuda" else event.self_cpu_time_total
-        per_category[sampling_category(event.name)] += us / calls
-        per_kernel[event.name] += us / calls
-    busy_us = sum(per_category.values())
+    profile = profile_loop(call, calls, device, sampling_category)
     row = {
         "path": name, "precision": fast.precision, "compile": fast.compile, "rows": batch,
-        "warmup_s": warmup_s, "ms_per_call": s_per_call * 1e3, "evaluations_per_s": batch / s_per_call,
-        "kernel_time_per_call_ms": busy_us / 1e3, "gpu_busy_fraction": busy_us / 1e6 / s_per_call,
-        "categories_ms": {k: v / 1e3 for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])},
-        "top_kernels_ms": {k[:120]: v / 1e3 for k, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:15]},
+        "warmup_s": profile.warmup_s, "ms_per_call": profile.s_per_step * 1e3,
+        "evaluations_per_s": batch / profile.s_per_step, **profile.fields("call"),
     }  # fmt: skip
+    flops = step_flops(call) if name == "eager-bf16" else None
     if flops is not None:
         row["flops_per_evaluation"] = flops / batch
     return row

@@ -18,6 +18,7 @@ import json
 import re
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,17 +52,34 @@ def step_flops(step) -> int:
     return counter.get_total_flops()
 
 
-def profile_path(case: str, path: str, batch: int, steps: int, smoke: bool, device: torch.device) -> dict:
-    model, obj, shape, label = build_case(case, smoke)
-    model = model.to(device).train()
-    # eager-bf16: the fast step without torch.compile (what the compiler has to improve on)
-    step = make_step(model, obj, shape, batch, fast=True, device=device, compile_model=path == "fast")
-    warm_start = time.perf_counter()
-    for _ in range(3):  # compilation and autotuning happen here
+@dataclass
+class KernelProfile:
+    """One timed and profiled loop: wall time per step and the device time of its kernels, per step."""
+
+    warmup_s: float
+    s_per_step: float
+    categories_us: dict[str, float]
+    kernels_us: dict[str, float]
+
+    def fields(self, per: str = "step") -> dict:
+        """The JSON fields of the profile: busy time, busy fraction, categories and the 15 longest kernels (ms)."""
+        busy_us = sum(self.categories_us.values())
+        top = sorted(self.kernels_us.items(), key=lambda kv: -kv[1])[:15]
+        return {
+            f"kernel_time_per_{per}_ms": busy_us / 1e3, "gpu_busy_fraction": busy_us / 1e6 / self.s_per_step,
+            "categories_ms": {k: v / 1e3 for k, v in sorted(self.categories_us.items(), key=lambda kv: -kv[1])},
+            "top_kernels_ms": {k[:120]: v / 1e3 for k, v in top},
+        }  # fmt: skip
+
+
+def profile_loop(step, steps: int, device: torch.device, category=categorize, warmup: int = 3) -> KernelProfile:
+    """Run ``step`` ``warmup`` times (compilation, autotuning), time ``steps`` steps, then profile ``steps`` more
+    with ``torch.profiler`` and sum each kernel's device time (CPU self time on a CPU) per ``category``."""
+    start = time.perf_counter()
+    for _ in range(warmup):
         step()
     sync()
-    warmup_s = time.perf_counter() - warm_start
-    flops = step_flops(step) if path == "eager-bf16" else None
+    warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -82,17 +100,24 @@ def profile_path(case: str, path: str, batch: int, steps: int, smoke: bool, devi
         if device.type != "cuda" and (event.device_type != torch.autograd.DeviceType.CPU or event.cpu_parent):
             continue
         us = event.device_time if device.type == "cuda" else event.self_cpu_time_total
-        per_category[categorize(event.name)] += us / steps
+        per_category[category(event.name)] += us / steps
         per_kernel[event.name] += us / steps
-    busy_us = sum(per_category.values())
+    return KernelProfile(warmup_s, s_per_step, dict(per_category), dict(per_kernel))
+
+
+def profile_path(case: str, path: str, batch: int, steps: int, smoke: bool, device: torch.device) -> dict:
+    model, obj, shape, label = build_case(case, smoke)
+    model = model.to(device).train()
+    # eager-bf16: the fast step without torch.compile (what the compiler has to improve on)
+    step = make_step(model, obj, shape, batch, fast=True, device=device, compile_model=path == "fast")
+    profile = profile_loop(step, steps, device)
     row = {
         "case": label, "path": path, "batch": batch, "device": _device_name(device), "torch": torch.__version__,
-        "warmup_s": warmup_s, "s_per_step": s_per_step, "images_per_s": batch / s_per_step,
-        "kernel_time_per_step_ms": busy_us / 1e3, "gpu_busy_fraction": busy_us / 1e6 / s_per_step,
-        "categories_ms": {k: v / 1e3 for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])},
-        "top_kernels_ms": {k[:120]: v / 1e3 for k, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:15]},
+        "warmup_s": profile.warmup_s, "s_per_step": profile.s_per_step, "images_per_s": batch / profile.s_per_step,
+        **profile.fields(),
     }  # fmt: skip
-    if flops is not None:
+    if path == "eager-bf16":
+        flops = step_flops(step)
         row["flops_per_step"] = flops
         row["flops_per_image"] = flops / batch
     del model, step
