@@ -113,6 +113,52 @@ class SwiGLU(nn.Module):
         a, b = self.w12(x).chunk(2, dim=-1)
         return self.w3(F.silu(a) * b)
 
+    @torch.no_grad()
+    def pad_hidden(self, multiple: int) -> bool:
+        """Zero-pad the hidden width up to a multiple of ``multiple``, in place; True if it changed.
+
+        The DDT heads' width is ``int(2/3 * 4 * 2048) = 5461``: odd, so cuBLAS can only use its slow unaligned
+        kernels for ``w3`` and for the second half of ``w12``'s output, and FP8 matmuls (sizes in multiples of 16)
+        skip both linears. Padded units have zero weights and biases in both halves of ``w12``, so they output
+        ``silu(0) * 0 = 0`` and meet zero columns of ``w3``: the function is the same in exact arithmetic; only the
+        rounding of the matmuls (other kernels) differs. The state dict's shapes change, so only run-time copies
+        are padded (the fast sampling path), never a model that is saved or trained.
+        """
+        hidden = self.w3.in_features
+        padded = -(-hidden // multiple) * multiple
+        if padded == hidden:
+            return False
+        w12, w3 = self.w12, self.w3
+        new12 = nn.Linear(w12.in_features, 2 * padded, bias=w12.bias is not None, device=w12.weight.device,
+                          dtype=w12.weight.dtype)  # fmt: skip
+        new3 = nn.Linear(padded, w3.out_features, bias=w3.bias is not None, device=w3.weight.device,
+                         dtype=w3.weight.dtype)  # fmt: skip
+        new12.weight.zero_()
+        new3.weight.zero_()
+        for half in range(2):  # (a, b) halves: rows [half*hidden, (half+1)*hidden) -> [half*padded, ...)
+            new12.weight[half * padded : half * padded + hidden] = w12.weight[half * hidden : (half + 1) * hidden]
+        new3.weight[:, :hidden] = w3.weight
+        if w12.bias is not None:
+            new12.bias.zero_()
+            for half in range(2):
+                new12.bias[half * padded : half * padded + hidden] = w12.bias[half * hidden : (half + 1) * hidden]
+        if w3.bias is not None:
+            new3.bias.copy_(w3.bias)
+        self.w12, self.w3 = new12.requires_grad_(w12.weight.requires_grad), new3.requires_grad_(
+            w3.weight.requires_grad
+        )
+        return True
+
+
+def pad_swiglu_hidden(model: nn.Module, multiple: int = 16) -> int:
+    """Pad every :class:`SwiGLU` of ``model`` in place (:meth:`SwiGLU.pad_hidden`); returns how many changed."""
+    return sum(m.pad_hidden(multiple) for m in model.modules() if isinstance(m, SwiGLU))
+
+
+def swiglu_needs_padding(model: nn.Module, multiple: int = 16) -> bool:
+    """Whether any :class:`SwiGLU` of ``model`` has a hidden width that is not a multiple of ``multiple``."""
+    return any(m.w3.in_features % multiple for m in model.modules() if isinstance(m, SwiGLU))
+
 
 class DDTBlock(nn.Module):
     """RMSNorm/RoPE/SwiGLU block; adaLN shift/scale/gate from a (B,D) or per-token (B,N,D) condition."""

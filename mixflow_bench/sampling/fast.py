@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mixflow_bench.models.float8 import MIN_FEATURES, Float8UnsupportedError, convert_to_float8, require_float8
+from mixflow_bench.models.rae_dit import pad_swiglu_hidden, swiglu_needs_padding
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,18 @@ def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
     """Set the attention kernel and compile ``model`` for sampling as ``fast`` says (eval mode, no grad).
 
     With precision ``fp8`` the model that runs is a copy whose linears are FP8 (:func:`float8_copy`), converted
-    before ``torch.compile``; ``model`` itself keeps its float weights.
+    before ``torch.compile``; ``model`` itself keeps its float weights. With bf16 or fp8 (not with the exact fp32 /
+    tf32 path) the copy that runs also has odd SwiGLU widths zero-padded to a multiple of 16
+    (:meth:`~mixflow_bench.models.rae_dit.SwiGLU.pad_hidden`: the same function, aligned matmuls).
     """
     model = model.eval().requires_grad_(False)
     if hasattr(model, "set_attention"):
         model.set_attention(fast.attention)
     if fast.precision == "fp8":
         model = float8_copy(model)
+    elif fast.precision == "bf16" and swiglu_needs_padding(model):
+        model = copy.deepcopy(model)
+        pad_swiglu_hidden(model)
     if fast.compile:
         compiled = torch.compile(model, mode=None if fast.compile_mode == "default" else fast.compile_mode)
         model = OwnedOutputs(compiled) if fast.compile_mode == "reduce-overhead" else compiled
@@ -62,6 +68,7 @@ def float8_copy(model: nn.Module) -> nn.Module:
     first = next(chain(model.parameters(), model.buffers()), None)
     require_float8(first.device if first is not None else torch.device("cpu"))
     model = copy.deepcopy(model)
+    pad_swiglu_hidden(model)  # odd SwiGLU widths (the DDT heads' 5461) would keep those linears out of FP8
     if convert_to_float8(model) == 0:
         raise Float8UnsupportedError(
             f"precision fp8: {type(model).__name__} has no linear layer FP8 can run (nn.Linear with both sizes "
