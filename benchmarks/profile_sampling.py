@@ -1,7 +1,9 @@
-"""Where one SiT-XL/2 sampling call spends its GPU time, per path, and what fraction of the matmul limit it reaches.
+"""Where one guided sampling call spends its GPU time, per path, and what fraction of the matmul limit it reaches.
 
-The call is one guided model evaluation of ``sit-sde --fast``'s batch: 256 images with CFG, i.e. 512 rows of
-SiT-XL/2 at 256 px (random weights). Paths: ``eager-bf16`` (bf16 autocast, no compile), ``fast`` (bf16 +
+``--case sit`` (default): one guided model evaluation of ``sit-sde --fast``'s batch: 256 images with CFG, i.e. 512
+rows of SiT-XL/2 at 256 px. ``--case rae256``: one autoguided evaluation of the RAE recipes' fast batch, DiT^DH-XL
+and its DiT^DH-S guide on 256 rows each (no null half); there an "evaluation" is one row through both models.
+Random weights. Paths: ``eager-bf16`` (bf16 autocast, no compile), ``fast`` (bf16 +
 ``torch.compile``, as ``sample --fast``) and ``fast-fp8`` (``--fast --fp8``: the linears as FP8 matmuls). For each
 it times ``--calls`` calls after warm-up, profiles them with ``torch.profiler`` and sums kernel time into
 categories (FP8 matmul, matmul, attention, fused elementwise from Triton, ...). The FLOPs of a call are counted
@@ -10,6 +12,7 @@ one 8192^3 matmul in bf16 and in FP8 (``torch._scaled_mm``, row-wise scales), so
 limit is stated beside its rate.
 
     python benchmarks/profile_sampling.py --out $OUT/profile_sampling.json      # one GPU, about 2 minutes
+    python benchmarks/profile_sampling.py --case rae256 --out $OUT/profile_sampling_rae.json
     python benchmarks/profile_sampling.py --smoke                                # SiT-S/2 on the CPU, a check
 """
 
@@ -36,12 +39,23 @@ PATHS = {
     "fast": FastPath(precision="bf16", attention="sdpa", compile=True),
     "fast-fp8": FastPath(precision="fp8", attention="sdpa", compile=True),
 }
-FP8_MATMUL = re.compile(r"e4m3|f8f8|fp8|float8|_scaled_mm", re.I)
+# case -> (model, guide or None, rows of one call on the GPU); --smoke swaps in the small models
+CASES = {
+    "sit": ("sit-xl-2", None, 512),
+    "rae256": ("rae-dith-xl-256", "rae-dith-s-256", 256),
+}
+SMOKE_MODELS = {"sit-xl-2": "sit-s-2", "rae-dith-xl-256": "rae-dith-s-256"}
+FP8_MATMUL = re.compile(r"e4m3|e5m2|f8f8|fp8|float8|nvjet_\w*_qq", re.I)  # cuBLAS names FP8 GEMMs nvjet_..._qq..
+FP8_QUANTISE = re.compile(r"amax|_scaled_mm", re.I)  # Inductor kernels that compute an FP8 linear's input scales
 
 
 def sampling_category(name: str) -> str:
-    """profile_train's categories, with FP8 matmuls counted apart."""
-    return "fp8 matmul" if FP8_MATMUL.search(name) and "triton" not in name.lower() else categorize(name)
+    """profile_train's categories, with FP8 matmuls and the Triton kernels that quantise their inputs counted apart."""
+    if name.lower().startswith("triton_") and FP8_QUANTISE.search(name):
+        return "fp8 quantise + fused elementwise (Triton)"
+    if not name.lower().startswith("triton_") and FP8_MATMUL.search(name):
+        return "fp8 matmul"
+    return categorize(name)
 
 
 def matmul_limit_tflops(dtype: str, device: torch.device, n: int = 8192, reps: int = 20) -> float:
@@ -70,10 +84,11 @@ def matmul_limit_tflops(dtype: str, device: torch.device, n: int = 8192, reps: i
 
 
 def profile_path(
-    name: str, base: torch.nn.Module, shape: tuple[int, ...], batch: int, calls: int, device: torch.device
+    name: str, bases: list[torch.nn.Module], shape: tuple[int, ...], batch: int, calls: int, device: torch.device
 ) -> dict:
+    """Profile one call of every model in ``bases`` (the model, then its guide) on the same inputs."""
     fast = PATHS[name]
-    model = prepare_model(base, fast)
+    models = [prepare_model(base, fast) for base in bases]
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, *shape, device=device, generator=g)
     t = torch.rand(batch, device=device, generator=g)
@@ -81,7 +96,7 @@ def profile_path(
 
     def call():
         with torch.no_grad(), precision_context(fast.precision, device):
-            return model(x, t, y)
+            return [model(x, t, y) for model in models]
 
     profile = profile_loop(call, calls, device, sampling_category)
     row = {
@@ -97,25 +112,33 @@ def profile_path(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=list(CASES), default="sit")
     parser.add_argument("--paths", default="eager-bf16,fast,fast-fp8")
-    parser.add_argument("--rows", type=int, default=512, help="model batch: 256 images x 2 (CFG)")
+    parser.add_argument("--rows", type=int, default=None, help="model batch (default: the case's fast batch)")
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="SiT-S/2 (a check of the script on the CPU)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model_name, guide_name, rows = CASES[args.case]
+    args.rows = args.rows or rows
     if device.type == "cpu":
         args.rows, args.calls = min(args.rows, 4), min(args.calls, 2)
-    model_name = "sit-s-2" if args.smoke or device.type == "cpu" else "sit-xl-2"
-    base = build_model(model_name).to(device).eval()
+    if args.smoke or device.type == "cpu":
+        model_name = SMOKE_MODELS[model_name]
+    names = [model_name] + ([guide_name] if guide_name else [])
+    bases = [build_model(n).to(device).eval() for n in names]
     shape = tuple(get_spec(model_name).latent_shape)
     with torch.no_grad():
-        for p in base.parameters():  # random weights: the zero-initialised adaLN would skip most of the network
-            p.normal_(0, 0.02)
+        for base in bases:  # random weights: the zero-initialised adaLN would skip most of the network
+            for p in base.parameters():
+                p.normal_(0, 0.02)
     result: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        "case": args.case,
         "model": model_name,
+        "guide": guide_name,
         "inductor_env": {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_")},
         "rows": [],
     }
@@ -131,7 +154,7 @@ def main() -> int:
         if PATHS[name].precision == "fp8" and (reason := float8_unsupported_reason(device)) is not None:
             print(f"{name}: skipped ({reason})", flush=True)
             continue
-        row = profile_path(name, base, shape, args.rows, args.calls, device)
+        row = profile_path(name, bases, shape, args.rows, args.calls, device)
         flops = row.get("flops_per_evaluation", flops)
         if flops is not None:
             row["tflops"] = flops * row["evaluations_per_s"] / 1e12

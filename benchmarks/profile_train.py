@@ -27,10 +27,13 @@ from bench_train import build_case, make_step
 
 BF16_DENSE_TFLOPS = {"H200": 790.0, "H100": 790.0}  # measured 8192^3 bf16 matmul rate on this machine kind
 CATEGORIES = (  # first match wins; kernel names as CUDA reports them
+    # Inductor names its kernels after every op it fused: "triton_poi_fused__scaled_dot_product_cudnn_attention_.."
+    # is the rotary/layout kernel before attention, not attention; "triton_tem_" kernels are its GEMM templates
+    ("matmul", re.compile(r"^triton_tem_", re.I)),
+    ("fused elementwise (Triton)", re.compile(r"^triton_", re.I)),
     ("attention", re.compile(r"flash|fmha|attention|sdpa|cudnn.*(mha|attn)", re.I)),
     ("matmul", re.compile(r"gemm|nvjet|cutlass|sm90_xmma|matmul|_mm_|wgmma|^aten::(mm|addmm|bmm)$", re.I)),
     ("optimizer + EMA", re.compile(r"adam|multi_tensor|foreach|lerp", re.I)),
-    ("fused elementwise (Triton)", re.compile(r"^triton_", re.I)),
     ("reduction / norm", re.compile(r"reduce|norm|softmax", re.I)),
 )
 
