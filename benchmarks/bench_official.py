@@ -94,7 +94,7 @@ BATCHES = {
     "rae-ag": {"official": 125, "exact": 64, "fast": 256},
 }
 PATH_ORDER = ("official", "fast", "exact")  # the ratio that matters most first
-FP8_PATH = "fast-fp8"  # sit-sde with --fp8: the fast settings with precision fp8, timed right after fast
+FP8_PATH = "fast-fp8"  # sampling cases with --fp8: the fast settings with precision fp8, timed right after fast
 DECODE_POLICY = TimingPolicy(window=2, tolerance=0.05, min_warmup=1, max_warmup=10, timed=3, repeats=3)
 QUICK_DECODE_POLICY = TimingPolicy(window=2, tolerance=10.0, min_warmup=1, max_warmup=1, timed=1, repeats=1)
 MIN_PATH_S = 20.0  # with --budget-s: a path is not started with less time than this left
@@ -128,7 +128,7 @@ class Run:
     decode_policy: TimingPolicy
     env: dict[str, Any]
     deadline: float | None = None
-    fp8: bool = False  # sit-sde: also time the fast path with FP8 linears (--fp8)
+    fp8: bool = False  # sit-sde and rae-ag: also time the fast path with FP8 linears (--fp8)
     stopped: bool = False  # the time budget ran out
     failed: bool = False  # some path raised an error
     start: float = dataclasses.field(default_factory=time.perf_counter)
@@ -341,8 +341,8 @@ def sampling_settings(run: Run, mode: str) -> dict[str, Any]:
     return fast_settings(run) if mode == "fast" else {}
 
 
-def sit_paths(run: Run) -> tuple[str, ...]:
-    """sit-sde's paths in timing order: fast-fp8 (with --fp8) right after fast, before exact."""
+def sampling_paths(run: Run) -> tuple[str, ...]:
+    """A sampling case's paths in timing order: fast-fp8 (with --fp8) right after fast, before exact."""
     if not run.fp8:
         return PATH_ORDER
     i = PATH_ORDER.index("fast") + 1
@@ -511,7 +511,7 @@ def case_sit_sde(run: Run) -> None:
         dec = time_steps(lambda: official_decode(z), run.decode_policy, device=dev, deadline=run.deadline)
         return {**sampling_fields(timing, dec, n, k, SIT_FULL_STEPS), "network_calls_per_step": forward.calls / k}
 
-    for path in sit_paths(run):
+    for path in sampling_paths(run):
         if path == "official":
             base = record.common("official", n, "tf32", False, attention="timm Attention (fused SDPA if available)",
                                  sampler=f"transport.Sampler.sample_sde {SIT_FULL_STEPS}", full_steps=SIT_FULL_STEPS,
@@ -792,7 +792,7 @@ def case_rae_ag(run: Run) -> None:
         calls = {"main": counted_main.calls / k, "guide": counted_guide.calls / k, "rows_per_call": 2 * n}
         return {**sampling_fields(timing, dec, n, k, full_steps), "network_calls_per_step": calls}
 
-    for path in PATH_ORDER:
+    for path in sampling_paths(run):
         if path == "official":
             base = record.common("official", n, "tf32", False, attention="RAE NormAttention (its default)",
                                  sampler=f"stage2.transport.Sampler.sample_ode euler, {full_steps} steps",
@@ -853,8 +853,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a batch size, e.g. train-rae:official=64")  # fmt: skip
     parser.add_argument("--device", default=None)
     parser.add_argument("--fp8", action="store_true",
-                        help="sit-sde: also time fast-fp8, the fast path with FP8 linears (opt-in; CUDA capability "
-                             "8.9+, skipped with a note elsewhere)")  # fmt: skip
+                        help="sit-sde, rae-ag: also time fast-fp8, the fast path with FP8 linears (opt-in; CUDA "
+                             "capability 8.9+, skipped with a note elsewhere)")  # fmt: skip
     args = parser.parse_args(argv)
     cases = parse_cases(args.case)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -863,8 +863,9 @@ def main(argv: list[str] | None = None) -> int:
         where, value = item.split("=")
         case, path = where.split(":")
         batches[case][path] = int(value)
-    if args.fp8:  # batch like fast unless --batch sit-sde:fast-fp8=N says otherwise
-        batches["sit-sde"].setdefault(FP8_PATH, batches["sit-sde"]["fast"])
+    if args.fp8:  # batch like fast unless --batch CASE:fast-fp8=N says otherwise
+        for case in ("sit-sde", "rae-ag"):
+            batches[case].setdefault(FP8_PATH, batches[case]["fast"])
     run = Run(
         device=device,
         quick=args.quick,

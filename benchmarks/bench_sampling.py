@@ -16,6 +16,7 @@ extrapolated to the full step count and the decode time per image is added. ``--
 paths over the *whole* trajectory on the same noise and reports the relative L2 distance of the final latents.
 ``--fp8`` adds the opt-in ``fast-fp8`` path (the fast path with ``precision: fp8``, FP8 linears; a row with its
 timing and, with ``--fidelity``, its distance to fp32); on a device without FP8 matmuls it is skipped with a note.
+``--fidelity-only`` runs that comparison alone (no timing, so each path compiles once, for the comparison's batch).
 Prints a rich table with images/s and the fast/official ratio; ``--json`` saves it.
 """
 
@@ -109,6 +110,7 @@ def bench_case(
     smoke: bool = False,
     graphs: bool = False,
     fp8: bool = False,
+    timing: bool = True,
 ) -> list[dict]:
     rows = []
     official = FastPath.reference()
@@ -171,35 +173,37 @@ def bench_case(
     timed_paths = [p for p in paths if p != "fp32"]
     for path in timed_paths:
         batch = spec.official_batch if path == "official" else spec.fast_batch
+        row = {
+            "case": spec.name,
+            "path": path,
+            "implementation": EMULATION if path == "official" else "mixflow-bench",
+            "batch": batch,
+            "precision": paths[path].precision,
+            "compile": paths[path].compile_mode if paths[path].compile else False,
+        }
+        rows.append(row)
+        if not timing:
+            continue
         run(path, batch, 2)  # warm-up: compilation, cuDNN/cuBLAS handles
         t_steps = timed(lambda: run(path, batch, timed_steps, decode=False))  # noqa: B023
         t_base = timed(lambda: run(path, batch, 2, decode=False))  # noqa: B023
         per_step = (t_steps - t_base) / max(timed_steps - 2, 1)
         t_dec = timed(lambda: run(path, batch, 2, decode=True)) - t_base  # noqa: B023
         total = per_step * spec.steps + max(t_dec, 0.0)
-        rows.append(
-            {
-                "case": spec.name,
-                "path": path,
-                "implementation": EMULATION if path == "official" else "mixflow-bench",
-                "batch": batch,
-                "precision": paths[path].precision,
-                "compile": paths[path].compile_mode if paths[path].compile else False,
-                "s_per_step": per_step,
-                "decode_s": t_dec,
-                "images_per_s": batch / total,
-                "model_evals_per_s": batch * (2 if case == "sit" else 1) / per_step,
-            }
-        )
+        row["s_per_step"] = per_step
+        row["decode_s"] = t_dec
+        row["images_per_s"] = batch / total
+        row["model_evals_per_s"] = batch * (2 if case == "sit" else 1) / per_step
         if device.type == "cuda":
-            rows[-1]["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
-    for row in rows[1:]:
-        row["ratio"] = row["images_per_s"] / rows[0]["images_per_s"]
+    if timing:
+        for row in rows[1:]:
+            row["ratio"] = row["images_per_s"] / rows[0]["images_per_s"]
 
     if fidelity:
         n = 16 if device.type == "cuda" else 2
-        z_ref, _ = run("fp32", n, spec.steps, decode=False)
+        z_ref, _ = run("fp32", n, spec.steps, decode=False)  # precision_context("fp32"): TF32 off
         for i, path in enumerate(timed_paths):
             z, _ = run(path, n, spec.steps, decode=False)
             rel = ((z - z_ref).flatten(1).norm(dim=1) / z_ref.flatten(1).norm(dim=1)).cpu()
@@ -250,6 +254,8 @@ def main() -> None:
     parser.add_argument("--cases", default="sit,rae256,rae512")
     parser.add_argument("--timed-steps", type=int, default=8)
     parser.add_argument("--fidelity", action="store_true")
+    parser.add_argument("--fidelity-only", action="store_true",
+                        help="only the final-latent comparison with fp32 (no timing): one compilation per path")
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--graphs", action="store_true", help="also time the fast path with CUDA graphs")
     parser.add_argument(
@@ -267,7 +273,8 @@ def main() -> None:
     rows = []
     for case in args.cases.split(","):
         new = bench_case(
-            case, device, args.timed_steps, args.fidelity, args.compile_mode, args.smoke, args.graphs, args.fp8
+            case, device, args.timed_steps, args.fidelity or args.fidelity_only, args.compile_mode, args.smoke,
+            args.graphs, args.fp8, timing=not args.fidelity_only,
         )
         rows += new
         torch.cuda.empty_cache() if device.type == "cuda" else None
@@ -288,10 +295,10 @@ def main() -> None:
             r["path"] + (" (emulation)" if r["path"] == "official" else ""),
             str(r["batch"]),
             r["precision"] + (f" +compile ({r['compile']})" if r["compile"] else ""),
-            f"{r['s_per_step']:.4f}",
-            f"{r['decode_s']:.3f}",
-            f"{r['images_per_s']:.3f}",
-            f"{r['ratio']:.2f}x" if "ratio" in r else "1.00x",
+            f"{r['s_per_step']:.4f}" if "s_per_step" in r else "-",
+            f"{r['decode_s']:.3f}" if "decode_s" in r else "-",
+            f"{r['images_per_s']:.3f}" if "images_per_s" in r else "-",
+            f"{r['ratio']:.2f}x" if "ratio" in r else ("1.00x" if "images_per_s" in r else "-"),
             f"med {fid['median']:.2e} / max {fid['max']:.2e}" if fid else "",
         )
     console.print(table)
