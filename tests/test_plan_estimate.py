@@ -222,3 +222,25 @@ def test_fp8_sampling_uses_the_fast_fp8_row_or_says_it_uses_bf16(tmp_path):
     (est,) = estimate.sampling_estimates("sit-xl-2", recipe.sample, tmp_path)
     assert est.hours == pytest.approx(50_000 * (250 * 0.245 + 0.5) / 256 / 3600, rel=1e-9) and not est.assumptions
     estimate.load_measurements.cache_clear()
+
+
+def test_the_newest_bench_official_run_is_used(tmp_path):
+    """A later run measures the current code: its rate is used even where an older run of the same case was slower
+    (the older one predates a speed-up); within one run the slowest row."""
+    (tmp_path / "h200").mkdir()
+    case = "RAE DiT^DH-XL 256, Euler-49, AG 1.42"
+
+    def fast(images_per_s: float, s_per_step: float) -> dict:
+        return {"path": "fast", "batch": 256, "precision": "bf16", "compile": "default",
+                "images_per_s": images_per_s, "s_per_step": s_per_step, "decode_s": 0.15}  # fmt: skip
+
+    for name, date, row in (("official-rae-ag-old.json", "2026-12-01T11:38:43Z", fast(19.0, 0.272)),
+                            ("official-rae-ag.json", "2026-12-02T01:20:00Z", fast(21.2, 0.243))):  # fmt: skip
+        data = _official_file("sampling", case, [row])
+        data["date_utc"] = date
+        (tmp_path / "h200" / name).write_text(json.dumps(data))
+    estimate.load_measurements.cache_clear()
+    rae = load_recipe("rae-256-cfg", FAST)
+    (est,) = estimate.sampling_estimates("rae-dith-xl-256", rae.sample, tmp_path)
+    assert "official-rae-ag.json" in est.basis and "0.243 s/step" in est.basis
+    estimate.load_measurements.cache_clear()

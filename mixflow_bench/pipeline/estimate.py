@@ -69,6 +69,7 @@ class Measurement:
     s_per_step: float | None = None  # sampling: seconds per sampler step of one batch, guidance included
     decode_s: float | None = None  # sampling: seconds to decode one batch
     stable: bool = False  # from bench_official.py (settled warm-up, median of repeats), preferred where present
+    date_utc: str = ""  # bench_official.py: when the run started (ISO 8601), so the newest code's run is used
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def _official_rows(file: Path, data: dict, root: Path) -> list[Measurement]:
                 case=r["case"], path=r["path"], batch=int(r["batch"]), precision=r["precision"],
                 compile=r["compile"], images_per_s=float(r["images_per_s"]),
                 s_per_step=r.get("s_per_step") if sampling else None, decode_s=r.get("decode_s"), stable=True,
+                date_utc=str(data.get("date_utc", "")),
             )
         )  # fmt: skip
     return out
@@ -159,9 +161,11 @@ def _path_for(precision: str, compile: bool, cuda_graphs: bool = False) -> tuple
 def _pick(rows: list[Measurement], path: str, compiled: bool | None = None) -> tuple[Measurement | None, str | None]:
     """The measurement of ``path`` on one GPU type, and an assumption when it had to stand in for another.
 
-    bench_official.py's rows where it has one, else the older files' (whose exact rows are called ``official``);
-    the slowest run where a case was measured more than once. ``compiled`` (exact path only) asks for the TF32 row
-    with or without ``torch.compile``; the other one stands in, said as an assumption, when only it was measured.
+    bench_official.py's rows where it has one, else the older files' (whose exact rows are called ``official``).
+    Where bench_official.py measured a case more than once, its newest run (it measures the current code; an older
+    run can predate a speed-up); the slowest row of that run, or of the older files, where several remain.
+    ``compiled`` (exact path only) asks for the TF32 row with or without ``torch.compile``; the other one stands in,
+    said as an assumption, when only it was measured.
     """
     found = [m for m in rows if m.path == path and m.compile in (False, "default", "reduce-overhead")]
     if not found and path == "exact":
@@ -180,6 +184,9 @@ def _pick(rows: list[Measurement], path: str, compiled: bool | None = None) -> t
             want, used = ("TF32 + compile", "TF32 eager") if compiled else ("TF32 eager", "TF32 + compile")
             assumption = f"{want} not measured on this GPU: the {used} rate is used"
         found = same or found
+    if found and found[0].stable:
+        newest = max(m.date_utc for m in found)
+        found = [m for m in found if m.date_utc == newest]
     return (min(found, key=lambda m: m.images_per_s) if found else None), assumption
 
 
