@@ -25,7 +25,7 @@ Cases (``--case``: comma-separated, or ``all``; they run in this order):
 * ``rae-ag``: DiT^DH-XL with DiT^DH-S autoguidance 1.42, 49 Euler steps. Official: RAE's sample_ddp.py path
   with the DiTDHXL-DINOv2-B_AG sampling config (``Sampler.sample_ode`` euler on ``forward_with_autoguidance``,
   ``--per-proc-batch-size`` 125 doubled by the null half, fp32/TF32, ``RAE.decode`` with the ViT-XL decoder).
-  Ours: recipe ``rae-256-cfg`` (exact batch 64, fast batch 256).
+  Ours: recipe ``rae-256-cfg`` (exact batch 64, fast batch 256; with ``--fp8`` also ``fast-fp8``, batch 256).
 
 Left out on both sides: encoding training images (both train on latents), DDP (one process, no wrapper),
 writing images. Random weights, the same tensors for the official and our networks. Timing is
