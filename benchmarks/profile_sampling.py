@@ -51,9 +51,10 @@ FP8_QUANTISE = re.compile(r"amax|_scaled_mm", re.I)  # Inductor kernels that com
 
 def sampling_category(name: str) -> str:
     """profile_train's categories, with FP8 matmuls and the Triton kernels that quantise their inputs counted apart."""
-    if name.lower().startswith("triton_") and FP8_QUANTISE.search(name):
+    triton = name.lower().startswith("triton_")
+    if triton and FP8_QUANTISE.search(name):
         return "fp8 quantise + fused elementwise (Triton)"
-    if not name.lower().startswith("triton_") and FP8_MATMUL.search(name):
+    if not triton and FP8_MATMUL.search(name):
         return "fp8 matmul"
     return categorize(name)
 

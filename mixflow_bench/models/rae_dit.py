@@ -125,28 +125,26 @@ class SwiGLU(nn.Module):
         are padded (the fast sampling path), never a model that is saved or trained.
         """
         hidden = self.w3.in_features
-        padded = -(-hidden // multiple) * multiple
-        if padded == hidden:
+        extra = -hidden % multiple
+        if extra == 0:
             return False
+
+        def pad_halves(t: Tensor) -> Tensor:  # (2*hidden, ...) -> (2*padded, ...): zeros after each of a and b
+            a, b = t.chunk(2)
+            widths = (0, 0) * (t.ndim - 1) + (0, extra)
+            return torch.cat([F.pad(a, widths), F.pad(b, widths)])
+
         w12, w3 = self.w12, self.w3
-        new12 = nn.Linear(w12.in_features, 2 * padded, bias=w12.bias is not None, device=w12.weight.device,
-                          dtype=w12.weight.dtype)  # fmt: skip
-        new3 = nn.Linear(padded, w3.out_features, bias=w3.bias is not None, device=w3.weight.device,
-                         dtype=w3.weight.dtype)  # fmt: skip
-        new12.weight.zero_()
-        new3.weight.zero_()
-        for half in range(2):  # (a, b) halves: rows [half*hidden, (half+1)*hidden) -> [half*padded, ...)
-            new12.weight[half * padded : half * padded + hidden] = w12.weight[half * hidden : (half + 1) * hidden]
-        new3.weight[:, :hidden] = w3.weight
+        new12 = nn.Linear(w12.in_features, 2 * (hidden + extra), bias=w12.bias is not None).to(w12.weight)
+        new3 = nn.Linear(hidden + extra, w3.out_features, bias=w3.bias is not None).to(w3.weight)
+        new12.weight.copy_(pad_halves(w12.weight))
+        new3.weight.copy_(F.pad(w3.weight, (0, extra)))
         if w12.bias is not None:
-            new12.bias.zero_()
-            for half in range(2):
-                new12.bias[half * padded : half * padded + hidden] = w12.bias[half * hidden : (half + 1) * hidden]
+            new12.bias.copy_(pad_halves(w12.bias))
         if w3.bias is not None:
             new3.bias.copy_(w3.bias)
-        self.w12, self.w3 = new12.requires_grad_(w12.weight.requires_grad), new3.requires_grad_(
-            w3.weight.requires_grad
-        )
+        self.w12 = new12.requires_grad_(w12.weight.requires_grad)
+        self.w3 = new3.requires_grad_(w3.weight.requires_grad)
         return True
 
 
