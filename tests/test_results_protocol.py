@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixflow_bench.pipeline.stages import CONTROL, build_stages, result_settings, variants, write_results
+from mixflow_bench.pipeline.stages import (
+    CONTROLS,
+    TIME_LAW_CONTROL,
+    build_stages,
+    result_settings,
+    variants,
+    write_results,
+)
 from mixflow_bench.recipes.loader import list_recipes, load_recipe
+from mixflow_bench.recipes.validate import RecipeError
 from mixflow_bench.results.protocol import FIELDS, GUIDED_FIELDS, UNKNOWN, compare, protocol_of
 from mixflow_bench.results.records import load_records, make_record
 from mixflow_bench.results.reported import DEFAULT_REPORTED, ReportedError, load_reported, parse_reported
@@ -134,31 +142,49 @@ def test_paper_recipes_reproduce_their_reported_rows_with_the_reported_protocol(
 
 
 @pytest.mark.parametrize("name", ["sit-b-256", "sit-xl-256-cfg", "repa-256-cfg", "rae-256-cfg"])
-def test_paper_recipes_post_train_an_equal_length_flow_matching_control(name, tmp_path):
+@pytest.mark.parametrize("control_name", CONTROLS)
+def test_paper_recipes_post_train_equal_length_flow_matching_controls(name, control_name, tmp_path):
     recipe = load_recipe(name)
     stages = {s.name: s for s in build_stages(recipe, tmp_path, name, {})}
-    main, control = stages["train"], stages[f"train-{CONTROL}"]
+    main, control = stages["train"], stages[f"train-{control_name}"]
     assert control.inputs == main.inputs  # the same initial checkpoint
     differing = {k for k in main.settings["train"] if main.settings["train"][k] != control.settings["train"][k]}
     assert differing == {"objective"}  # same steps, lr, batch, EMA, seed, precision
-    kinds = (control.settings["train"]["objective"]["kind"], main.settings["train"]["objective"]["kind"])
-    assert kinds == ("fm", "mixflow")
+    objective, trained_objective = control.settings["train"]["objective"], main.settings["train"]["objective"]
+    assert (objective["kind"], trained_objective["kind"]) == ("fm", "mixflow")
+    if control_name == TIME_LAW_CONTROL:  # MixFlow's own time law (and shift), without the slowing
+        assert (objective["t_dist"], objective["time_shift"]) == ("beta21", trained_objective["time_shift"])
+    else:
+        assert objective["t_dist"] != "beta21"  # the base model's own time law
     # the task trains exactly that: the recipe with only its objective replaced
     task = control.tasks[0]
     trained = load_recipe(task.args["recipe"], task.args["overrides"])
     assert result_settings("train", dataclasses.asdict(trained.train)) == control.settings["train"]
     assert task.args["out_dir"] != main.tasks[0].args["out_dir"]
     sampled = {s.settings["variant"]: s for n, s in stages.items() if n.startswith("sample-")}
-    assert set(sampled) == {"baseline", "mixflow", CONTROL}
-    assert sampled[CONTROL].settings["sample"] == sampled["mixflow"].settings["sample"]
-    assert sampled[CONTROL].inputs["checkpoint"] == control.outputs[0]
-    assert f"{CONTROL}.json" in [p.name for p in stages["eval"].outputs]
+    assert set(sampled) == {"baseline", "mixflow", *CONTROLS}
+    assert sampled[control_name].settings["sample"] == sampled["mixflow"].settings["sample"]
+    assert sampled[control_name].inputs["checkpoint"] == control.outputs[0]
+    assert f"{control_name}.json" in [p.name for p in stages["eval"].outputs]
+
+
+@pytest.mark.parametrize("name", ["sit-b-256-ablate-tU-mU", "sit-b-256-ablate-tB-m0t-cfg", "repa-256-sde"])
+def test_ablation_and_protocol_recipes_train_no_controls(name, tmp_path):
+    stages = [s.name for s in build_stages(load_recipe(name), tmp_path, name, {})]
+    assert not [s for s in stages if any(c in s for c in CONTROLS)]
+
+
+def test_time_law_control_must_draw_the_post_training_times(tmp_path):
+    with pytest.raises(RecipeError, match="time_law_control: draws times as the post-training does"):
+        load_recipe("sit-b-256", {"time_law_control": {"t_dist": "uniform"}})
+    with pytest.raises(RecipeError, match="kind: fm"):
+        load_recipe("sit-b-256", {"time_law_control": {"kind": "mixflow"}})
 
 
 def test_produced_records_carry_the_protocol_and_the_gain(tmp_path):
     recipe = load_recipe("sit-b-256-steps50")
     evals = {}
-    for variant, fid in {"baseline": 20.0, "mixflow": 17.5}.items():
+    for variant, fid in {"baseline": 20.0, "mixflow": 17.5, "fm-control": 19.0, "fm-beta": 17.0}.items():
         evals[variant] = tmp_path / "eval" / f"{variant}.json"
         evals[variant].parent.mkdir(exist_ok=True)
         evals[variant].write_text(json.dumps({"fid": fid}))
@@ -168,6 +194,10 @@ def test_produced_records_carry_the_protocol_and_the_gain(tmp_path):
                 "evaluator": "adm"}  # fmt: skip
     assert records["baseline"]["protocol"] == records["mixflow"]["protocol"] == expected
     assert records["mixflow"]["metrics"]["fid_gain"] == pytest.approx(2.5)
+    # the MixFlow row's gain over each control: over the uniform-time control, and over the time-law control alone
+    assert records["mixflow"]["metrics"]["fid_gain_vs_fm-control"] == pytest.approx(1.5)
+    assert records["mixflow"]["metrics"]["fid_gain_vs_fm-beta"] == pytest.approx(-0.5)
+    assert "fid_gain_vs_fm-beta" not in records["fm-control"]["metrics"]
     row = next(r for r in build_table(list(records.values()), load_reported()).comparison
                if r.experiment == "sit-b-256-steps50")  # fmt: skip
     assert row.status == "match" and row.delta("fid_gain") == pytest.approx(2.5 - 2.34)

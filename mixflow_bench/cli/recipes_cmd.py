@@ -19,6 +19,8 @@ def command() -> None:
 @command.command(name="list")
 def list_cmd() -> None:
     """List the recipes with their model and what they run."""
+    from mixflow_bench.pipeline.stages import controls
+
     table = Table(title="Recipes")
     for col in ("name", "model", "train", "sample", "description"):
         table.add_column(col)
@@ -29,8 +31,8 @@ def list_cmd() -> None:
             table.add_row(name, "[red]invalid[/red]", "", "", str(e))
             continue
         train = f"{r.train.objective.kind} {r.train.steps} steps" if r.train else "-"
-        if r.train and r.control is not None and r.train.init == "checkpoint":
-            train += f" + {r.control.kind} control"
+        if controls(r):
+            train += " + " + ", ".join(controls(r))
         sample = f"{r.sample.sampler}-{r.sample.steps} {r.sample.guidance.kind}" if r.sample else "-"
         table.add_row(name, r.model.name, train, sample, r.description)
     console.print(table)

@@ -19,13 +19,16 @@ from typing import Any
 
 from mixflow_bench.launch.tasks import Task
 from mixflow_bench.pipeline.estimate import Estimate, sampling_estimates, training_estimates
-from mixflow_bench.recipes.schema import Recipe
+from mixflow_bench.recipes.schema import ObjectiveSection, Recipe
 from mixflow_bench.sampling.models import TOY_MODELS
 
-CONTROL = "fm-control"
-STAGE_ORDER = ("download", "train", f"train-{CONTROL}", "sample-baseline", "sample-posttrained", f"sample-{CONTROL}",
-               "eval", "table")  # fmt: skip
-SAMPLE_STAGES = {"baseline": "sample-baseline", CONTROL: f"sample-{CONTROL}"}  # the post-trained: sample-posttrained
+CONTROL = "fm-control"  # flow matching with the base model's own time law (uniform for SiT/REPA)
+TIME_LAW_CONTROL = "fm-beta"  # flow matching with the post-training's time law (MixFlow: Beta(2,1)), no slowing
+CONTROLS = (CONTROL, TIME_LAW_CONTROL)
+STAGE_ORDER = ("download", "train", f"train-{CONTROL}", f"train-{TIME_LAW_CONTROL}", "sample-baseline",
+               "sample-posttrained", f"sample-{CONTROL}", f"sample-{TIME_LAW_CONTROL}", "eval", "table")  # fmt: skip
+# the post-trained model: sample-posttrained
+SAMPLE_STAGES = {"baseline": "sample-baseline", **{c: f"sample-{c}" for c in CONTROLS}}
 
 
 @dataclass
@@ -76,49 +79,63 @@ def posttrained_name(recipe: Recipe) -> str:
 
 def variants(recipe: Recipe, run_dir: Path) -> dict[str, dict[str, Any]]:
     """Model sections to sample: ``baseline`` (the recipe's checkpoint), the post-trained model, and the
-    equal-length flow-matching control (``fm-control``) when the recipe post-trains a checkpoint and has one."""
+    equal-length flow-matching controls (``fm-control``, ``fm-beta``) the recipe has when it post-trains a
+    checkpoint."""
     out: dict[str, dict[str, Any]] = {}
     model = dataclasses.asdict(recipe.model)
     if recipe.train is None or recipe.train.init == "checkpoint":
         out["baseline"] = model
     if recipe.train is not None:
         out[posttrained_name(recipe)] = {**model, "checkpoint": str(run_dir / "train" / "model.pt")}
-        if has_control(recipe):
-            out[CONTROL] = {**model, "checkpoint": str(run_dir / f"train-{CONTROL}" / "model.pt")}
+        for name in controls(recipe):
+            out[name] = {**model, "checkpoint": str(run_dir / f"train-{name}" / "model.pt")}
     return out
 
 
+def controls(recipe: Recipe) -> dict[str, ObjectiveSection]:
+    """The recipe's equal-length controls by variant name (``fm-control``: ``control``; ``fm-beta``:
+    ``time_law_control``); none unless the recipe post-trains a checkpoint."""
+    if recipe.train is None or recipe.train.init != "checkpoint":
+        return {}
+    found = {CONTROL: recipe.control, TIME_LAW_CONTROL: recipe.time_law_control}
+    return {name: objective for name, objective in found.items() if objective is not None}
+
+
 def has_control(recipe: Recipe) -> bool:
-    return recipe.control is not None and recipe.train is not None and recipe.train.init == "checkpoint"
+    return CONTROL in controls(recipe)
 
 
-def control_overrides(recipe: Recipe, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides that turn the recipe's training into the control's: only the objective is replaced."""
+def control_overrides(objective: ObjectiveSection, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that turn the recipe's training into a control's: only the objective is replaced (and the
+    time-law control dropped, which belongs to the post-training's objective)."""
     from mixflow_bench.recipes.loader import _merge
 
-    return _merge(overrides, {"train": {"objective": dataclasses.asdict(recipe.control)}})
+    return _merge(overrides, {"train": {"objective": dataclasses.asdict(objective)}, "time_law_control": None})
 
 
-def control_training_stage(train: Stage, recipe: Recipe, run_dir: Path, overrides: dict[str, Any]) -> Stage:
-    """The ``train`` stage again, for the flow-matching control: the same checkpoint, data, steps, optimiser, batch
-    and seed, the objective replaced by ``recipe.control``, the outputs under ``train-fm-control/``."""
-    folder = f"train-{CONTROL}"
+def control_training_stage(
+    train: Stage, recipe: Recipe, run_dir: Path, overrides: dict[str, Any], name: str = CONTROL
+) -> Stage:
+    """The ``train`` stage again, for the control ``name``: the same checkpoint, data, steps, optimiser, batch
+    and seed, the objective replaced by the control's, the outputs under ``train-<name>/``."""
+    objective = controls(recipe)[name]
+    folder = f"train-{name}"
 
     def moved(p: Path) -> Path:
         p = Path(p)
         return run_dir / folder / p.relative_to(run_dir / "train") if p.is_relative_to(run_dir / "train") else p
 
-    control_train = dataclasses.replace(recipe.train, objective=recipe.control)
+    control_train = dataclasses.replace(recipe.train, objective=objective)
     settings = copy.deepcopy(train.settings)
-    settings["train"] = {**settings["train"], "objective": dataclasses.asdict(recipe.control)}
-    tasks = [Task(t.kind, {**t.args, "overrides": control_overrides(recipe, t.args.get("overrides") or overrides),
+    settings["train"] = {**settings["train"], "objective": dataclasses.asdict(objective)}
+    tasks = [Task(t.kind, {**t.args, "overrides": control_overrides(objective, t.args.get("overrides") or overrides),
                            "out_dir": str(moved(Path(t.args["out_dir"])))}, name=f"{recipe.name}-{folder}")
              for t in train.tasks]  # fmt: skip
     hours, basis = _estimate(training_estimates(recipe.model.name, control_train))
     return dataclasses.replace(
         train, name=folder, settings=settings, outputs=[moved(p) for p in train.outputs], tasks=tasks,
         gpu_hours=hours, gpu_basis=basis, cleanup=[moved(p) for p in train.cleanup],
-        note=f"{CONTROL}: {recipe.control.kind} objective, otherwise as train",
+        note=f"{name}: {objective.kind} objective, {objective.t_dist} times, otherwise as train",
     )  # fmt: skip
 
 
@@ -177,8 +194,9 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                 extendable=training_extends,
             )
         )  # fmt: skip
-        if has_control(recipe):
-            stages.append(control_training_stage(stages[-1], recipe, run_dir, overrides))
+        train_stage = stages[-1]
+        for name in controls(recipe):
+            stages.append(control_training_stage(train_stage, recipe, run_dir, overrides, name))
 
     # sampling
     sample_outputs: dict[str, Path] = {}
@@ -251,7 +269,9 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
     """Result records (``results/<recipe>-<variant>.json``, each with its protocol) and the run's ``table.json``.
 
     A post-trained variant's record also carries ``fid_gain`` = baseline FID - its FID, the quantity of the
-    MixFlow steps study, when the baseline was evaluated in the same run (hence with the same protocol).
+    MixFlow steps study, when the baseline was evaluated in the same run (hence with the same protocol); the
+    post-trained (MixFlow) model's record carries ``fid_gain_vs_<control>`` = the control's FID - its FID for each
+    control of the run (``fm-control``: the base model's time law; ``fm-beta``: the post-training's time law).
     """
     import json
 
@@ -279,6 +299,11 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
     for variant, metrics in metrics_of.items():
         if variant != "baseline" and base_fid is not None and metrics.get("fid") is not None:
             metrics = {**metrics, "fid_gain": float(base_fid) - float(metrics["fid"])}
+        if variant not in ("baseline", *CONTROLS) and metrics.get("fid") is not None:
+            for control in CONTROLS:
+                control_fid = metrics_of.get(control, {}).get("fid")
+                if control_fid is not None:
+                    metrics = {**metrics, gain_key(control): float(control_fid) - float(metrics["fid"])}
         record = make_record(
             "reproduce",
             metrics,
@@ -296,6 +321,11 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
     table = {"recipe": recipe.name, "protocol": protocol, "rows": rows}
     write_json_atomic(run_dir / "table.json", table)
     return table
+
+
+def gain_key(control: str) -> str:
+    """The record metric of a post-trained model's FID gain over ``control`` (its FID - the model's)."""
+    return f"fid_gain_vs_{control}"
 
 
 def remove_stale(stage: Stage) -> None:

@@ -285,11 +285,28 @@ class Recipe:
     # batch, data and seed as ``train``, with only the objective replaced by this one; sampled and evaluated beside
     # the post-trained model as the ``fm-control`` variant (null: no control).
     control: ObjectiveSection | None = None
+    # The time-law control, sampled as the ``fm-beta`` variant: as ``control`` (same length, checkpoint, optimiser,
+    # batch and seed), flow matching with the post-training's own time law and no slowing (MixFlow: Beta(2,1)
+    # times, gamma = 0), so a MixFlow gain over it is the slowing's alone (null: none).
+    time_law_control: ObjectiveSection | None = None
     mixed_source: MixedSourceStudySection | None = None  # the κ-FC mixed-source reproduction
     image_study: dict[str, Any] | None = None  # the GPU shapes study's settings (ShapesStudyConfig fields)
     reported: list[str] = field(default_factory=list)  # keys of rows in results/reported.yaml
     notes: list[str] = field(default_factory=list)  # settings the sources leave unknown, and other caveats
     source: str = ""  # the file it was loaded from (filled by the loader)
+
+    def check(self) -> tuple[str, str] | None:
+        law = self.time_law_control
+        if law is not None and self.train is not None:
+            trained = self.train.objective
+            if law.kind != "fm":
+                return "time_law_control", f"is flow matching without slowing (kind: fm), got kind {law.kind!r}"
+            if (law.t_dist, law.time_shift) != (trained.t_dist, trained.time_shift):
+                return "time_law_control", (
+                    f"draws times as the post-training does (t_dist {trained.t_dist}, time_shift "
+                    f"{trained.time_shift}), got t_dist {law.t_dist}, time_shift {law.time_shift}"
+                )
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

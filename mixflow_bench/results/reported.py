@@ -19,7 +19,7 @@ from mixflow_bench.results.protocol import check_protocol
 SCHEMA = "mixflow-bench/reported/v1"
 DEFAULT_REPORTED = Path(__file__).resolve().parents[2] / "results" / "reported.yaml"
 
-METHODS = ("baseline", "mixflow", "fm-control")
+METHODS = ("baseline", "mixflow", "fm-control", "fm-beta")
 GUIDANCE = ("none", "cfg", "autoguidance", "probabilistic")
 # metric -> (lower bound, upper bound) of a valid value
 METRICS: dict[str, tuple[float, float]] = {
