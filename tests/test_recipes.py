@@ -90,3 +90,12 @@ def test_cli_list_and_show(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "gamma: 0.8" in res.output and "ema_decay: 0.9999" in res.output
     res = runner.invoke(cli, ["recipes", "show", "nope"])
     assert res.exit_code != 0 and "no such recipe" in res.output
+
+
+def test_repa_recipes_say_mixflow_gamma_and_length_are_unknown():
+    """The sources give MixFlow's gamma and length for SiT and RAE, not for REPA (mixflow.md §1.7)."""
+    from mixflow_bench.recipes.loader import load_recipe
+
+    for name in ("repa-256",):  # the base of the REPA MixFlow recipes
+        notes = " ".join(load_recipe(name).notes)
+        assert "gamma and post-training length for REPA are not stated (unknown)" in notes, name

@@ -97,6 +97,8 @@ def _entry(raw: Any, index: int, where: str) -> ReportedEntry:
         raise fail(f"provenance.verified must be true or false, got {prov['verified']!r}")
     if prov["verified"] and not prov.get("verified_by"):
         raise fail("provenance.verified is true but verified_by does not say who verified it")
+    if prov.get("protocol_source", prov["source"]) not in SOURCES:  # where the protocol comes from, if not `source`
+        raise fail(f"provenance.protocol_source {prov['protocol_source']!r} is not one of {list(SOURCES)}")
     protocol, problem = check_protocol(raw.get("protocol"), raw["guidance"])
     if problem:
         raise fail(problem)
