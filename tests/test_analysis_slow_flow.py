@@ -21,6 +21,8 @@ from mixflow_bench.analysis.slow_flow import (
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.toy.datasets import GaussianRing
 
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
+
 MU = np.array([1.5, -0.5, 2.0])
 STD = np.array([2.0, 3.0, 1.5])  # wider than the noise: few Euler steps lag behind the flow
 

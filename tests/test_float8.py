@@ -34,6 +34,8 @@ from mixflow_bench.sampling.fast import FastPath, prepare_model
 from mixflow_bench.sampling.models import resolve_model
 from mixflow_bench.sampling.velocity import model_generator, sample_fingerprint
 
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
+
 FP8_GPU = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
 BF16_REL = 2.0**-8  # one bfloat16 rounding of the output (half an ulp is 2^-9 relative), with margin
 

@@ -9,6 +9,8 @@ from scipy import integrate, stats
 
 from mixflow_bench.flow import FlowMatching, Path, TimeConvention, mixflow, rae_shift_factor
 
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
+
 N = 40_000
 
 

@@ -26,6 +26,8 @@ from mixflow_bench.flow import (
     uniform_grid,
 )
 
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
+
 MU = torch.tensor([1.5, -0.5, 0.0], dtype=torch.float64)
 S = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
 

@@ -32,6 +32,8 @@ from mixflow_bench.flow.gmflow import (
     transition_coefficients,
 )
 
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
+
 D64 = torch.float64
 
 

@@ -20,6 +20,8 @@ from mixflow_bench.flow.mixed_source import (
 )
 from mixflow_bench.models.source_network import SourceMLP
 
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
+
 
 @pytest.mark.parametrize("mixture", ["parameters", "random-variable"])
 def test_mixture_moments_match_closed_form_and_samples(mixture):
@@ -91,7 +93,7 @@ def test_solver_nfe_counts():
     torch.testing.assert_close(manual_heun(f, x, 3).sample, x * (1 + h + h * h / 2) ** 2 * (1 + h))
     sol = rk45(f, x)
     assert sol.nfe > 6
-    torch.testing.assert_close(sol.sample, x * math.e, atol=1e-4, rtol=0)
+    torch.testing.assert_close(sol.sample, x * math.e, atol=1e-4, rtol=1e-4)  # 10x dopri5's mixed tolerance
 
 
 def test_bad_settings_are_clear_errors():

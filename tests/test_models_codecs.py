@@ -17,6 +17,8 @@ from mixflow_bench.models.rae_stage1 import (
     dinov2_reg_base_config,
 )
 
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
+
 torch.set_num_threads(1)
 
 

@@ -6,12 +6,15 @@ import math
 
 import pytest
 import torch
+from tolerance import assert_close_to_scale
 
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.models.layers import TimestepEmbedder, sincos_2d
 from mixflow_bench.models.rae_dit import AxialRope2D, DiTDH, GaussianFourierEmbedding
 from mixflow_bench.models.repa import repa_sit
 from mixflow_bench.models.sit import SiT, sit
+
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
 
 torch.set_num_threads(1)
 
@@ -133,7 +136,7 @@ def test_sit_learn_sigma_returns_first_channels() -> None:
     with torch.no_grad():
         out = full(x, t, y)
         assert out.shape == (2, 4, 8, 8)
-        torch.testing.assert_close(out, half.eval()(x, t, y), rtol=0, atol=1e-6)
+        assert_close_to_scale(out, half.eval()(x, t, y), ulps=16)  # float32 rounding: a narrower final matmul
 
 
 def test_unpatchify_places_patch_pixels() -> None:

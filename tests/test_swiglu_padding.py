@@ -6,10 +6,13 @@ import copy
 
 import pytest
 import torch
+from tolerance import assert_close_to_scale
 
 from mixflow_bench.models.float8 import convert_to_float8
 from mixflow_bench.models.rae_dit import DiTDH, SwiGLU, pad_swiglu_hidden, swiglu_needs_padding
 from mixflow_bench.sampling.fast import FastPath, prepare_model
+
+pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
 
 
 def small_dith() -> DiTDH:
@@ -29,7 +32,7 @@ def test_padded_swiglu_is_the_same_function_in_float64() -> None:
     before = mlp(x)
     assert mlp.pad_hidden(16)
     assert (mlp.w12.out_features, mlp.w3.in_features) == (2 * 96, 96)
-    torch.testing.assert_close(mlp(x), before, rtol=0, atol=1e-13)
+    assert_close_to_scale(mlp(x), before, ulps=64)  # float64 rounding of the reordered width-96 sums
     assert not mlp.pad_hidden(16)  # already aligned: unchanged
 
 
@@ -43,7 +46,8 @@ def test_padded_model_matches_and_the_original_keeps_its_state_dict() -> None:
     padded = copy.deepcopy(model)
     assert pad_swiglu_hidden(padded) == 1  # the trunk's 85; the head's 128 is aligned already
     assert not swiglu_needs_padding(padded)
-    torch.testing.assert_close(padded(x, t, y), ref, rtol=0, atol=1e-12)
+    # float64 rounding relative to the output's magnitude (about 6e3): the padded matmuls sum in another order
+    assert_close_to_scale(padded(x, t, y), ref, ulps=256)
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
 
 
@@ -56,7 +60,7 @@ def test_prepare_model_pads_a_copy_on_the_bf16_path_only() -> None:
     assert swiglu_needs_padding(model)  # the caller's model is untouched
     x, t, y = torch.randn(2, 8, 4, 4), torch.tensor([0.2, 0.9]), torch.tensor([3, 7])
     with torch.no_grad():
-        torch.testing.assert_close(fast(x, t, y), model(x, t, y), rtol=1e-5, atol=1e-5)
+        assert_close_to_scale(fast(x, t, y), model(x, t, y), ulps=64)  # float32 rounding of the padded sums
 
 
 @pytest.mark.parametrize("pad", [False, True])
