@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from mixflow_bench.cli.common import console
+from mixflow_bench.cli.common import RegistryChoice, console
 from mixflow_bench.launch.options import launch_options, pop_launch_options
+from mixflow_bench.samplers import guidance_kinds, sampler_names
 
 # ``--fast``: the switches of the fast sampling path (mixflow_bench.sampling.fast); recipes default to the exact path.
 FAST_SAMPLING = {"precision": "bf16", "attention": "sdpa", "compile": True}
@@ -75,13 +76,13 @@ def _guidance(model_name: str, guidance: dict, kind: str | None, scale: float | 
 @click.option(
     "--guidance",
     "guidance_kind",
-    type=click.Choice(["cfg", "autoguidance", "none"]),
+    type=RegistryChoice(guidance_kinds),
     default=None,
     help="override the kind of guidance the model family uses (other settings: sample.guidance.KEY=VALUE)",
 )
 @click.option("--steps", type=int, default=None, help="sampler steps")
-@click.option("--sampler", type=click.Choice(["sde", "euler", "heun", "dopri5", "rae-euler", "manual-heun", "rk45"]),
-              default=None)
+@click.option("--sampler", type=RegistryChoice(sampler_names), default=None,
+              help="a registered sampler (mixflow_bench/samplers); default: the model's own")
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--fast", is_flag=True, help="the fast path: bf16 autocast + torch.compile (see benchmarks/README.md)")

@@ -68,17 +68,25 @@ def euler(velocity: VelocityFn, x: Tensor, grid: Tensor, *, trajectory: bool = F
 
 
 @torch.no_grad()
-def heun(velocity: VelocityFn, x: Tensor, grid: Tensor, *, trajectory: bool = False) -> Tensor | list[Tensor]:
+def heun(
+    velocity: VelocityFn, x: Tensor, grid: Tensor, *, trajectory: bool = False, last_step_euler: bool = False
+) -> Tensor | list[Tensor]:
     """Heun's second-order method along ``grid`` (2 evaluations per step, the last one at the grid's end).
 
     Step for step torchdiffeq's fixed-grid ``heun2``, which SiT's (and RAE's) transport ODE runs on its grid.
+    ``last_step_euler``: the last step is a plain Euler step (``2 * steps - 1`` evaluations), as the κ-FC
+    mixed-source paper's Heun.
     """
     states = [x]
-    for t_cur, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
+    steps = len(grid) - 1
+    for i, (t_cur, t_next) in enumerate(zip(grid[:-1].tolist(), grid[1:].tolist())):
         h = t_next - t_cur
         v_cur = velocity(x, _t(t_cur, x))
         x_pred = x + h * v_cur
-        x = x + 0.5 * h * (v_cur + velocity(x_pred, _t(t_next, x)))
+        if last_step_euler and i == steps - 1:
+            x = x_pred
+        else:
+            x = x + 0.5 * h * (v_cur + velocity(x_pred, _t(t_next, x)))
         if trajectory:
             states.append(x)
     return states if trajectory else x

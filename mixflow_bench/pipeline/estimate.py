@@ -22,8 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-# rk45 NFE is adaptive: assumed 125 per image (the κ-FC paper's mean NFE on CIFAR-10 is 124.7)
-ASSUMED_RK45_NFE = 125
 BENCHMARK_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 # benchmark case (the "case" field of the JSON rows) -> model names it measures
@@ -199,14 +197,15 @@ def _candidates(model: str, cases: dict[str, str], root: Path) -> tuple[list[Mea
 
 
 def sampling_nfe(sample: Any, model: str | None = None) -> int:
-    """Network evaluations per image for a SampleSection of zoo model ``model``, guidance not counted: the
-    protocol's count (:func:`results.protocol.sampler_nfe`), with the adaptive solvers assumed (dopri5 ~ 2 x
-    steps, rk45 :data:`ASSUMED_RK45_NFE`)."""
+    """Network evaluations per image for a SampleSection of zoo model ``model``, guidance not counted: the sampler
+    registry's count (:func:`results.protocol.sampler_nfe`), or what it assumes for an adaptive sampler (dopri5
+    ~ 2 x steps, rk45 125)."""
     from mixflow_bench.results.protocol import sampler_nfe
+    from mixflow_bench.samplers import get_sampler
 
-    assumed = {"dopri5": 2 * sample.steps, "rk45": ASSUMED_RK45_NFE}
-    if sample.sampler in assumed:
-        return assumed[sample.sampler]
+    assumed = get_sampler(sample.sampler).assumed_nfe
+    if assumed is not None:
+        return assumed(sample.steps)
     nfe = sampler_nfe(sample.sampler, sample.steps, model)
     return nfe if isinstance(nfe, int) else sample.steps
 

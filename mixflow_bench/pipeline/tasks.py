@@ -91,7 +91,7 @@ def build_objective(recipe: Recipe, spec: Any):
     from mixflow_bench.flow import FlowMatching
     from mixflow_bench.flow import Path as FlowPath
     from mixflow_bench.flow.conventions import TimeConvention
-    from mixflow_bench.sampling.velocity import resolve_shift
+    from mixflow_bench.sampling.runners import resolve_shift
 
     o = recipe.train.objective
     shift = resolve_shift(o.time_shift, tuple(spec.latent_shape)) if o.time_shift is not None else None

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mixflow_bench.samplers import sampler_names
+
 
 @dataclass
 class ModelSection:
@@ -110,11 +112,7 @@ class GuidanceSection:
 
 @dataclass
 class SampleSection:
-    sampler: Literal[
-        "euler", "heun", "dopri5", "sde", "rae-euler",
-        "gm-sde", "gm-sde2", "gm-ode", "gm-ode2",  # GMFlow
-        "manual-heun", "rk45",  # κ-FC mixed source paper
-    ]  # fmt: skip
+    sampler: str  # a registered sampler (mixflow_bench.samplers)
     steps: int
     num: int = 50_000
     guidance: GuidanceSection = field(default_factory=GuidanceSection)
@@ -134,6 +132,8 @@ class SampleSection:
     substeps: int | None = None  # GM-ODE sub-steps per network step; null = max(ceil(128 / steps), 2)
 
     def check(self) -> tuple[str, str] | None:
+        if self.sampler not in sampler_names():
+            return "sampler", f"expected one of {', '.join(map(repr, sampler_names()))}, got {self.sampler!r}"
         if self.substeps is not None and self.substeps <= 0:
             return "substeps", f"must be positive, got {self.substeps}"
         if self.steps <= 0:
@@ -219,9 +219,7 @@ class StudySection:
     # kind "gmflow": GMFlow's checkerboard (baseline_steps = steps of every model; posttrain_steps unused)
     kind: Literal["mixflow", "gmflow"] = "mixflow"
     components: list[int] = field(default_factory=lambda: [1, 8, 64])  # K of each GMFlow model
-    solvers: list[Literal["gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]] = field(
-        default_factory=lambda: ["gm-sde", "gm-sde2", "gm-ode", "gm-ode2"]
-    )
+    solvers: list[str] = field(default_factory=lambda: list(sampler_names("gm")))  # GMFlow's registered samplers
     trans_ratio: float = 0.9  # GMFlow's transition-loss ratio lambda (1 = the plain GM NLL)
 
     def check(self) -> tuple[str, str] | None:
@@ -229,6 +227,9 @@ class StudySection:
             return "eval_steps", f"every NFE must be positive, got {self.eval_steps}"
         if any(k <= 0 for k in self.components):
             return "components", f"every K must be positive, got {self.components}"
+        unknown = [s for s in self.solvers if s not in sampler_names("gm")]
+        if unknown:
+            return "solvers", f"expected GM samplers ({', '.join(sampler_names('gm'))}), got {unknown[0]!r}"
         if not 0.0 < self.trans_ratio <= 1.0:
             return "trans_ratio", f"must lie in (0, 1], got {self.trans_ratio}"
         return None

@@ -5,11 +5,11 @@ the fields of :data:`FIELDS`. A value a paper does not state is the string ``unk
 sets a produced number beside a reported one only when no field that both state differs (:func:`compare`).
 
 Fields:
-  sampler      the project's sampler names (sde, euler, heun, dopri5, rae-euler, GMFlow's gm-*, the κ-FC
-               paper's manual-heun and rk45) or unknown
+  sampler      a registered sampler (mixflow_bench.samplers: sde, euler, heun, dopri5, rae-euler, GMFlow's gm-*,
+               the κ-FC paper's manual-heun and rk45, ...) or unknown
   steps        sampler steps (the recipe's ``sample.steps``)
-  nfe          network evaluations per image, guidance not counted (Heun: 2 per step, REPA's Heun 2 per step
-               but the last, which is an Euler step; RAE's 50-point grid: 49)
+  nfe          network evaluations per image, guidance not counted, as the sampler registry counts them (Heun: 2
+               per step, REPA's Heun 2 per step but the last, which is an Euler step; RAE's 50-point grid: 49)
   guidance     none | cfg | autoguidance | probabilistic (GMFlow)
   scale        guidance scale                                   (guided protocols only)
   channels     guided latent channels: an integer or ``all``     (guided protocols only)
@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mixflow_bench.samplers import sampler_names
+from mixflow_bench.samplers import sampler_nfe as registry_nfe
+
 UNKNOWN = "unknown"
-SAMPLERS = ("sde", "euler", "heun", "dopri5", "rae-euler",
-            "gm-sde", "gm-sde2", "gm-ode", "gm-ode2",  # GMFlow's solvers
-            "manual-heun", "rk45")  # the κ-FC mixed-source paper's  # fmt: skip
 GUIDANCE = ("none", "cfg", "autoguidance", "probabilistic")
 GUIDED_FIELDS = ("scale", "channels", "interval")
 FIELDS = ("sampler", "steps", "nfe", "guidance", *GUIDED_FIELDS, "num_samples", "evaluator")
@@ -44,7 +44,7 @@ def _check_value(name: str, v: Any) -> str | None:
     if v == UNKNOWN:
         return None
     if name == "sampler":
-        return None if v in SAMPLERS else f"must be one of {list(SAMPLERS)} or {UNKNOWN!r}"
+        return None if v in sampler_names() else f"must be one of {list(sampler_names())} or {UNKNOWN!r}"
     if name == "guidance":
         return None if v in GUIDANCE else f"must be one of {list(GUIDANCE)}"
     if name in ("steps", "nfe", "num_samples"):
@@ -90,18 +90,15 @@ def check_protocol(raw: Any, guidance: str) -> tuple[dict[str, Any] | None, str 
 
 
 def sampler_nfe(sampler: str, steps: int, model: str | None = None) -> int | str:
-    """Network evaluations per image of ``sampler`` with ``steps`` steps for zoo model ``model`` (guidance not
-    counted; dopri5 and rk45 are adaptive, hence unknown).
+    """Network evaluations per image of ``sampler`` with ``steps`` steps for zoo model ``model``, as the sampler
+    registry counts them (guidance not counted; adaptive samplers such as dopri5 and rk45: unknown).
 
-    The model matters for ``heun``: it runs the Heun of the model's family (``sampling.velocity.integrate``),
-    and REPA's (``flow.samplers.repa_heun``) ends on a plain Euler step, ``2 * steps - 1`` evaluations.
+    The model's family matters for ``heun``: REPA's Heun ends on a plain Euler step, ``2 * steps - 1``.
     """
     from mixflow_bench.recipes.families import family_of
 
-    heun = 2 * steps - 1 if family_of(model) == "repa" else 2 * steps
-    per = {"sde": steps, "euler": steps, "heun": heun, "rae-euler": steps - 1, "manual-heun": 2 * steps - 1,
-           "gm-sde": steps, "gm-sde2": steps, "gm-ode": steps, "gm-ode2": steps}  # fmt: skip
-    return per.get(sampler, UNKNOWN)
+    nfe = registry_nfe(sampler, steps, family_of(model))
+    return UNKNOWN if nfe is None else nfe
 
 
 def evaluator_of(metrics: list[str] | tuple[str, ...], evaluation: dict[str, Any] | None = None) -> str:

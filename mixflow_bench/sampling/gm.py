@@ -18,8 +18,6 @@ from torch import Tensor, nn
 from mixflow_bench.flow.gmflow import SOLVERS, GaussianMixture, default_substeps, gmflow_grid
 from mixflow_bench.recipes.schema import SampleSection
 
-GM_SAMPLERS = tuple(SOLVERS)
-
 
 def gm_function(model: nn.Module, y: Tensor, sample_cfg: SampleSection, null_label: int):
     """``(x, t) -> GM`` (or ``(conditional, unconditional)`` under probabilistic guidance) in float32."""

@@ -16,39 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mixflow_bench.flow import (
-    Path as FlowPath,
-)
-from mixflow_bench.flow import (
-    TimeConvention,
-    autoguidance,
-    classifier_free,
-    conditional,
-    dopri5,
-    euler,
-    euler_maruyama,
-    heun,
-    rae_grid,
-    rae_shift_factor,
-    repa_heun,
-    uniform_grid,
-)
+from mixflow_bench.flow import TimeConvention, autoguidance, classifier_free, conditional
 from mixflow_bench.recipes.schema import SampleSection
+from mixflow_bench.samplers import Sampler, get_sampler
 from mixflow_bench.sampling.fast import FastPath, prefetch_to, prepare_model
 from mixflow_bench.sampling.shards import Generator
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def resolve_shift(shift: float | str | None, latent_shape: tuple[int, ...]) -> float:
-    """A recipe's ``time_shift``: ``"auto"`` is RAE's ``sqrt(C*H*W/4096)``; None is no shift (1)."""
-    if shift is None:
-        return 1.0
-    if shift == "auto":
-        if len(latent_shape) != 3:
-            raise ValueError(f"time_shift 'auto' needs a (C, H, W) latent shape, got {latent_shape}")
-        return rae_shift_factor(*latent_shape)
-    return float(shift)
 
 
 def build_velocity(spec: Any, model: nn.Module, y: Tensor, sample_cfg: SampleSection, guide_model=None) -> VelocityFn:
@@ -68,6 +42,28 @@ def build_velocity(spec: Any, model: nn.Module, y: Tensor, sample_cfg: SampleSec
     raise ValueError(f"unknown guidance kind {g.kind!r}")
 
 
+def model_output(spec: Any) -> str:
+    """What the model of ``spec`` outputs: ``velocity`` or ``gm`` (a Gaussian mixture, GMFlow)."""
+    return getattr(spec, "output", "velocity")
+
+
+def sampler_for(spec: Any, sample_cfg: SampleSection) -> Sampler:
+    """The registered sampler of ``sample_cfg``, checked against the model's output, time convention and the
+    recipe's guidance kind (one clear ValueError otherwise)."""
+    sampler = get_sampler(sample_cfg.sampler)
+    conv = TimeConvention(spec.convention).value
+    if not sampler.accepts(model_output(spec), conv):
+        raise ValueError(
+            f"sampler {sampler.name} integrates a {sampler.output} model in {' or '.join(sampler.conventions)} time; "
+            f"model {spec.name} outputs a {model_output(spec)} in {conv} time"
+        )
+    if sample_cfg.guidance.kind not in sampler.guidance:
+        raise ValueError(
+            f"sampler {sampler.name} takes guidance {' or '.join(sampler.guidance)}, not {sample_cfg.guidance.kind!r}"
+        )
+    return sampler
+
+
 def integrate(
     spec: Any,
     velocity: VelocityFn,
@@ -75,48 +71,9 @@ def integrate(
     sample_cfg: SampleSection,
     step_noise: Callable[[int], Tensor] | None = None,
 ) -> Tensor:
-    """Run the recipe's sampler from ``noise`` to latents at the data end of the model's convention.
-
-    ``sde``: SiT's Euler-Maruyama (``steps`` NFE, last drift-only step); ``euler``: uniform grid of ``steps``
-    steps; ``heun``: the Heun of the model's family, ``steps`` steps (REPA: :func:`repa_heun` on the uniform
-    grid; RAE: torchdiffeq-style Heun on its shifted grid of ``steps + 1`` points; SiT and models without a
-    family: torchdiffeq-style Heun on the uniform grid); ``dopri5``: adaptive; ``rae-euler``: Euler on RAE's
-    shifted ``steps``-point grid.
-    """
-    conv = TimeConvention(spec.convention)
-    path_kind = (getattr(spec, "sampler_defaults", None) or {}).get("path", "linear")
-    kind = sample_cfg.sampler
-    if kind == "sde":
-        path = FlowPath(kind=path_kind, convention=conv)
-        return euler_maruyama(
-            velocity, noise, path, steps=sample_cfg.steps, last_step_size=sample_cfg.last_step_size, noise=step_noise
-        )
-    if kind == "euler":
-        return euler(velocity, noise, uniform_grid(sample_cfg.steps, conv))
-    if kind == "heun":
-        family = getattr(spec, "family", None)
-        if family == "repa":
-            return repa_heun(velocity, noise, uniform_grid(sample_cfg.steps, conv))
-        if family == "rae":
-            shift = resolve_shift(sample_cfg.time_shift, tuple(spec.latent_shape))
-            return heun(velocity, noise, rae_grid(sample_cfg.steps + 1, shift))
-        return heun(velocity, noise, uniform_grid(sample_cfg.steps, conv))
-    if kind == "dopri5":
-        return dopri5(velocity, noise, conv.noise_time, conv.data_time).sample
-    if kind in ("manual-heun", "rk45"):  # the κ-FC mixed-source paper's solvers (NFE 2N - 1; adaptive, 1e-5)
-        from mixflow_bench.flow import counted_solvers
-
-        if kind == "rk45":
-            return counted_solvers.rk45(velocity, noise, conv.noise_time, conv.data_time).sample
-        if conv is not TimeConvention.DATA_AT_1:
-            raise ValueError(f"manual-heun runs in DATA_AT_1 time; model {spec.name} uses {conv.value}")
-        return counted_solvers.manual_heun(velocity, noise, sample_cfg.steps).sample
-    if kind == "rae-euler":
-        if conv is not TimeConvention.DATA_AT_0:
-            raise ValueError(f"rae-euler runs in DATA_AT_0 time; model {spec.name} uses {conv.value}")
-        shift = resolve_shift(sample_cfg.time_shift, tuple(spec.latent_shape))
-        return euler(velocity, noise, rae_grid(sample_cfg.steps, shift))
-    raise ValueError(f"unknown sampler {kind!r} (expected sde, euler, heun, dopri5 or rae-euler)")
+    """Run the recipe's sampler (:mod:`mixflow_bench.samplers`) from ``noise`` to latents at the data end of the
+    model's convention."""
+    return sampler_for(spec, sample_cfg).function()(spec, velocity, noise, sample_cfg, step_noise)
 
 
 @contextlib.contextmanager
@@ -187,15 +144,14 @@ def model_generator(
     def generate(noise: Tensor, y: Tensor, step_noise: Callable[[int], Tensor]) -> Tensor:
         noise, y = noise.to(device), y.to(device)
         with torch.no_grad(), precision_context(sample_cfg.precision, device):
-            if sample_cfg.sampler.startswith("gm-"):  # GMFlow: the model outputs a Gaussian mixture
-                from mixflow_bench.sampling.gm import integrate_gm
-
-                latents = integrate_gm(spec, model, y, noise, sample_cfg, prefetch_to(device, step_noise))
+            sampler = sampler_for(spec, sample_cfg)
+            if sampler.output == "gm":  # GMFlow: guidance acts on the model's Gaussian mixtures
+                latents = sampler.function()(spec, model, y, noise, sample_cfg, prefetch_to(device, step_noise))
                 return decode(latents.float()).float()
             main = _fp32(model)
             guide = _fp32(guide_model) if guide_model is not None else None
             velocity = build_velocity(spec, main, y, sample_cfg, guide)
-            latents = integrate(spec, velocity, noise, sample_cfg, step_noise=prefetch_to(device, step_noise))
+            latents = sampler.function()(spec, velocity, noise, sample_cfg, prefetch_to(device, step_noise))
             images = decode(latents.float())
         return images.float()  # stays on the device: sample_to_npz copies it back asynchronously
 
