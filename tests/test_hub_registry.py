@@ -38,7 +38,7 @@ EXPECTED_NAMES = {
     "adm-ref-imagenet512",
     "inception-torch-fidelity",
     "dinov2-vit-l",
-} | {"mixed-source-cifar10", "mixed-source-ffhq-64", "mixed-source-afhqv2-64", "cifar10-python"}
+} | {"mixed-source-cifar10", "mixed-source-ffhq-64", "mixed-source-afhqv2-64", "cifar10-python", "gmflow-dit"}
 
 
 def test_registry_has_exactly_the_named_artifacts():

@@ -525,9 +525,34 @@ def test_every_registry_entry_is_used_and_rae_revision_is_pinned():
     from mixflow_bench.recipes import load_recipe
 
     names = set(registry())
-    assert "gmflow-dit" not in names and "inception-nvidia-torchscript" not in names
     used = {FD_DINOV2_ARTIFACT}  # eval --fd-dinov2 dinov2-vit-l
     for recipe in full_recipes():
         used |= set(artifacts_for_recipe(load_recipe(recipe)))
     assert names == used
     assert get_artifact("rae-dith-xl-256").hf.revision == "1be4f03273523431f099a934da4cf1940dc6039f"
+
+
+def test_every_artifact_a_zoo_entry_or_recipe_names_is_in_the_registry():
+    """A model's checkpoint and decoder, and every recipe's artifact-like strings (``model.checkpoint``,
+    ``eval.reference``, data archives), exist in the registry: a missing entry would make ``download --recipe``
+    drop the file and sampling fail later with "unknown artifact"."""
+    from mixflow_bench.hub.registry import integrity
+    from mixflow_bench.models.zoo import ZOO
+    from mixflow_bench.recipes import load_recipe
+
+    names = set(registry())
+    for model, spec in ZOO.items():
+        for needed in filter(None, (spec.checkpoint, spec.decoder if spec.decoder != "rae-dinov2-b" else None)):
+            assert needed in names, (model, needed)
+    for recipe in full_recipes():
+        loaded = load_recipe(recipe)
+        checkpoint = loaded.model.checkpoint
+        if checkpoint is not None and not any(ch in str(checkpoint) for ch in "/\\."):
+            assert checkpoint in names, (recipe, checkpoint)
+        reference = loaded.eval.reference if loaded.eval else None
+        if reference is not None and not str(reference).endswith(".npz"):
+            assert reference in names, (recipe, reference)
+    art = get_artifact("gmflow-dit")
+    assert (art.hf.repo_id, art.hf.filename) == (
+        "Lakonik/gmflow_imagenet_k8_ema", "transformer/diffusion_pytorch_model.bf16.safetensors")
+    assert integrity(art) == "host sha256"

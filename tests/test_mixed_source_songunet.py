@@ -12,7 +12,6 @@ from mixflow_bench.models.songunet import (
     load_released_checkpoint,
     load_velocity_state,
     songunet,
-    split_lightning_state,
 )
 from mixflow_bench.models.zoo import build_model, get_spec
 
@@ -42,21 +41,63 @@ def test_released_names_of_the_cifar10_network():
     assert checkpoint_resolution(model.state_dict()) == 32
 
 
-def test_strict_load_from_a_lightning_state(tmp_path):
-    torch.manual_seed(0)
-    source = {"conv_in.weight": torch.randn(32, 3, 3, 3), "conv_out.bias": torch.randn(6)}
-    donor = songunet(TINY)
+@pytest.mark.parametrize("form", ["lightning", "stripped", "flat"])
+def test_every_released_form_loads_the_ema_weights_strictly(tmp_path, form):
+    """The .ckpt as Lightning writes it (state_dict beside loops, callbacks, optimizer and scheduler states), the
+    stripped {"state_dict": ...} and the flat prefixed module state dict all give the EMA velocity weights, which
+    the official sampler integrates with (``model = self.ema`` when ``use_ema``)."""
+    from mixflow_bench.rehearsal.artifacts import mixed_source_checkpoint
+
     path = tmp_path / "released.ckpt"
-    torch.save({"state_dict": _lightning(donor.state_dict(), source), "epoch": 3}, path)
+    path.write_bytes(mixed_source_checkpoint(TINY, form, seed=3))
+    state = torch.load(path, weights_only=True)
+    state = state.get("state_dict", state)
+    ema = {k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")}
+    raw = {k[len("denoiser."):]: v for k, v in state.items() if k.startswith("denoiser.")}
+    assert not torch.equal(ema["map_layer0.weight"], raw["map_layer0.weight"])
     model = songunet(TINY)
     load_released_checkpoint(model, path)  # EMA weights by default
-    torch.testing.assert_close(model.map_layer0.weight, donor.map_layer0.weight + 1.0)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, ema[name]), name
     load_released_checkpoint(model, path, which="denoiser")
-    torch.testing.assert_close(model.map_layer0.weight, donor.map_layer0.weight)
+    assert torch.equal(model.map_layer0.weight, raw["map_layer0.weight"])
     x, t = torch.randn(2, 3, 16, 16), torch.rand(2)
     assert model.eval()(x, t).shape == (2, 3, 16, 16)
-    parts = split_lightning_state(torch.load(path)["state_dict"])
-    assert set(parts["source"]) == set(source) and set(parts["velocity"]) == set(donor.state_dict())
+
+
+@pytest.mark.parametrize("form", ["lightning", "stripped", "flat"])
+def test_download_check_accepts_every_released_form(tmp_path, monkeypatch, form):
+    """``download``'s content check reads the file as the registry's layout says and compares the selected
+    velocity weights with the model's names and shapes."""
+    from mixflow_bench.hub import checkpoint as hub_checkpoint
+    from mixflow_bench.hub.registry import get_artifact
+    from mixflow_bench.rehearsal.artifacts import mixed_source_checkpoint
+
+    shapes = {k: tuple(v.shape) for k, v in songunet(TINY).state_dict().items()}
+    monkeypatch.setattr(hub_checkpoint, "expected_shapes", lambda name: shapes)
+    path = tmp_path / "mixflow_cifar10.ckpt"
+    path.write_bytes(mixed_source_checkpoint(TINY, form))
+    art = get_artifact("mixed-source-cifar10")
+    assert art.layout == "lightning-ema"
+    hub_checkpoint.sanity_check(art, path)
+    wrong = {k: v for k, v in shapes.items() if "aux_conv" not in k}
+    monkeypatch.setattr(hub_checkpoint, "expected_shapes", lambda name: wrong)
+    with pytest.raises(hub_checkpoint.IntegrityError, match="unexpected"):
+        hub_checkpoint.sanity_check(art, path)
+
+
+def test_a_file_that_is_no_mixed_source_checkpoint_is_one_error_naming_its_keys(tmp_path):
+    from mixflow_bench.hub.checkpoint import IntegrityError, load_state_dict
+
+    state = _lightning(songunet(TINY).state_dict(), {"conv_in.weight": torch.zeros(1)})
+    state["model.head.weight"] = torch.zeros(2)
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": state, "epoch": 1}, path)
+    with pytest.raises(IntegrityError, match=r"not a κ-FC mixed-source checkpoint: keys \['model.head.weight'\]"):
+        load_state_dict(path, layout="lightning-ema")
+    torch.save({"state_dict": {"noise_predictor.network.conv_in.weight": torch.zeros(1)}}, path)
+    with pytest.raises(IntegrityError, match="holds no velocity network"):
+        load_state_dict(path, layout="lightning-ema")
 
 
 def test_another_resolution_is_a_clear_error():

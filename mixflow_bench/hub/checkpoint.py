@@ -62,6 +62,8 @@ def load_state_dict(
     unwrap: tuple[str, ...] = ("ema",),
     artifact: str | None = None,
     mmap: bool = False,
+    layout: str | None = None,
+    which: str = "ema",
 ) -> dict[str, Tensor]:
     """Load a flat ``{name: Tensor}`` state dict from an artifact name or a file.
 
@@ -69,12 +71,16 @@ def load_state_dict(
     entry. Torch files are read with ``torch.load(weights_only=True)``; ``.safetensors`` with safetensors. The
     first key of ``unwrap`` present in a top-level dict is descended into (training checkpoints keep the EMA
     weights under ``"ema"``). ``mmap`` maps a zip checkpoint instead of reading it (cheap inspection). Entries
-    whose value is ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped.
+    whose value is ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped. ``layout`` (default: the artifact's,
+    else ``plain``) ``lightning-ema`` reads a κ-FC Lightning checkpoint and returns the velocity weights that
+    ``which`` names (:func:`lightning_weights`).
     Raises :class:`IntegrityError` for anything else, with the reason.
     """
     import torch
 
     path, name = _resolve(path_or_name)
+    if layout is None:
+        layout = registry()[name or artifact].layout if (name or artifact) else "plain"
     if artifact is not None and name is None:
         from mixflow_bench.hub.fetch import verify_file
         from mixflow_bench.hub.registry import get_artifact
@@ -85,9 +91,10 @@ def load_state_dict(
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device=str(map_location))
+            tensors = load_file(str(path), device=str(map_location))
         except Exception as exc:
             raise IntegrityError(f"{path}: not a readable safetensors file: {exc}") from exc
+        return lightning_weights(tensors, which=which, source=str(path)) if layout == "lightning-ema" else tensors
     if fmt == "torchscript":
         raise IntegrityError(f"{path} is a TorchScript program, not a state dict; use torch.jit.load")
     if fmt not in ("torch-zip", "torch-legacy"):
@@ -103,6 +110,8 @@ def load_state_dict(
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
         raise IntegrityError(f"{path} is not a readable torch checkpoint (truncated?): {exc}") from exc
+    if layout == "lightning-ema":
+        return lightning_weights(obj, which=which, source=str(path))
     if isinstance(obj, dict):
         for key in unwrap:
             if isinstance(obj.get(key), dict):
@@ -117,6 +126,50 @@ def load_state_dict(
             f"(a training checkpoint? unwrap one of its keys: {list(obj)[:8]})"
         )
     return {str(k): v for k, v in obj.items() if v is not None}
+
+
+# The κ-FC mixed-source Lightning checkpoints (NazirNayal8/MixFlow, ``src/model/wrapper.py``): the LightningModule
+# holds the velocity network ``denoiser``, its EMA ``ema`` (a ``torch.optim.swa_utils.AveragedModel``: ``module.*``
+# plus the ``n_averaged`` counter) and the source network ``noise_predictor``; its sampler integrates with ``ema``
+# whenever the run kept one (``train.use_ema``, true in every released configuration).
+LIGHTNING_VELOCITY = ("ema.module.", "denoiser.")  # in order of preference: the EMA copy the sampler uses
+LIGHTNING_OTHER = ("noise_predictor.", "ema.n_averaged")  # kept in the file, not used for sampling
+
+
+def lightning_weights(obj: object, *, which: str = "ema", source: str = "checkpoint") -> dict[str, Tensor]:
+    """The velocity network's state dict (prefix removed) from anything the κ-FC code writes or releases.
+
+    Accepted: a Lightning ``.ckpt`` (a dict whose ``state_dict`` holds the module's tensors, beside Lightning's
+    own entries: epoch, loops, optimizer states, ...), that ``{"state_dict": ...}`` alone, the module's flat
+    prefixed state dict, or an un-prefixed velocity state dict (already extracted). ``which="ema"`` takes
+    ``ema.module.*`` (``denoiser.*`` when the run kept no EMA); ``which="denoiser"`` the raw weights. Any tensor
+    outside the module's known prefixes is an :class:`IntegrityError` naming it.
+    """
+    import torch
+
+    if which not in ("ema", "denoiser"):
+        raise ValueError(f"which must be 'ema' or 'denoiser', got {which!r}")
+    state = obj.get("state_dict") if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
+    if not isinstance(state, dict):
+        raise IntegrityError(f"{source} holds a {type(state).__name__}, not a Lightning checkpoint or state dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise IntegrityError(f"{source}: entries {bad[:5]} of its state dict are not tensors")
+    known = LIGHTNING_VELOCITY + LIGHTNING_OTHER
+    if not any(str(k).startswith(known) for k in state):  # an extracted velocity state dict
+        return {str(k): v for k, v in state.items()}
+    unknown = sorted(str(k) for k in state if not str(k).startswith(known))
+    if unknown:
+        raise IntegrityError(
+            f"{source} is not a κ-FC mixed-source checkpoint: keys {unknown[:5]} are outside "
+            f"{', '.join(p.rstrip('.') for p in known)}"
+        )
+    prefixes = LIGHTNING_VELOCITY if which == "ema" else LIGHTNING_VELOCITY[1:]
+    for prefix in prefixes:
+        velocity = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if velocity:
+            return velocity
+    raise IntegrityError(f"{source} holds no velocity network ({' or '.join(p + '*' for p in prefixes)})")
 
 
 @functools.cache
@@ -190,9 +243,8 @@ def sanity_check(art: Artifact, path: Path) -> None:
         return
     if check != "state-dict":
         raise ValueError(f"artifact {art.name!r}: unknown check {check!r} (auto, state-dict, npz, tar, none)")
-    state = load_state_dict(path, unwrap=(), mmap=True) if art.kind != "checkpoint" else load_state_dict(
-        path, mmap=True
-    )
+    unwrap = ("ema",) if art.kind == "checkpoint" else ()
+    state = load_state_dict(path, unwrap=unwrap, mmap=True, layout=art.layout)
     if not state:
         raise IntegrityError(f"{art.name}: {path} holds an empty state dict")
     expected = expected_shapes(art.name) if art.check == "auto" else None

@@ -25,6 +25,7 @@ from typing import Any, Literal
 Kind = Literal["checkpoint", "reference-batch", "weights", "stats", "dataset"]
 KINDS: tuple[str, ...] = ("checkpoint", "reference-batch", "weights", "stats", "dataset")
 OVERRIDES_ENV = "MIXFLOW_BENCH_REGISTRY_OVERRIDES"
+LAYOUTS: tuple[str, ...] = ("plain", "lightning-ema")  # read by mixflow_bench.hub.checkpoint.load_state_dict
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,15 @@ class Artifact:
     approx_size: int | None = None  # an estimate from parameter counts, for display only, never checked
     used_by: tuple[str, ...] = ()  # models / recipes that need it
     check: str = "auto"  # content check after download: auto | state-dict | npz | tar | none (hub.checkpoint)
+    layout: str = "plain"  # how the weights sit in the file: plain | lightning-ema (LAYOUTS)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"artifact {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
         if bool(self.urls) == (self.hf is not None):
             raise ValueError(f"artifact {self.name!r}: give either direct urls or a Hugging Face source")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"artifact {self.name!r}: layout {self.layout!r} is not one of {LAYOUTS}")
         if self.sha256 is not None and len(self.sha256) != 64:
             raise ValueError(f"artifact {self.name!r}: sha256 must be 64 hex digits")
 
@@ -242,9 +246,24 @@ _BUILTIN: tuple[Artifact, ...] = (
     ),
 )
 
+# GMFlow (Chen et al., ICML 2025): the released GM-DiT-XL/2 (K = 8) EMA transformer of the Diffusers pipeline,
+# bf16 variant; its parameter names are those of mixflow_bench.models.gmdit. Checked against the host's sha256.
+_BUILTIN = _BUILTIN + (
+    Artifact(
+        name="gmflow-dit",
+        kind="checkpoint",
+        description="GMFlow GM-DiT-XL/2 K=8 ImageNet 256 EMA transformer (Diffusers safetensors, bf16 variant)",
+        filename="diffusion_pytorch_model.bf16.safetensors",
+        hf=HFSource("Lakonik/gmflow_imagenet_k8_ema", "transformer/diffusion_pytorch_model.bf16.safetensors"),
+        approx_size=675_000_000 * 2,  # DiT-XL/2 + 0.2 % for the GM head, 2 bytes a parameter
+        used_by=("gmflow", "gmflow-dit-xl-2"),
+    ),
+)
+
 # κ-FC mixed source (Nayal et al., arXiv 2604.09181): the released PyTorch Lightning checkpoints, each holding the
 # SongUNet velocity network (``denoiser.*`` and its EMA ``ema.module.*``) and the source network
-# (``noise_predictor.network.*``). Sizes are not published; hash-locked on first download.
+# (``noise_predictor.network.*``), read with layout "lightning-ema". Sizes are not published; each file is checked
+# against the host's sha256.
 _MIXED_SOURCE_WHY = "κ-FC mixed-source SongUNet (DDPM++) + source U-Net, Lightning checkpoint with EMA"
 _BUILTIN = _BUILTIN + (
     Artifact(
@@ -254,6 +273,7 @@ _BUILTIN = _BUILTIN + (
         filename="mixflow_cifar10.ckpt",
         hf=HFSource("nazirnayal98/MixFlow-CIFAR10", "mixflow_cifar10.ckpt"),
         used_by=("mixed-source", "mixed-source-cifar10"),
+        layout="lightning-ema",
     ),
     Artifact(
         name="mixed-source-ffhq-64",
@@ -262,6 +282,7 @@ _BUILTIN = _BUILTIN + (
         filename="mixflow_ffhqv2_64x64",
         hf=HFSource("nazirnayal98/MixFlow-FFHQ-64x64", "mixflow_ffhqv2_64x64"),
         used_by=("mixed-source", "mixed-source-ffhq-64"),
+        layout="lightning-ema",
     ),
     Artifact(
         name="mixed-source-afhqv2-64",
@@ -270,6 +291,7 @@ _BUILTIN = _BUILTIN + (
         filename="mixflow_afhqv2_64x64",
         hf=HFSource("nazirnayal98/MixFlow-AFHQ-64x64", "mixflow_afhqv2_64x64"),
         used_by=("mixed-source", "mixed-source-afhqv2-64"),
+        layout="lightning-ema",
     ),
 )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -230,40 +231,12 @@ def checkpoint_resolution(state: dict[str, Tensor]) -> int | None:
     return None
 
 
-def split_lightning_state(state: dict[str, Tensor], which: str = "ema") -> dict[str, dict[str, Tensor]]:
-    """The velocity (``ema.module.*`` or ``denoiser.*``) and source (``noise_predictor.network.*``) state dicts."""
-    prefix = {"ema": "ema.module.", "denoiser": "denoiser."}[which]
-    velocity = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    source = {k[len("noise_predictor.network."):]: v for k, v in state.items()
-              if k.startswith("noise_predictor.network.")}
-    if not velocity and which == "ema":  # a checkpoint saved without EMA
-        return split_lightning_state(state, "denoiser")
-    return {"velocity": velocity, "source": source}
-
-
-def read_lightning_checkpoint(path: str, *, trust: bool = False) -> dict[str, Tensor]:
-    """The ``state_dict`` of a Lightning ``.ckpt`` (tensors only unless ``trust`` allows full unpickling)."""
-    import pickle
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trust:
-            raise CheckpointMismatch(
-                f"{path}: holds Python objects beside tensors; load it with trust=True only if you trust its source"
-            ) from exc
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointMismatch(f"{path}: not a Lightning checkpoint or state dict")
-    return state
-
-
 def load_velocity_state(model: SongUNet, state: dict[str, Tensor], *, which: str = "ema", source: str = "") -> None:
-    """Load a released checkpoint's velocity weights strictly; a clear error for another resolution or layout."""
-    parts = split_lightning_state(state, which) if any(k.startswith(("ema.", "denoiser.")) for k in state) else {
-        "velocity": state}
-    velocity = parts["velocity"]
+    """Load a released checkpoint's velocity weights strictly (any layout :func:`lightning_weights` reads); a clear
+    error for another resolution or layout."""
+    from mixflow_bench.hub.checkpoint import lightning_weights
+
+    velocity = lightning_weights(state, which=which, source=source or "checkpoint")
     found, want = checkpoint_resolution(velocity), model.config.resolution
     if found is not None and found != want:
         raise CheckpointMismatch(
@@ -276,7 +249,10 @@ def load_velocity_state(model: SongUNet, state: dict[str, Tensor], *, which: str
         raise CheckpointMismatch(f"{source or 'checkpoint'} does not fit SongUNet({want}x{want}): {first}") from exc
 
 
-def load_released_checkpoint(model: SongUNet, path, *, which: str = "ema", trust: bool = False) -> None:
-    """Read a released Lightning checkpoint and load its (EMA) velocity weights into ``model`` strictly."""
-    load_velocity_state(model, read_lightning_checkpoint(str(path), trust=trust), which=which, source=str(path))
+def load_released_checkpoint(model: SongUNet, path, *, which: str = "ema") -> None:
+    """Read a released Lightning checkpoint (or its stripped / flat forms) and load its EMA velocity weights into
+    ``model`` strictly; ``which="denoiser"`` takes the raw weights."""
+    from mixflow_bench.hub.checkpoint import load_state_dict
 
+    state = load_state_dict(Path(path), layout="lightning-ema", which=which)
+    load_velocity_state(model, state, source=str(path))

@@ -49,6 +49,76 @@ def zoo_checkpoint(model_name: str, seed: int = 0) -> bytes:
     return torch_file({k: v.cpu() for k, v in model.state_dict().items()})
 
 
+MIXED_SOURCE_FORMS = ("lightning", "stripped", "flat")
+
+
+def mixed_source_state(velocity: nn.Module, source: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The κ-FC LightningModule's ``state_dict()``: the velocity network ``denoiser.*``, its EMA copy (an
+    ``AveragedModel``: ``ema.module.*`` and the ``ema.n_averaged`` counter; different values from ``denoiser``,
+    so that a loader taking the wrong one is seen) and the source network ``noise_predictor.network.*``."""
+    state = {f"denoiser.{k}": v.clone() for k, v in perturbed(velocity, seed).state_dict().items()}
+    state |= {f"ema.module.{k}": v.clone() for k, v in perturbed(velocity, seed + 1).state_dict().items()}
+    state["ema.n_averaged"] = torch.tensor(500_000)
+    state |= {f"noise_predictor.network.{k}": v.clone() for k, v in perturbed(source, seed + 2).state_dict().items()}
+    return state
+
+
+def lightning_checkpoint(state: dict[str, torch.Tensor], global_step: int = 500_000) -> dict[str, object]:
+    """What PyTorch Lightning's ``Trainer.save_checkpoint`` writes for the κ-FC module (``.ckpt``): ``state_dict``
+    beside Lightning's own entries (versions, loop progress, callback states, Adam's state, the warm-up schedule)."""
+    params = [k for k in state if not k.startswith("ema.") and state[k].is_floating_point()]
+    progress = {"total": {"ready": global_step, "completed": global_step}, "current": {"ready": 0, "completed": 0}}
+    return {
+        "epoch": 1280,
+        "global_step": global_step,
+        "pytorch-lightning_version": "2.2.1",
+        "state_dict": state,
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": progress,
+                               "epoch_loop.batch_progress": progress}},  # fmt: skip
+        "callbacks": {"ModelCheckpoint{'monitor': 'info/global_step', 'mode': 'max'}": {
+            "monitor": "info/global_step", "best_model_score": torch.tensor(float(global_step)),
+            "best_model_path": "/outputs/checkpoints/last.ckpt", "dirpath": "/outputs/checkpoints",
+            "best_k_models": {"/outputs/checkpoints/last.ckpt": torch.tensor(float(global_step))}}},
+        "optimizer_states": [{
+            "state": {i: {"step": torch.tensor(float(global_step)), "exp_avg": torch.zeros(1),
+                          "exp_avg_sq": torch.zeros(1)} for i in range(2)},
+            "param_groups": [{"lr": 2e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                              "amsgrad": False, "initial_lr": 2e-4, "params": list(range(len(params)))}]}],
+        "lr_schedulers": [{"base_lrs": [2e-4], "last_epoch": global_step, "_step_count": global_step + 1,
+                           "_get_lr_called_within_step": False, "_last_lr": [2e-4], "lr_lambdas": [None]}],
+    }  # fmt: skip
+
+
+def mixed_source_checkpoint(config: object, form: str = "lightning", seed: int = 0) -> bytes:
+    """A released κ-FC checkpoint for SongUNet ``config`` with the released source U-Net, as ``form``:
+    ``lightning`` (the ``.ckpt`` the authors released), ``stripped`` (``{"state_dict": ...}`` alone) or ``flat``
+    (the module's prefixed state dict, ``torch.save(module.state_dict())``)."""
+    from mixflow_bench.models.songunet import songunet
+    from mixflow_bench.models.source_network import SourceUNet
+
+    if form not in MIXED_SOURCE_FORMS:
+        raise ValueError(f"form must be one of {MIXED_SOURCE_FORMS}, got {form!r}")
+    torch.manual_seed(seed)
+    velocity = songunet(config)
+    source = SourceUNet(resolution=velocity.config.resolution)
+    state = mixed_source_state(velocity, source, seed)
+    obj = {"lightning": lightning_checkpoint, "stripped": lambda s: {"state_dict": s}, "flat": lambda s: s}[form]
+    return torch_file(obj(state))
+
+
+def gmflow_transformer(seed: int = 0, **overrides: object) -> bytes:
+    """GMFlow's ``transformer/diffusion_pytorch_model.bf16.safetensors``: the GM-DiT state dict in bfloat16, as
+    Diffusers' ``save_pretrained(variant="bf16")`` writes it (safetensors with ``{"format": "pt"}`` metadata)."""
+    from safetensors.torch import save
+
+    from mixflow_bench.models.gmdit import gmdit_xl2
+
+    torch.manual_seed(seed)
+    model = perturbed(gmdit_xl2(**overrides), seed)
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
+    return save(state, metadata={"format": "pt"})
+
+
 def rae_decoder(resolution: int, seed: int = 0) -> bytes:
     """RAE's ViT-XL pixel decoder ``model.pt`` (a raw ``GeneralDecoder`` state dict)."""
     from mixflow_bench.models.rae_stage1 import DecoderConfig, GeneralDecoder
@@ -125,6 +195,10 @@ def procedural_images(n: int, size: int, seed: int) -> np.ndarray:
 __all__ = [
     "adm_reference_batch",
     "dinov2_folder",
+    "gmflow_transformer",
+    "lightning_checkpoint",
+    "mixed_source_checkpoint",
+    "mixed_source_state",
     "perturbed",
     "procedural_images",
     "rae_decoder",

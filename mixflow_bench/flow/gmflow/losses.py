@@ -38,9 +38,9 @@ class GMFlowObjective:
     """The transition loss of GMFlow (``trans_ratio`` = lambda; 1.0 is the plain GM NLL).
 
     ``t_dist``: ``uniform`` (the toy) or ``logit-normal`` (ImageNet) draws of ``t_high``, clamped to
-    ``[t_eps, 1]``. The per-sample loss is the NLL summed over pixels and divided by the number of elements
-    (a per-dimension value, comparable across resolutions); ``weight`` scales it (the official ImageNet
-    config uses 2.0).
+    ``[t_eps, 1]``. The per-sample loss is the per-pixel NLL (summed over the C channels of a pixel) averaged over
+    the H x W pixels, the scale of the official ``GMFlowNLLLoss`` (its ``flatmean`` reduction of a (B, H, W)
+    loss); ``weight`` is the official ``weight_scale`` (2.0 in the ImageNet config, 1.0 in the checkerboard one).
     """
 
     trans_ratio: float = 0.9
@@ -94,4 +94,4 @@ class GMFlowObjective:
         gm_u = gm_u.map(lambda v: v.float())
         trans = reverse_transition(u_to_x0(gm_u, x_high, t_high), x_high, t_high, t_low)
         nll = gm_nll(trans, x_low)
-        return self.weight * nll.flatten(1).sum(1) / x0[0].numel()
+        return self.weight * nll.flatten(1).mean(1)
