@@ -294,6 +294,8 @@ def test_nfe_zero_and_substeps_are_clear_errors():
     with pytest.raises(ValueError, match="positive"):
         default_substeps(0)
     assert default_substeps(8) == 16 and default_substeps(32) == 4 and default_substeps(128, images=True) == 2
+    assert default_substeps(4) == 32 and default_substeps(6) == 22  # the toy: ceil(128 / NFE)
+    assert [default_substeps(n, images=True) for n in (4, 6, 8, 16, 32)] == [8, 8, 16, 8, 4]  # the paper's images
 
 
 # --- heads ----------------------------------------------------------------------------------------------

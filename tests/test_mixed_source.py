@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mixflow_bench.analysis.curvature import curvature, trajectory_curvature
-from mixflow_bench.flow.counted_solvers import euler, heun_steps_for_nfe, manual_heun, rk45
+from mixflow_bench.flow.counted_solvers import euler, heun_steps_for_nfe, manual_heun, rk45, rk45_scipy
 from mixflow_bench.flow.mixed_source import (
     MixedSourceError,
     MixedSourceFlow,
@@ -94,6 +94,30 @@ def test_solver_nfe_counts():
     sol = rk45(f, x)
     assert sol.nfe > 6
     torch.testing.assert_close(sol.sample, x * math.e, atol=1e-4, rtol=1e-4)  # 10x dopri5's mixed tolerance
+
+
+def test_rk45_scipy_is_scipys_rk45_on_the_flattened_batch():
+    """The paper's CIFAR-10 RK45 row (``use_scipy``): ``solve_ivp(method="RK45")`` on the whole batch as one float64
+    vector, rtol = atol = 1e-5; the same final state and evaluation count as scipy called directly, and another
+    step-size control than torchdiffeq's dopri5 (other states and, on a network, another NFE): its own protocol."""
+    import numpy as np
+    from scipy.integrate import solve_ivp
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 4, generator=g) * 0.8
+    x = torch.randn(3, 4, generator=g)
+    f = lambda z, t: torch.sin(3 * t[:, None]) * a * z + a.roll(1, 1)  # noqa: E731 - (B,) times, as samplers pass
+    sol = rk45_scipy(f, x)
+
+    def rhs(t, y):
+        z = torch.tensor(y, dtype=torch.float32).reshape(x.shape)
+        return f(z, torch.full((3,), t, dtype=torch.float32)).numpy().reshape(-1).astype(np.float64)
+
+    ref = solve_ivp(rhs, (0.0, 1.0), x.numpy().reshape(-1), method="RK45", rtol=1e-5, atol=1e-5, t_eval=[0.0, 1.0])
+    assert sol.nfe == ref.nfev
+    torch.testing.assert_close(sol.sample, torch.tensor(ref.y[:, -1], dtype=torch.float32).reshape(x.shape),
+                               rtol=0, atol=0)  # fmt: skip
+    assert not torch.equal(rk45(f, x).sample, sol.sample)  # torchdiffeq's dopri5 steps otherwise
 
 
 def test_bad_settings_are_clear_errors():

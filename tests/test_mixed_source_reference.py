@@ -3,6 +3,7 @@ archive from a real HTTP server on 127.0.0.1, and `mixflow-bench data prepare --
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -20,7 +21,7 @@ from mixflow_bench.data.cifar_archive import CifarArchiveError, read_cifar10_tra
 from mixflow_bench.data.reference_images import ReferenceMissingError, cifar10_reference, ensure_reference
 from mixflow_bench.hub import IntegrityError, fetch
 from mixflow_bench.hub.testserver import FaultyServer, ServedFile
-from mixflow_bench.recipes.loader import load_recipe
+from mixflow_bench.recipes.loader import list_recipes, load_recipe
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,6 +107,12 @@ def test_folder_reference_keeps_64px_and_resizes_others_with_lanczos(tmp_path):
     result = CliRunner().invoke(
         cli, ["data", "prepare", "--reference", "--recipe", "mixed-source-afhqv2-64-euler10", "--source",
               str(folder), "--out", str(tmp_path / "ref.npz"), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "has 3 images; the reference takes the first 10000" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "ref.npz").exists()
+    result = CliRunner().invoke(
+        cli, ["data", "prepare", "--reference", "--recipe", "mixed-source-afhqv2-64-euler10", "--source",
+              str(folder), "--out", str(tmp_path / "ref.npz"), "--no-progress", "--limit", "3"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "ref.npz") as data:
@@ -198,3 +205,28 @@ def test_recipe_download_list_includes_the_archive():
 
     names = artifacts_for_recipe(load_recipe("mixed-source-cifar10-heun5").to_dict())
     assert {"cifar10-python", "inception-torch-fidelity", "mixed-source-cifar10"} <= set(names)
+
+
+def test_ffhq_and_afhq_references_are_the_first_10000_images_of_the_sorted_listing(tmp_path):
+    """The official FID-10K compares with the first 10,000 images as the loader lists them (class folders, then
+    files; no shuffling): the recipes say so, and the reference takes exactly the first ``limit`` in that order."""
+    from mixflow_bench.data.reference_images import build_reference
+    from mixflow_bench.results.protocol import protocol_of
+
+    for name in list_recipes():
+        if name.startswith(("mixed-source-ffhq-64", "mixed-source-afhqv2-64")):
+            recipe = load_recipe(name)
+            assert recipe.eval.reference_data.limit == 10_000, name
+            assert protocol_of(recipe.sample, recipe.eval.metrics, recipe.model.name,
+                               dataclasses.asdict(recipe.eval))["reference_size"] == 10_000  # fmt: skip
+    folder = tmp_path / "ffhq"
+    for i in range(5):  # the dataset_tool layout, written in scrambled order
+        index = (3 * i) % 5
+        sub = folder / f"{index // 2:05d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), 40 * index, dtype=np.uint8)).save(sub / f"img{index:08d}.png")
+    recipe = load_recipe("mixed-source-ffhq-64-euler4", {"eval": {"reference": str(tmp_path / "r.npz"),
+                                                                  "reference_data": {"limit": 3}}})  # fmt: skip
+    path, n = build_reference(recipe.eval, recipe.name, folder)
+    with np.load(path) as data:
+        assert n == 3 and [int(im[0, 0, 0]) for im in data["arr_0"]] == [0, 40, 80]  # images 0, 1, 2

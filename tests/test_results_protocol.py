@@ -21,7 +21,7 @@ from mixflow_bench.pipeline.stages import (
 )
 from mixflow_bench.recipes.loader import list_recipes, load_recipe
 from mixflow_bench.recipes.validate import RecipeError
-from mixflow_bench.results.protocol import FIELDS, GUIDED_FIELDS, UNKNOWN, compare, protocol_of
+from mixflow_bench.results.protocol import FIELDS, GUIDED_FIELDS, OPTIONAL_FIELDS, UNKNOWN, compare, protocol_of
 from mixflow_bench.results.records import load_records, make_record
 from mixflow_bench.results.reported import DEFAULT_REPORTED, ReportedError, load_reported, parse_reported
 from mixflow_bench.results.table import build_table, to_markdown
@@ -34,7 +34,8 @@ def test_every_reported_number_states_its_protocol_field_by_field():
     raw = yaml.safe_load(DEFAULT_REPORTED.read_text())
     for entry, raw_entry in zip(load_reported(), raw["entries"]):
         needed = [f for f in FIELDS if entry.guidance != "none" or f not in GUIDED_FIELDS]
-        assert list(entry.protocol) == needed, entry.key
+        assert [f for f in entry.protocol if f in FIELDS] == needed, entry.key
+        assert set(entry.protocol) - set(FIELDS) <= set(OPTIONAL_FIELDS), entry.key
         assert raw_entry["protocol"], entry.key  # in the YAML itself, not only in comments
     by_key = {e.join_key: e.protocol for e in load_reported()}
     # the MixFlow main table: Heun 250, CFG 1.5 (mixflow.md §3.2), the rest unstated
@@ -128,11 +129,20 @@ def test_paper_recipes_reproduce_their_reported_rows_with_the_reported_protocol(
             continue
         assert entry.experiment in names, f"no recipe produces {entry.key}"
         recipe = load_recipe(entry.experiment)
-        produced = protocol_of(recipe.sample, recipe.eval.metrics)
+        produced = protocol_of(recipe.sample, recipe.eval.metrics, recipe.model.name, dataclasses.asdict(recipe.eval))
         differs, _ = compare(produced, entry.protocol)
-        if differs == ["evaluator adm (paper torchmetrics-train)"]:
-            # the κ-FC paper's torchmetrics-on-training-set FID is not implemented: its recipes evaluate ADM-exact
-            # and the table shows the mismatch in a row of its own
+        if entry.protocol["evaluator"] == "torchmetrics-train":
+            # the κ-FC recipes evaluate ADM-exact by default (a row of its own in the table); with the overrides
+            # their notes give, they run the paper's protocol field for field (reference size and solver included)
+            assert differs == ["evaluator adm (paper torchmetrics-train)", "quantize round (paper truncate)"], differs
+            paper = {"eval": {"evaluator": "torchmetrics"}, "sample": {"quantize": "truncate"}}
+            recipe = load_recipe(entry.experiment, paper)
+            produced = protocol_of(recipe.sample, recipe.eval.metrics, recipe.model.name,
+                                   dataclasses.asdict(recipe.eval))  # fmt: skip
+            differs, _ = compare(produced, entry.protocol)
+        if entry.protocol.get("spectral"):
+            # GM-SDE 2 with spectral sampling (Table 2, Table 4 A0) is not implemented: those rows never get a Δ
+            assert differs == ["spectral false (paper true)"], differs
             continue
         assert not differs, f"recipe {recipe.name} does not use the protocol of {entry.key}: {differs}"
         methods = variants(recipe, Path("runs") / recipe.name)
@@ -191,7 +201,7 @@ def test_produced_records_carry_the_protocol_and_the_gain(tmp_path):
     write_results(recipe, tmp_path, evals)
     records = {r["method"]: r for r in load_records(tmp_path / "results")}
     expected = {"sampler": "heun", "steps": 50, "nfe": 100, "guidance": "none", "num_samples": 50000,
-                "evaluator": "adm"}  # fmt: skip
+                "evaluator": "adm", "quantize": "round"}  # fmt: skip
     assert records["baseline"]["protocol"] == records["mixflow"]["protocol"] == expected
     assert records["mixflow"]["metrics"]["fid_gain"] == pytest.approx(2.5)
     # the MixFlow row's gain over each control: over the uniform-time control, and over the time-law control alone
@@ -231,3 +241,62 @@ def test_heun_nfe_is_the_count_of_network_calls_the_families_heun_makes(model, f
     assert protocol_of({"sampler": "heun", "steps": steps, "num": 8, "guidance": {"kind": "none"}}, None, model)[
         "nfe"
     ] == len(calls)
+
+
+def _reported_none(protocol: dict, key: str = "k") -> list:
+    prov = {"paper": "P", "arxiv": "0", "where": "T1", "setting": "s", "sampler": "s", "source": "primary",
+            "verified": False}  # fmt: skip
+    return parse_reported({"schema": "mixflow-bench/reported/v1", "entries": [
+        {"key": key, "experiment": "exp", "method": "baseline", "guidance": "none", "metrics": {"fid": 2.0},
+         "provenance": prov, "protocol": {"guidance": "none", **protocol}}]})  # fmt: skip
+
+
+BASE = {"sampler": "euler", "steps": 10, "nfe": 10, "num_samples": 10000, "evaluator": "torchmetrics-train"}
+
+
+@pytest.mark.parametrize(
+    ("reported", "produced", "why"),
+    [
+        ({**BASE, "sampler": "gm-sde2", "spectral": True}, {**BASE, "sampler": "gm-sde2", "spectral": False},
+         "spectral false (paper true)"),
+        ({**BASE, "reference_size": 10000}, {**BASE, "reference_size": "all"}, "reference_size all (paper 10000)"),
+        ({**BASE, "reference_size": 10000}, BASE, "reference_size unknown (paper 10000)"),
+        ({**BASE, "sampler": "rk45-scipy", "implementation": "scipy-rk45"},
+         {**BASE, "sampler": "rk45", "implementation": "torchdiffeq-dopri5"}, "implementation torchdiffeq-dopri5"),
+        ({**BASE, "quantize": "truncate"}, {**BASE, "quantize": "round"}, "quantize round (paper truncate)"),
+    ],
+)
+def test_table_never_sets_spectral_reference_size_solver_or_quantisation_pairs_side_by_side(reported, produced, why):
+    """A spectral GM-SDE 2 number, a FID against the first 10K vs every image, scipy's RK45 vs torchdiffeq's dopri5,
+    rounded vs truncated samples: never one row with a Δ; the same protocol does join (the test can fail)."""
+    rec = make_record("eval", {"fid": 2.5}, name="r", experiment="exp", method="baseline", guidance="none",
+                      num_samples=10000, protocol={"guidance": "none", **produced})  # fmt: skip
+    rows = build_table([rec], _reported_none(reported)).comparison
+    assert all(r.delta("fid") is None for r in rows)
+    assert rows[1].status == "mismatch" and why in rows[1].note
+    same = make_record("eval", {"fid": 2.5}, name="s", experiment="exp", method="baseline", guidance="none",
+                       num_samples=10000, protocol={"guidance": "none", **reported})  # fmt: skip
+    (row,) = build_table([same], _reported_none(reported)).comparison
+    assert row.status == "match" and row.delta("fid") == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("spectral", "yes"), ("reference_size", 0), ("quantize", "floor"), ("implementation", "")],
+)
+def test_a_bad_optional_protocol_field_is_named(field, value):
+    with pytest.raises(ReportedError, match=f"protocol.{field}"):
+        _reported_none({**BASE, field: value})
+
+
+def test_produced_protocols_state_spectral_solver_reference_and_quantisation():
+    def produced(name: str, **overrides) -> dict:
+        recipe = load_recipe(name, overrides)
+        return protocol_of(recipe.sample, recipe.eval.metrics, recipe.model.name, dataclasses.asdict(recipe.eval))
+
+    assert produced("gmflow-256-sde2-nfe8")["spectral"] is False and "spectral" not in produced("gmflow-256")
+    rk45 = produced("mixed-source-cifar10-rk45")
+    assert (rk45["sampler"], rk45["implementation"], rk45["reference_size"]) == ("rk45-scipy", "scipy-rk45", 50000)
+    assert produced("mixed-source-cifar10-rk45", sample={"sampler": "rk45"})["implementation"] == "torchdiffeq-dopri5"
+    assert produced("mixed-source-ffhq-64-euler4", eval={"reference_data": {"limit": None}})["reference_size"] == "all"
+    assert produced("mixed-source-ffhq-64-euler4", sample={"quantize": "truncate"})["quantize"] == "truncate"

@@ -55,8 +55,10 @@ def command() -> None:
     """Prepare and verify sharded latent caches of ImageNet-style image folders."""
 
 
-def _prepare_reference(source, recipe, resolution, out, no_progress) -> None:
-    """``--reference``: a data set's training images -> the ADM-style reference npz an evaluation recipe names."""
+def _prepare_reference(source, recipe, resolution, out, no_progress, limit=None) -> None:
+    """``--reference``: a data set's training images -> the ADM-style reference npz an evaluation recipe names
+    (the first ``limit`` of them when given; else the recipe's ``reference_data.limit``, else all)."""
+    import dataclasses
     from types import SimpleNamespace
 
     from mixflow_bench.data.reference_images import RESIZE_RULE, build_reference
@@ -85,13 +87,17 @@ def _prepare_reference(source, recipe, resolution, out, no_progress) -> None:
                                     archive=source if is_cifar else None)  # fmt: skip
         evaluation = SimpleNamespace(reference=out, reference_data=spec)
         recipe = "(none)"
+    if limit is not None:
+        spec = dataclasses.replace(spec, limit=limit)
+        evaluation = SimpleNamespace(reference=evaluation.reference, reference_data=spec)
     try:
         with progress_bar("reference images", not no_progress) as bar:
             path, n = build_reference(evaluation, recipe, source, out, progress=bar)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     rule = "" if spec.dataset == "cifar10" else f"; resize: {RESIZE_RULE.replace('R', str(spec.resolution))}"
-    console.print(f"reference [bold]{path}[/]: {n:,} {spec.split} images of {spec.dataset}{rule}")
+    first = f"the first {n:,}" if spec.limit else f"{n:,}"
+    console.print(f"reference [bold]{path}[/]: {first} {spec.split} images of {spec.dataset}{rule}")
 
 
 @command.command(name="prepare")
@@ -114,6 +120,13 @@ def _prepare_reference(source, recipe, resolution, out, no_progress) -> None:
     "--recipe",
     default=None,
     help="Take --encoder, --resolution, --flips and --out from this training recipe's data: section.",
+)
+@click.option(
+    "--limit",
+    default=None,
+    type=click.IntRange(min=1),
+    help="--reference: the first N images of the listing (default: the recipe's eval.reference_data.limit, "
+    "10000 for FFHQ / AFHQv2 as the official FID-10K; else every image).",
 )
 @click.option("--encoder", default=None, help="sd-vae-ft-ema | sd-vae-ft-mse | rae-dinov2-b (or module:factory).")
 @click.option("--resolution", default=None, type=click.IntRange(min=1), help="Crop size: 256 or 512.")
@@ -150,6 +163,7 @@ def prepare(
     source,
     reference,
     recipe,
+    limit,
     encoder,
     resolution,
     out_dir,
@@ -169,7 +183,7 @@ def prepare(
     """Encode SOURCE into a sharded latent cache at --out (resumable; rerun to continue), or with --reference
     write a training-set reference npz (to the recipe's eval.reference, or --out)."""
     if reference:
-        _prepare_reference(source, recipe, resolution, out_dir, no_progress)
+        _prepare_reference(source, recipe, resolution, out_dir, no_progress, limit)
         return
     if source is None:
         raise click.UsageError("missing --source")

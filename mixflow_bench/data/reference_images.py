@@ -9,13 +9,20 @@ Resize rule (folders): an image already ``resolution``×``resolution`` is kept a
 RGB and resized as a whole (no crop) to ``resolution``×``resolution`` with PIL's Lanczos filter. That is the
 default (``--transform`` unset) ``scale`` of the official κ-FC ``scripts/dataset_tool.py`` (NazirNayal8/MixFlow,
 commit 64bc628; from EDM's tool), with which the authors made their 64×64 FFHQ / AFHQv2 sets.
+
+Reference size (``reference_data.limit``): the official FID-10K of FFHQ / AFHQv2 compares the samples with the
+first 10,000 images of the data set as its loader lists them (class folders, then their ``.png`` files; the test
+loader does not shuffle), so those recipes take the first 10,000 of this module's sorted listing. The official
+loader lists with ``os.listdir``, whose order is the file system's; for the ``dataset_tool.py`` layout
+(``00000/img00000000.png``, ...) the sorted listing is the image-index order.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +32,7 @@ from mixflow_bench.metrics.npz_stream import NpzFormatError
 from mixflow_bench.metrics.pack import write_image_stream
 
 FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg")
+T = TypeVar("T", bound=Sequence)
 RESIZE_RULE = "kept when already RxR, else the whole image resized to RxR with PIL Lanczos (official dataset_tool.py)"
 
 
@@ -36,9 +44,21 @@ def write_images(
     return write_image_stream(out, images, count, size, size, progress, batch)[0]
 
 
-def cifar10_reference(archive: str | os.PathLike, out: str | os.PathLike, progress=None) -> tuple[Path, int]:
-    """The 50K CIFAR-10 training images of ``archive`` -> ``out``; (path, number of images)."""
+def _first(items: T, limit: int | None, what: str) -> T:
+    """The first ``limit`` of ``items`` (all when None); a clear error when there are fewer."""
+    if limit is None:
+        return items
+    if len(items) < limit:
+        raise NpzFormatError(f"{what} has {len(items)} images; the reference takes the first {limit}")
+    return items[:limit]
+
+
+def cifar10_reference(
+    archive: str | os.PathLike, out: str | os.PathLike, progress=None, limit: int | None = None
+) -> tuple[Path, int]:
+    """The 50K CIFAR-10 training images of ``archive`` (the first ``limit``) -> ``out``; (path, number)."""
     images, _ = read_cifar10_train(archive)
+    images = _first(images, limit, str(archive))
     return write_images(out, iter(images), len(images), images.shape[1], progress), len(images)
 
 
@@ -75,12 +95,13 @@ def load_resized(path: str, size: int) -> np.ndarray:
 
 
 def folder_reference(
-    folder: str | os.PathLike, out: str | os.PathLike, resolution: int, progress=None
+    folder: str | os.PathLike, out: str | os.PathLike, resolution: int, progress=None, limit: int | None = None
 ) -> tuple[Path, int]:
-    """Every image of ``folder`` at ``resolution``×``resolution`` -> ``out``; (path, number of images)."""
+    """The images of ``folder`` (the first ``limit`` of :func:`folder_files`, all when None) at
+    ``resolution``×``resolution`` -> ``out``; (path, number of images)."""
     if resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    files = folder_files(folder)
+    files = _first(folder_files(folder), limit, str(folder))
     images = (load_resized(f, resolution) for f in files)
     return write_images(out, images, len(files), resolution, progress), len(files)
 
@@ -112,13 +133,13 @@ def build_reference(evaluation, recipe: str, source: str | os.PathLike | None = 
             if str(archive) not in registry():
                 raise ValueError(f"{archive}: no such file and not an artifact name")
             archive = fetch(str(archive))
-        return cifar10_reference(archive, out, progress)
+        return cifar10_reference(archive, out, progress, spec.limit)
     if source is None:
         raise ReferenceMissingError(
             f"{recipe}: reference {out} is missing; build it from your {spec.resolution}x{spec.resolution} training "
             f"images with `{prepare_command(recipe, spec.dataset)}`"
         )
-    return folder_reference(source, out, spec.resolution, progress)
+    return folder_reference(source, out, spec.resolution, progress, spec.limit)
 
 
 def ensure_reference(evaluation, recipe: str) -> Path:

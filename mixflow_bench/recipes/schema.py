@@ -154,10 +154,14 @@ class ReferenceDataSection:
     resolution: int
     archive: str | None = None  # cifar10: the artifact (cifar10-python) or a path to cifar-10-python.tar.gz
     split: Literal["train"] = "train"
+    # the first `limit` images of the listing (FFHQ / AFHQv2: 10000, the official FID-10K reference); None: all
+    limit: int | None = None
 
     def check(self) -> tuple[str, str] | None:
         if self.resolution <= 0:
             return "resolution", f"must be positive, got {self.resolution}"
+        if self.limit is not None and self.limit <= 0:
+            return "limit", f"must be a positive number of images or null (every image), got {self.limit}"
         if self.dataset == "cifar10" and not self.archive:
             return "archive", "cifar10 needs the archive (artifact cifar10-python or a path)"
         if self.dataset == "cifar10" and self.resolution != 32:

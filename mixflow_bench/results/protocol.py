@@ -18,6 +18,14 @@ Fields:
   evaluator    adm (OpenAI's ADM suite or this project's equivalent), torchmetrics-train (torchmetrics
                FrechetInceptionDistance(normalize=True) against the training set: the κ-FC paper's), fd-data (toy
                data-space FD), ...
+
+Fields stated where they matter (:data:`OPTIONAL_FIELDS`; a reported entry without one does not compare it):
+  spectral        GM-SDE samplers: x0 drawn with GMFlow's spectral sampling (true) or per pixel (false; the only
+                  way this project samples)
+  reference_size  images in the FID reference set: a count, or ``all`` (every image of a folder data set)
+  quantize        round | truncate: how samples become uint8 (truncate: torchmetrics' ``normalize=True`` ``.byte()``)
+  implementation  adaptive ODE samplers: the library routine (torchdiffeq-dopri5, scipy-rk45), whose step-size
+                  control and evaluation counts differ
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ UNKNOWN = "unknown"
 GUIDANCE = ("none", "cfg", "autoguidance", "probabilistic")
 GUIDED_FIELDS = ("scale", "channels", "interval")
 FIELDS = ("sampler", "steps", "nfe", "guidance", *GUIDED_FIELDS, "num_samples", "evaluator")
+OPTIONAL_FIELDS = ("spectral", "reference_size", "quantize", "implementation")
+QUANTIZE = ("round", "truncate")
+GM_SDE_SAMPLERS = ("gm-sde", "gm-sde2")  # the GMFlow samplers that draw x0 from the mixture (spectral or per pixel)
 ADM_METRICS = {"fid", "sfid", "is", "prec", "rec", "precision", "recall"}
 
 
@@ -60,8 +71,14 @@ def _check_value(name: str, v: Any) -> str | None:
             and v[0] <= v[1]
         )  # fmt: skip
         return None if ok else f"must be 'none', [lo, hi] with lo <= hi, or {UNKNOWN!r}"
-    if name == "evaluator":
+    if name in ("evaluator", "implementation"):
         return None if isinstance(v, str) and v else f"must be a name or {UNKNOWN!r}"
+    if name == "spectral":
+        return None if isinstance(v, bool) else f"must be true, false or {UNKNOWN!r}"
+    if name == "reference_size":
+        return None if v == "all" or _positive_int(v) else f"must be a positive integer, 'all' or {UNKNOWN!r}"
+    if name == "quantize":
+        return None if v in QUANTIZE else f"must be one of {list(QUANTIZE)} or {UNKNOWN!r}"
     return "unknown field"
 
 
@@ -72,9 +89,9 @@ def check_protocol(raw: Any, guidance: str) -> tuple[dict[str, Any] | None, str 
     raw = {**raw, "guidance": raw.get("guidance", guidance)}
     if raw["guidance"] != guidance:
         return None, f"protocol.guidance {raw['guidance']!r} differs from the entry's guidance {guidance!r}"
-    unknown = sorted(set(raw) - set(FIELDS))
+    unknown = sorted(set(raw) - set(FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
-        return None, f"protocol has unknown field(s) {unknown} (fields: {list(FIELDS)})"
+        return None, f"protocol has unknown field(s) {unknown} (fields: {list(FIELDS + OPTIONAL_FIELDS)})"
     needed = [f for f in FIELDS if guidance != "none" or f not in GUIDED_FIELDS]
     missing = [f for f in needed if f not in raw]
     if missing:
@@ -83,7 +100,11 @@ def check_protocol(raw: Any, guidance: str) -> tuple[dict[str, Any] | None, str 
         problem = _check_value(name, raw[name])
         if problem:
             return None, f"protocol.{name} = {raw[name]!r} {problem}"
-    clean = {f: raw[f] for f in needed}
+    for name in OPTIONAL_FIELDS:
+        problem = _check_value(name, raw[name]) if name in raw else None
+        if problem:
+            return None, f"protocol.{name} = {raw[name]!r} {problem}"
+    clean = {f: raw[f] for f in (*needed, *OPTIONAL_FIELDS) if f in raw}
     if isinstance(clean.get("interval"), tuple):
         clean["interval"] = list(clean["interval"])
     return clean, None
@@ -117,6 +138,17 @@ def evaluator_of(metrics: list[str] | tuple[str, ...], evaluation: dict[str, Any
     return "+".join(sorted(names)) if names else UNKNOWN
 
 
+def reference_size_of(evaluation: dict[str, Any] | None) -> int | str | None:
+    """Images in the FID reference a recipe's ``eval:`` mapping builds from ``reference_data``: its ``limit``,
+    else CIFAR-10's 50,000 training images, else ``all``; None when the reference is a given batch."""
+    data = (evaluation or {}).get("reference_data")
+    if not isinstance(data, dict):
+        return None
+    if data.get("limit"):
+        return int(data["limit"])
+    return 50_000 if data.get("dataset") == "cifar10" else "all"
+
+
 def protocol_of(
     sample: Any,
     metrics: list[str] | tuple[str, ...] | None = None,
@@ -125,7 +157,9 @@ def protocol_of(
 ) -> dict[str, Any]:
     """The protocol a recipe's ``sample:`` section (a SampleSection or its dict) and evaluation metrics produce
     for zoo model ``model`` (its family decides the Heun's NFE); ``evaluation``: the ``eval:`` mapping."""
-    s = sample if isinstance(sample, dict) else {k: getattr(sample, k) for k in ("sampler", "steps", "num")}
+    from mixflow_bench.samplers import SAMPLERS
+
+    s = sample if isinstance(sample, dict) else {k: getattr(sample, k) for k in ("sampler", "steps", "num", "quantize")}
     g = sample["guidance"] if isinstance(sample, dict) else sample.guidance
     g = g if isinstance(g, dict) else {k: getattr(g, k) for k in ("kind", "scale", "channels", "interval")}
     kind = g.get("kind", "none")
@@ -139,17 +173,31 @@ def protocol_of(
         out["interval"] = list(g["interval"]) if g.get("interval") is not None else "none"
     out["num_samples"] = int(s["num"])
     out["evaluator"] = evaluator_of(list(metrics), evaluation) if metrics is not None else UNKNOWN
+    if s["sampler"] in GM_SDE_SAMPLERS:
+        out["spectral"] = False  # x0 is drawn per pixel; spectral sampling is not implemented
+    implementation = getattr(SAMPLERS.get(s["sampler"]), "implementation", None)
+    if implementation:
+        out["implementation"] = implementation
+    if s.get("quantize") in QUANTIZE:
+        out["quantize"] = s["quantize"]
+    size = reference_size_of(evaluation)
+    if size is not None:
+        out["reference_size"] = size
     return out
 
 
-def study_protocol(study: Any, metric_keys: Any) -> dict[str, Any]:
-    """The protocol of a small CPU study (``study:`` section, a StudySection or its dict): Euler at each of its
-    evaluation step counts, unguided, its evaluation sample count; the evaluator names the metrics (``fd@8`` ...)."""
+def study_protocol(study: Any, metric_keys: Any, sampler: str = "euler") -> dict[str, Any]:
+    """The protocol of a small CPU study (``study:`` section, a StudySection or its dict): ``sampler`` (a registered
+    name: Euler, or the GM solver of a GMFlow study row) at each of its evaluation step counts (one network
+    evaluation per step), unguided, its evaluation sample count; the evaluator names the metrics (``fd@8`` ...)."""
     get = study.get if isinstance(study, dict) else lambda k: getattr(study, k)
     steps = list(get("eval_steps"))
     names = sorted({str(k).split("@")[0] for k in metric_keys if not str(k).endswith("_std")})
-    return {"sampler": "euler", "steps": steps, "nfe": steps, "guidance": "none",
-            "num_samples": int(get("num_eval_samples")), "evaluator": "+".join(names) or UNKNOWN}  # fmt: skip
+    out = {"sampler": sampler, "steps": steps, "nfe": steps, "guidance": "none",
+           "num_samples": int(get("num_eval_samples")), "evaluator": "+".join(names) or UNKNOWN}  # fmt: skip
+    if sampler in GM_SDE_SAMPLERS:
+        out["spectral"] = False
+    return out
 
 
 def record_protocol(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -186,6 +234,7 @@ def compare(produced: dict[str, Any] | None, reported: dict[str, Any]) -> tuple[
     produced = produced or {}
     differs, unstated = [], []
     fields = [f for f in FIELDS if reported.get("guidance") != "none" or f not in GUIDED_FIELDS]
+    fields += [f for f in OPTIONAL_FIELDS if f in reported]
     for f in fields:
         r = reported.get(f, UNKNOWN)
         if r == UNKNOWN:
@@ -198,6 +247,8 @@ def compare(produced: dict[str, Any] | None, reported: dict[str, Any]) -> tuple[
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):

@@ -36,6 +36,8 @@ class Sampler:
     per image, None where the sampler is adaptive; ``assumed_nfe(steps)`` is what a cost plan assumes for an
     adaptive one. ``output`` is the model output it integrates, ``conventions`` the time conventions
     (:class:`~mixflow_bench.flow.conventions.TimeConvention` values) it runs in, ``guidance`` the guidance kinds.
+    ``implementation`` names the ODE routine of an adaptive sampler (``torchdiffeq-dopri5``, ``scipy-rk45``): two
+    routines of the same order control the step size differently, so results record which one ran.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Sampler:
     conventions: tuple[str, ...] = BOTH_CONVENTIONS
     guidance: tuple[str, ...] = VELOCITY_GUIDANCE
     assumed_nfe: Callable[[int], int] | None = None
+    implementation: str | None = None  # adaptive samplers: the library routine (a result protocol field)
 
     def function(self) -> Callable[..., Any]:
         """The sampling function (imported on first use when given as a path)."""
@@ -123,14 +126,18 @@ _BUILTIN = (
     Sampler("euler", f"{_RUN}:euler", _steps, "explicit Euler on the uniform grid"),
     Sampler("heun", f"{_RUN}:heun", _heun_nfe, "the Heun of the model's family (REPA's ends on an Euler step)"),
     Sampler("dopri5", f"{_RUN}:dopri5", _adaptive, "adaptive Dormand-Prince 5(4), torchdiffeq defaults of SiT",
-            assumed_nfe=lambda steps: 2 * steps),  # fmt: skip
+            assumed_nfe=lambda steps: 2 * steps, implementation="torchdiffeq-dopri5"),  # fmt: skip
     Sampler("rae-euler", f"{_RUN}:rae_euler", lambda steps, family: steps - 1,
             "Euler on RAE's shifted grid of `steps` points", conventions=("data_at_0",)),  # fmt: skip
     # the κ-FC mixed-source paper's solvers (its "5 NFE" is manual-heun with 3 steps; rk45 at 1e-5 tolerances)
     Sampler("manual-heun", f"{_RUN}:manual_heun", lambda steps, family: 2 * steps - 1,
             "Heun whose last step is Euler (2N - 1 NFE)", conventions=("data_at_1",)),  # fmt: skip
-    Sampler("rk45", f"{_RUN}:rk45", _adaptive, "adaptive Dormand-Prince 5(4) at rtol = atol = 1e-5",
-            assumed_nfe=lambda steps: 125),  # the κ-FC paper's mean NFE on CIFAR-10 is 124.7  # fmt: skip
+    Sampler("rk45", f"{_RUN}:rk45", _adaptive, "adaptive Dormand-Prince 5(4) at rtol = atol = 1e-5 (torchdiffeq)",
+            assumed_nfe=lambda steps: 125, implementation="torchdiffeq-dopri5"),  # fmt: skip
+    # the paper's measured CIFAR-10 RK45 row: scipy's RK45 (test.use_scipy=true), mean NFE 124.7
+    Sampler("rk45-scipy", f"{_RUN}:rk45_scipy", _adaptive,
+            "scipy's RK45 at rtol = atol = 1e-5, one step size for the whole batch (the κ-FC paper's RK45 row)",
+            conventions=("data_at_1",), assumed_nfe=lambda steps: 125, implementation="scipy-rk45"),  # fmt: skip
     # GMFlow's solvers: the network outputs a Gaussian mixture (DATA_AT_0 time)
     *(
         Sampler(name, _GM, _steps, text, output="gm", conventions=("data_at_0",), guidance=GM_GUIDANCE)

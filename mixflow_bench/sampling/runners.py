@@ -86,3 +86,13 @@ def rk45(spec: Any, velocity: VelocityFn, noise: Tensor, cfg: SampleSection, ste
     """The κ-FC paper's adaptive Dormand-Prince 5(4) at rtol = atol = 1e-5."""
     conv = TimeConvention(spec.convention)
     return core.dopri5(velocity, noise, conv.noise_time, conv.data_time, atol=1e-5, rtol=1e-5).sample
+
+
+def rk45_scipy(
+    spec: Any, velocity: VelocityFn, noise: Tensor, cfg: SampleSection, step_noise: StepNoise = None
+) -> Tensor:
+    """scipy's RK45 at rtol = atol = 1e-5 over the whole batch, the κ-FC paper's measured RK45 row."""
+    from mixflow_bench.flow.counted_solvers import rk45_scipy as solve
+
+    conv = TimeConvention(spec.convention)
+    return solve(velocity, noise, conv.noise_time, conv.data_time).sample

@@ -24,6 +24,7 @@ from mixflow_bench.atomic import atomic_write_text
 from mixflow_bench.flow.gmflow import SOLVERS, GMFlowObjective, GMFlowToyMLP, default_substeps, gmflow_grid
 from mixflow_bench.flow.samplers import euler
 from mixflow_bench.recipes.schema import Recipe
+from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import DEFAULT_RESULTS_DIR, make_record, save_record, write_json_atomic
 from mixflow_bench.toy.checkerboard import checkerboard_metrics, histogram_grid, sample_checkerboard
 from mixflow_bench.toy.report import summary_metrics
@@ -87,7 +88,7 @@ def run_gmflow_study(
     names = method_names(study.components, study.solvers)
     per_seed: dict[str, dict] = {}
     panels: dict[str, dict[str, np.ndarray]] = {}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     num_train = (recipe.data.num_train if recipe.data else None) or 65_536
     with console.status(f"[bold]{recipe.name}[/bold]") as status:
         for seed in seeds:
@@ -135,6 +136,7 @@ def run_gmflow_study(
             sample_checkerboard(study.num_eval_samples, torch.Generator().manual_seed(3_000)), reference
         ),
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
         "threads": torch.get_num_threads(),
     }
     write_json_atomic(out_dir / "study.json", result)
@@ -157,6 +159,7 @@ def run_gmflow_study(
             seeds=seeds,
             num_samples=study.num_eval_samples,
             recipe=recipe.to_dict(),
+            protocol=study_protocol(study, metrics, solver_of(name)),
             note="small CPU reproduction of the GMFlow checkerboard; metrics at each NFE, mean and std over seeds",
         )
         save_record(record, results_dir)
@@ -169,12 +172,18 @@ def run_gmflow_study(
     return result
 
 
+def solver_of(name: str) -> str:
+    """The registered sampler of a study row (``fm-euler`` -> ``euler``, ``GM-SDE 2, K=8`` -> ``gm-sde2``)."""
+    if name == BASELINE:
+        return "euler"
+    label = name.split(", K=")[0]
+    return next(s for s, v in SOLVER_LABELS.items() if v == label)
+
+
 def _resolve(name: str, models: dict[str, GMFlowToyMLP]) -> tuple[GMFlowToyMLP, str]:
     if name == BASELINE:
         return models["baseline"], "euler"
-    label, k = name.split(", K=")
-    solver = next(s for s, v in SOLVER_LABELS.items() if v == label)
-    return models[f"k{k}"], solver
+    return models[f"k{name.split(', K=')[1]}"], solver_of(name)
 
 
 def _summarize(per_seed: dict, names: list[str], steps: list[int]) -> dict:
@@ -204,8 +213,9 @@ def markdown_table(result: dict) -> str:
         "",
         f"Seeds {result['seeds']}; {result['num_eval_samples']} samples per cell from the same noise; "
         f"{result['train_steps']} training steps at batch {result['batch_size']} per model; "
-        f"model {result['model']}; transition ratio {result['trans_ratio']}; wall time {result['seconds']:.0f} s on "
-        f"{result['threads']} threads. Fresh data scored against the same reference: "
+        f"model {result['model']}; transition ratio {result['trans_ratio']}; wall time {result['seconds']:.0f} s"
+        + (f" ({result['cpu_seconds']:.0f} s CPU)" if "cpu_seconds" in result else "")
+        + f" on {result['threads']} threads. Fresh data scored against the same reference: "
         + ", ".join(f"{k} {v:.3f}" for k, v in result["data_reference"].items())
         + ".",
         "",
