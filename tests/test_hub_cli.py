@@ -71,9 +71,9 @@ def test_offline_missing_names_the_command(served):
     assert "mixflow-bench download adm-ref-imagenet256" in result.output
 
 
-def test_unknown_name_and_empty_call_are_usage_errors(served):
+def test_unknown_name_is_a_user_error_and_an_empty_call_a_usage_error(served):
     result = CliRunner().invoke(cli, ["download", "sit-xl-2-257"])
-    assert result.exit_code == 2 and "unknown artifact(s) sit-xl-2-257" in result.output
+    assert result.exit_code == 1 and "unknown artifact 'sit-xl-2-257'; did you mean sit-xl-2-256" in result.output
     assert CliRunner().invoke(cli, ["download"]).exit_code == 2
 
 

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mixflow_bench.errors import UserError
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.toy.model import ToyVelocityMLP
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A toy checkpoint that cannot be loaded; the message names the file."""
 
 

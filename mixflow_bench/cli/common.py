@@ -1,14 +1,30 @@
-"""Helpers shared by the CLI commands: the rich console, the 'not available yet' refusal, registry choices."""
+"""Helpers shared by the CLI commands: the rich console, output-folder checks, the 'not available yet' refusal,
+registry choices."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import click
 from rich.console import Console
 
+from mixflow_bench.errors import UserError
+
 console = Console()
 err_console = Console(stderr=True)
+
+
+def writable_dir(path: Path, option: str = "--run-dir") -> Path:
+    """``path`` created (with its parents) and writable, or a :class:`UserError` naming ``option`` and why."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: not writable")
+    return path
 
 
 def not_available(what: str) -> None:

@@ -108,12 +108,11 @@ def command(
         chosen += artifact_names()
     if not chosen:
         raise click.UsageError("name one or more artifacts, or use --recipe R, --all or --list")
-    known = set(artifact_names())
-    unknown = [n for n in chosen if n not in known]
-    if unknown:
-        raise click.UsageError(
-            f"unknown artifact(s) {', '.join(unknown)}; see `mixflow-bench download --list`"
-        )
+    unknown = [n for n in chosen if n not in artifact_names()]
+    if unknown:  # a name mistake (exit 1, with the closest names), as everywhere else
+        from mixflow_bench.errors import UnknownNameError
+
+        raise UnknownNameError("artifact", unknown[0], artifact_names())
     chosen = list(dict.fromkeys(chosen))
 
     table = Table(title="Fetched artifacts")

@@ -37,14 +37,16 @@ class LazyGroup(click.Group):
         return module.command
 
     def invoke(self, ctx: click.Context):
-        """Artifacts that cannot be fetched end every command with one clear line (what, URL, what to do)."""
+        """Ordinary mistakes (:class:`~mixflow_bench.errors.UserError`) and artifacts that cannot be fetched end
+        every command with one clear line and exit status 1, no traceback (see mixflow_bench/errors.py)."""
+        from mixflow_bench.errors import UserError, one_line
         from mixflow_bench.hub.fetch import OfflineError
         from mixflow_bench.hub.http import DownloadError
 
         try:
             return super().invoke(ctx)
-        except (DownloadError, OfflineError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        except (UserError, DownloadError, OfflineError) as exc:
+            raise click.ClickException(one_line(str(exc))) from exc
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,8 +6,18 @@ from pathlib import Path
 
 import click
 
-from mixflow_bench.cli.common import console
+from mixflow_bench.cli.common import console, writable_dir
 from mixflow_bench.launch.options import launch_options, pop_launch_options
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; a usage error naming what is not an integer."""
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--seeds") from None
 
 
 @click.command(name="reproduce")
@@ -16,7 +26,8 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 @click.option("--stage", default=None, help="run only this stage")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="default: runs/<recipe>")
 @click.option("--gamma", "gammas", type=float, multiple=True, help="small studies: MixFlow gamma sweep (repeatable)")
-@click.option("--seeds", default=None, help="small studies: comma-separated seeds (default: the recipe's)")
+@click.option("--seeds", default=None, callback=lambda ctx, param, value: parse_seeds(value),
+              help="small studies: comma-separated seeds (default: the recipe's)")
 @click.option("--fast", is_flag=True, help="sample on the fast path (bf16 autocast + torch.compile)")
 @click.option("--fp8", is_flag=True, help="sample on the fast path with FP8 linears (sample.precision=fp8; opt-in, "
               "CUDA compute capability 8.9+); implies --fast")  # fmt: skip
@@ -70,7 +81,7 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, in
 
         from mixflow_bench.toy.study import run_study
 
-        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+        seed_list = seeds
         if show_plan:  # a small study is one CPU stage: say what it trains instead of running it
             for r in studies:
                 st = r.study
@@ -86,7 +97,7 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, in
             return
         wall, cpu = time.perf_counter(), time.process_time()
         for r in studies:
-            out = (run_dir / r.name) if run_dir else Path("runs") / r.name
+            out = writable_dir((run_dir / r.name) if run_dir else Path("runs") / r.name)
             if r.study.kind == "gmflow":
                 from mixflow_bench.toy.gmflow_study import run_gmflow_study
 
@@ -116,13 +127,13 @@ def _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds) -> None:
         raise click.UsageError("--fast applies to full pipelines; small studies run on the CPU")
     if any(r.mixed_source is None for r in loaded):
         raise click.UsageError("run mixed-source studies and other recipes in separate calls")
-    seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    seed_list = seeds
     for r in loaded:
         if show_plan:
             n = len(variants_of(r)) * len(seed_list or r.mixed_source.seeds)
             console.print(f"{r.name}: {n} CPU training runs of {r.mixed_source.steps} steps (no GPU-hours)")
             continue
-        out = (run_dir / r.name) if run_dir else Path("runs") / r.name
+        out = writable_dir((run_dir / r.name) if run_dir else Path("runs") / r.name)
         try:
             run_mixed_source_study(r, out, seeds=seed_list, console=console)
         except MixedSourceError as e:
@@ -156,8 +167,14 @@ def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None
 
 def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bool = False) -> None:
     from mixflow_bench.launch import get_launcher
-    from mixflow_bench.pipeline.reproduce import data_row, default_run_dir, plan, plan_table, reproduce
-    from mixflow_bench.recipes.loader import load_recipe
+    from mixflow_bench.pipeline.reproduce import (
+        data_row,
+        default_run_dir,
+        load_pipeline_recipe,
+        plan,
+        plan_table,
+        reproduce,
+    )
 
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
     if show_plan:
@@ -166,8 +183,8 @@ def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bo
         for note in r.notes:
             console.print(f"[dim]note:[/] {note}")
         return
-    r = load_recipe(recipe, ov)
-    run_dir = run_dir or default_run_dir(r.name)
+    r = load_pipeline_recipe(recipe, ov)
+    run_dir = writable_dir(run_dir or default_run_dir(r.name))
     launcher = get_launcher(launcher_name, run_dir=run_dir, slurm_section=r.slurm, slurm_overrides=slurm, nproc=nproc)
     try:
         outcome = reproduce(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mixflow_bench.cli.common import RegistryChoice, console
+from mixflow_bench.cli.common import RegistryChoice, console, writable_dir
 from mixflow_bench.launch.options import launch_options, pop_launch_options
 from mixflow_bench.samplers import guidance_kinds, sampler_names
 
@@ -142,6 +142,7 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
     if out.suffix not in (".npz", ".png"):
         raise click.UsageError(f"--out must end in .npz or .png, got {out}")
     npz = out if out.suffix == ".npz" else out.with_suffix(".npz")
+    writable_dir(npz.parent.absolute(), "--out")
     task = Task("sample", {"model": model, "sample": sample, "out": str(npz), "random_init": random_init},
                 name=f"sample-{name}")  # fmt: skip
     from mixflow_bench.launch.tasks import LaunchError

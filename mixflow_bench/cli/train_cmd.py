@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mixflow_bench.cli.common import console
+from mixflow_bench.cli.common import console, writable_dir
 from mixflow_bench.launch.options import launch_options, pop_launch_options
 
 
@@ -27,7 +27,7 @@ def command(recipe, overrides, run_dir, **kwargs) -> None:
     r = load_recipe(recipe, ov)
     if r.train is None:
         raise click.ClickException(f"recipe {r.name} has no train: section")
-    run_dir = run_dir or default_run_dir(r.name)
+    run_dir = writable_dir(run_dir or default_run_dir(r.name))
     from mixflow_bench.launch.tasks import LaunchError
 
     try:

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from mixflow_bench.errors import UserError
+
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 FOLDER = "cifar-10-batches-py"
 SIDE = 32
 NUM_TRAIN = 50_000
 
 
-class CifarArchiveError(ValueError):
+class CifarArchiveError(UserError, ValueError):
     """The file is not the CIFAR-10 python archive (or is damaged)."""
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mixflow_bench.errors import UserError
+
 
 def encoder_weights_fingerprint(codec: Any) -> str:
     """sha256 over the encoding half of a codec's weights (every state-dict entry but ``decoder.*``).
@@ -36,7 +38,7 @@ def encoder_weights_record(codec: Any, random_init: bool) -> dict[str, Any]:
     return {"random_init": bool(random_init), "sha256": "" if random_init else encoder_weights_fingerprint(codec)}
 
 
-class CacheMismatchError(ValueError):
+class CacheMismatchError(UserError, ValueError):
     """A latent cache that the recipe must not train on."""
 
 

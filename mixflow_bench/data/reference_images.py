@@ -28,6 +28,7 @@ import numpy as np
 
 from mixflow_bench.data.cifar_archive import read_cifar10_train
 from mixflow_bench.data.sources import open_folder
+from mixflow_bench.errors import UserError
 from mixflow_bench.metrics.npz_stream import NpzFormatError
 from mixflow_bench.metrics.pack import write_image_stream
 
@@ -106,7 +107,7 @@ def folder_reference(
     return write_images(out, images, len(files), resolution, progress), len(files)
 
 
-class ReferenceMissingError(ValueError):
+class ReferenceMissingError(UserError, ValueError):
     """A recipe's reference npz does not exist and cannot be built without the user's data."""
 
 

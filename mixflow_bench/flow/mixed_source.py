@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from mixflow_bench.errors import UserError
 from mixflow_bench.flow.conventions import TimeConvention
 
 CONVENTION = TimeConvention.DATA_AT_1
@@ -38,7 +39,7 @@ SourceMixture = Literal["parameters", "random-variable"]
 SOURCE_MIXTURES: tuple[str, ...] = ("parameters", "random-variable")
 
 
-class MixedSourceError(ValueError):
+class MixedSourceError(UserError, ValueError):
     """A setting of the mixed-source method that cannot be used (one line, no traceback at the CLI)."""
 
 

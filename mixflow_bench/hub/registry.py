@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mixflow_bench.errors import UnknownNameError
+
 Kind = Literal["checkpoint", "reference-batch", "weights", "stats", "dataset"]
 KINDS: tuple[str, ...] = ("checkpoint", "reference-batch", "weights", "stats", "dataset")
 OVERRIDES_ENV = "MIXFLOW_BENCH_REGISTRY_OVERRIDES"
@@ -361,7 +363,7 @@ def get_artifact(name: str) -> Artifact:
     """The registry entry called ``name``; a clear error listing the known names otherwise."""
     table = registry()
     if name not in table:
-        raise KeyError(f"unknown artifact {name!r}; known artifacts: {', '.join(sorted(table))}")
+        raise UnknownNameError("artifact", name, sorted(table))
     return table[name]
 
 

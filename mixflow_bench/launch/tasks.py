@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixflow_bench.errors import UserError
 
-class LaunchError(RuntimeError):
+
+class LaunchError(UserError, RuntimeError):
     """A launched task that did not finish (failed, cancelled, timed out, or lost); the message names the job
     and its log."""
 

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mixflow_bench.errors import SettingError
 from mixflow_bench.launch.tasks import LaunchError, Task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ class TorchrunLauncher:
 
             nproc = max(torch.cuda.device_count(), 1)
         if nproc < 1:
-            raise ValueError(f"nproc must be at least 1, got {nproc}")
+            raise SettingError(f"--nproc must be at least 1, got {nproc}")
         self.nproc = nproc
         self.work_dir = Path(work_dir) if work_dir else None
 

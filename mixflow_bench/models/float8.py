@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mixflow_bench.errors import UserError
+
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
 AMAX_FLOOR = 1e-12
@@ -37,7 +39,7 @@ MIN_FEATURES = 256
 SKIPPED_PARENTS = ("embedder", "embedding")
 
 
-class Float8UnsupportedError(ValueError):
+class Float8UnsupportedError(UserError, ValueError):
     """FP8 sampling was asked for on a device (or a model) that cannot run it."""
 
 

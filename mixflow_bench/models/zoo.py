@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mixflow_bench.errors import UnknownNameError
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.models.base import ModelSpec
 from mixflow_bench.models.rae_dit import dit_dh
@@ -141,7 +142,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return ZOO[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(ZOO)}") from None
+        raise UnknownNameError("model", name, ZOO) from None
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -8,16 +8,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mixflow_bench.errors import SettingError, UnknownNameError, UserError, close_names
 from mixflow_bench.pipeline.estimate import ASSUMPTIONS
 from mixflow_bench.pipeline.manifest import ManifestStore
 from mixflow_bench.pipeline.stages import STAGE_ORDER, Stage, build_stages, remove_stale
 from mixflow_bench.recipes.loader import load_recipe
 from mixflow_bench.recipes.schema import Recipe
+from mixflow_bench.recipes.validate import RecipeError
 
 STATUS_STYLE = {"done": "green", "missing": "yellow", "changed": "magenta", "extend": "cyan", "blocked": "dim"}
 
 
-class DestructiveChangeError(ValueError):
+class DestructiveChangeError(UserError, ValueError):
     """Rerunning a stage would delete finished work, and ``force`` was not given."""
 
 
@@ -25,9 +27,22 @@ def default_run_dir(recipe_name: str) -> Path:
     return Path("runs") / recipe_name
 
 
+def load_pipeline_recipe(recipe_ref: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe of a full pipeline, its model name checked against the model registry (a clear error early,
+    before any stage runs)."""
+    from mixflow_bench.sampling.models import get_spec
+
+    recipe = load_recipe(recipe_ref, overrides)
+    try:
+        get_spec(recipe.model.name)
+    except UnknownNameError as exc:
+        raise RecipeError(recipe.source or recipe_ref, "model.name", str(exc)) from None
+    return recipe
+
+
 def plan(recipe_ref: str, overrides: dict[str, Any] | None = None, run_dir: Path | None = None):
     """(recipe, run_dir, [(stage, status)]) without running anything."""
-    recipe = load_recipe(recipe_ref, overrides)
+    recipe = load_pipeline_recipe(recipe_ref, overrides)
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe.name)
     store = ManifestStore(run_dir)
     stages = build_stages(recipe, run_dir, recipe_ref, overrides or {})
@@ -123,12 +138,13 @@ def reproduce(
         from mixflow_bench.launch.local import LocalLauncher
 
         launcher = LocalLauncher()
-    recipe = load_recipe(recipe_ref, overrides)
+    recipe = load_pipeline_recipe(recipe_ref, overrides)
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe.name)
     store = ManifestStore(run_dir)
     names = [s.name for s in build_stages(recipe, run_dir, recipe_ref, overrides or {})]
     if only_stage is not None and only_stage not in names:
-        raise ValueError(f"recipe {recipe.name} has no stage {only_stage!r} (stages: {', '.join(names)})")
+        hint = close_names(only_stage, names)
+        raise SettingError(f"recipe {recipe.name} has no stage {only_stage!r}{hint} (stages: {', '.join(names)})")
     outcome: dict[str, str] = {}
     for name in names:
         if only_stage is not None and name != only_stage:

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from mixflow_bench.errors import SettingError, close_names, one_line
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.recipes.validate import RecipeError, build_dataclass
 
@@ -38,8 +39,11 @@ def find_recipe(name_or_path: str | Path) -> Path:
             candidate = d / f"{name_or_path}{suffix}"
             if candidate.exists():
                 return candidate
-    known = ", ".join(list_recipes()) or "none"
-    raise RecipeError(str(name_or_path), "", f"no such recipe (known recipes: {known})")
+    if path.suffix in (".yaml", ".yml"):
+        raise RecipeError(str(name_or_path), "", "no such recipe file")
+    known = list_recipes()
+    hint = close_names(str(name_or_path), known)
+    raise RecipeError(str(name_or_path), "", f"no such recipe{hint} (known recipes: {', '.join(known) or 'none'})")
 
 
 def list_recipes() -> list[str]:
@@ -124,12 +128,17 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
 def parse_override(text: str) -> dict[str, Any]:
     """``train.objective.gamma=0.5`` -> ``{"train": {"objective": {"gamma": 0.5}}}`` (value parsed as YAML)."""
     if "=" not in text:
-        raise ValueError(f"an override is KEY.PATH=VALUE, got {text!r}")
+        raise SettingError(f"an override is KEY.PATH=VALUE, got {text!r}")
     key, value = text.split("=", 1)
+    if not all(key.strip().split(".")):
+        raise SettingError(f"override {text!r}: empty key in {key!r}")
     out: dict[str, Any] = {}
     node = out
     parts = key.strip().split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise SettingError(f"override {text!r}: the value is not valid YAML ({one_line(str(exc))})") from None
     return out

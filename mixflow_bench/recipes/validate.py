@@ -12,8 +12,10 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
+from mixflow_bench.errors import UserError
 
-class RecipeError(ValueError):
+
+class RecipeError(UserError, ValueError):
     """A recipe that cannot be used, with the file and the key path that are wrong."""
 
     def __init__(self, source: str, key_path: str, message: str):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mixflow_bench.errors import UserError
 from mixflow_bench.results.protocol import check_protocol
 
 SCHEMA = "mixflow-bench/reported/v1"
@@ -35,7 +36,7 @@ PROVENANCE_REQUIRED = ("paper", "arxiv", "where", "setting", "sampler", "source"
 SOURCES = ("primary", "secondary")
 
 
-class ReportedError(ValueError):
+class ReportedError(UserError, ValueError):
     """A reported-numbers file or entry that does not validate; the message names the file and the entry."""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixflow_bench.errors import UserError
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.models.base import ModelSpec
 
@@ -40,8 +41,20 @@ def get_spec(name: str, **overrides: Any) -> ModelSpec:
     return zoo_spec(name)
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+
+
+def check_checkpoint(source: str | Path) -> None:
+    """A ``--checkpoint`` that names a file (a weights suffix or a folder in it) which does not exist is a
+    :class:`~mixflow_bench.errors.UserError` saying so; other names are artifact names, checked on fetching."""
+    path = Path(source)
+    if not path.exists() and (path.suffix in WEIGHT_SUFFIXES or len(path.parts) > 1):
+        raise UserError(f"checkpoint {source}: no such file (nor an artifact name; see mixflow-bench download --list)")
+
+
 def load_state_dict(source: str | Path) -> dict[str, Any]:
     """A raw state dict from a file (or a hub artifact name); unwraps ``{"ema": ...}`` checkpoints."""
+    check_checkpoint(source)
     path = Path(source)
     if path.exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -78,6 +91,7 @@ def resolve_model(
     if random_init:
         return spec, zoo.build_model(name, pretrained=False, **overrides)
     if checkpoint is not None:
+        check_checkpoint(checkpoint)
         weights = Path(checkpoint)
         if not weights.exists():
             from mixflow_bench.hub import fetch

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from mixflow_bench.atomic import atomic_write_text
+from mixflow_bench.errors import UserError
 from mixflow_bench.progress import image_progress
 from mixflow_bench.sampling.npz import write_npz, write_npz_stream
 from mixflow_bench.sampling.quantize import quantize_tensor
@@ -67,7 +68,7 @@ class _HostCopy:
         return self.images.numpy()
 
 
-class ShardSettingsError(ValueError):
+class ShardSettingsError(UserError, ValueError):
     """The shard directory holds samples made with other settings."""
 
 

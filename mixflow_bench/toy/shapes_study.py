@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from mixflow_bench.data.shapes import SHAPE_CLASSES, generate_shapes, to_model_space, to_uint8
+from mixflow_bench.errors import UserError
 from mixflow_bench.flow import FlowMatching, Path, TimeConvention, euler, euler_maruyama, mixflow, uniform_grid
 
 CONVENTION = TimeConvention.DATA_AT_1
@@ -85,7 +86,7 @@ BASE_KEYS = ("model", "model_overrides", "image_size", "num_train", "data_seed",
              "warmup_steps", "grad_clip", "base_ema", "bf16")  # fmt: skip
 
 
-class BaseCheckpointError(ValueError):
+class BaseCheckpointError(UserError, ValueError):
     """A base checkpoint that does not belong to this configuration."""
 
 
