@@ -139,12 +139,14 @@ EXPLANATION = (
 def shapes_sentences(result: dict[str, Any]) -> list[str]:
     """Facts about the GPU shapes study run."""
     cfg = result["config"]
+    seeds = result.get("seeds") or [cfg["seed"]]
+    controls = ", ".join(c for c in ("fm-control", "fm-beta") if c in result.get("fid", {})) or "FM control"
     out = [
         f"Run on {result['device']} (torch {result['torch']}): {cfg['model']} "
         f"({result['num_params'] / 1e6:.1f}M parameters), base {result['base_steps']} steps, then "
-        f"{result['post_steps']} steps of each post-training (FM control; MixFlow γ = "
-        f"{', '.join(str(g) for g in cfg['gammas'])}), batch {cfg['batch_size']}; {result['wall_s']:.0f} s wall "
-        f"on the GPU. {result['protocol']}."
+        f"{result['post_steps']} steps of each post-training ({controls}; MixFlow γ = "
+        f"{', '.join(str(g) for g in cfg['gammas'])}), batch {cfg['batch_size']}, {len(seeds)} seed"
+        f"{'s' if len(seeds) != 1 else ''}; {result['wall_s']:.0f} s wall on the GPU. {result['protocol']}."
     ]
     fid = result.get("fid", {})
     if fid:
@@ -164,8 +166,12 @@ def shapes_sentences(result: dict[str, Any]) -> list[str]:
                 text.append(f"{kind} NFE {', '.join(n for n, _ in rows)}: {span}")
             return "; ".join(text)
 
+        paired = result.get("fid_paired") or {}
         for name, d in fid.items():
-            if name.startswith("mixflow") and control:
+            if name.startswith("mixflow") and paired.get(name):
+                for ctl, cells in paired[name].items():
+                    out.append(f"{name} − {ctl} FID, mean over seeds [95% t interval]: {_paired_cells(cells)}.")
+            elif name.startswith("mixflow") and control:
                 out.append(f"{name} − FM control FID: {spans(d, control)}.")
         baseline = fid.get("baseline", {})
         if control and baseline:
@@ -189,9 +195,27 @@ def shapes_sentences(result: dict[str, Any]) -> list[str]:
             f"Slow-Flow, mean nearest ground-truth time at t = {t[i]:.1f} ({slow['null']['num']} samples, "
             f"{slow['steps']} Euler steps): null {slow['null']['mean'][i]:.3f}; {means}."
         )
+    precision = result.get("precision") or {}
+    for name, row in precision.get("models", {}).items():
+        cells = [
+            f"{path} FID {c['fid_minus_exact']:+.3f} vs exact, final-state relative L2 {c['final_rel_l2']:.2e}"
+            for path, c in row.items()
+            if "fid_minus_exact" in c
+        ]
+        if cells:
+            out.append(f"Sampling paths, {name}, Euler NFE {precision['nfe']} from the same noise: {'; '.join(cells)}.")
     if result.get("skipped_for_time"):
         out.append(f"Skipped at the run's deadline: {', '.join(result['skipped_for_time'])}.")
     return out
+
+
+def _paired_cells(cells: dict[str, dict]) -> str:
+    """``ode-10 +1.20 [-0.30, +2.70] (3 seeds); ...``: one sampler per cell, the interval when there is one."""
+    parts = []
+    for col, c in cells.items():
+        ci = f" [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c.get("ci95") else ""
+        parts.append(f"{col} {c['mean']:+.2f}{ci} ({c['n']} seed{'s' if c['n'] != 1 else ''})")
+    return "; ".join(parts)
 
 
 def study_report_markdown(results_root: Path) -> str:

