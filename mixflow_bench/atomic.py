@@ -31,28 +31,28 @@ def default_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-@contextlib.contextmanager
-def atomic_path(
-    path: str | os.PathLike[str], *, suffix: str = ".tmp", mode: int | None = None, durable: bool = False
-) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write; moved onto ``path`` when the block ends, removed on error.
+def temporary_beside(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
+    """A new empty file ``.<name>.*<suffix>`` in ``path``'s directory (created if missing), to be written and then
+    moved onto ``path`` with :func:`move_into_place`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def move_into_place(
+    tmp: str | os.PathLike[str], path: str | os.PathLike[str], *, mode: int | None = None, durable: bool = False
+) -> Path:
+    """Give the finished ``tmp`` its permissions and rename it onto ``path``.
 
     ``mode``: permissions to give the file (default: 0666 less the umask, as ``open`` would; mkstemp alone
     leaves 0600, unreadable to the other users of a shared cache). ``durable``: also sync the directory, so
     that the rename itself survives a power loss where the file system allows.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, default_file_mode() if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    os.chmod(tmp, default_file_mode() if mode is None else mode)
+    os.replace(tmp, path)
     if durable:
         with contextlib.suppress(OSError):
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -60,6 +60,22 @@ def atomic_path(
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, suffix: str = ".tmp", mode: int | None = None, durable: bool = False
+) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; moved onto ``path`` when the block ends, removed on error
+    (``mode``, ``durable``: :func:`move_into_place`)."""
+    tmp = temporary_beside(path, suffix)
+    try:
+        yield tmp
+        move_into_place(tmp, path, mode=mode, durable=durable)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], **options: Any) -> Path:

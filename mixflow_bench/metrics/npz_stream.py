@@ -8,13 +8,14 @@ Only ``.npy`` format 1.0/2.0, C order, uint8 NHWC RGB image arrays are accepted.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+from mixflow_bench.atomic import move_into_place, temporary_beside
 
 IMAGE_KEY = "arr_0"
 
@@ -195,10 +196,7 @@ class NpzImageWriter:
     def __init__(self, path: str | os.PathLike, num_images: int, height: int, width: int) -> None:
         self.path = Path(path)
         self.shape = (num_images, height, width, 3)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temporary_beside(self.path)
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self._f = self._zip.open(f"{IMAGE_KEY}.npy", "w", force_zip64=True)
         header = {
@@ -226,8 +224,7 @@ class NpzImageWriter:
         if self.written != self.shape[0]:
             self._tmp.unlink(missing_ok=True)
             raise NpzFormatError(f"wrote {self.written} images, declared {self.shape[0]}; nothing saved")
-        os.replace(self._tmp, self.path)
-        return self.path
+        return move_into_place(self._tmp, self.path)  # permissions as the umask allows, like any other output
 
     def abort(self) -> None:
         try:

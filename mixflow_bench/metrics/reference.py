@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mixflow_bench.atomic import atomic_write
+from mixflow_bench.hub.cache import hub_home
 from mixflow_bench.metrics.features import extract
 from mixflow_bench.metrics.frechet import GaussianStats
 from mixflow_bench.metrics.inception import POOL_DIM, SPATIAL_DIM, InceptionFeatures
@@ -84,10 +85,10 @@ def inspect_reference(path: str | os.PathLike, *, need_fid: bool, need_sfid: boo
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("MIXFLOW_BENCH_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "mixflow-bench"
-    )
-    return Path(root) / "ref-stats"
+    """Where reference statistics are cached: ``$MIXFLOW_BENCH_HOME/ref-stats`` (``$MIXFLOW_BENCH_CACHE/ref-stats``
+    when that is set, to keep them apart from the downloads)."""
+    override = os.environ.get("MIXFLOW_BENCH_CACHE")
+    return (Path(override).expanduser() if override else hub_home()) / "ref-stats"
 
 
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}

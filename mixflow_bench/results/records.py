@@ -83,7 +83,7 @@ def _slug(text: str) -> str:
 def write_json_atomic(path: Path, data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path`` through a temporary file in the same directory."""
     text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-    return atomic_write_text(path, text, mode=0o644)  # mkstemp creates 0600; results are meant to be shared
+    return atomic_write_text(path, text)
 
 
 def save_record(record: dict[str, Any], results_dir: Path | None = None) -> Path:
