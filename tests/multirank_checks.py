@@ -44,9 +44,9 @@ def cli_overrides(init: Path) -> list[str]:
 
 def overrides(init: Path) -> dict:
     """The overrides dict the CLI makes of :func:`cli_overrides` (so that tasks are the same work)."""
-    from mixflow_bench.cli.sample_cmd import _overrides
+    from mixflow_bench.recipes.loader import parse_overrides
 
-    return _overrides(tuple(cli_overrides(init)))
+    return parse_overrides(cli_overrides(init))
 
 
 def _losses(log: Path) -> dict[int, float]:

@@ -45,12 +45,12 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, in
     a flow-matching post-training control and MixFlow post-training; recipes with a `mixed_source:` section
     (mixed-source-toy2d, mixed-source-digits) the κ-FC mixed-source comparison.
     """
-    from mixflow_bench.cli.sample_cmd import FAST_FP8_SAMPLING, FAST_SAMPLING, _overrides
-    from mixflow_bench.recipes.loader import load_recipe
+    from mixflow_bench.cli.sample_cmd import FAST_FP8_SAMPLING, FAST_SAMPLING
+    from mixflow_bench.recipes.loader import load_recipe, parse_overrides
 
     recipes = [a for a in args if "=" not in a]
     given = tuple(a for a in args if "=" in a)
-    ov = _overrides(given)
+    ov = parse_overrides(given)
     if not recipes:
         raise click.UsageError("name at least one recipe")
     loaded = []
@@ -114,7 +114,7 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, in
         raise click.UsageError("reproduce one full recipe at a time")
     if fast or fp8:  # before the user's own overrides, which win
         switches = FAST_FP8_SAMPLING if fp8 else FAST_SAMPLING
-        ov = _overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in switches.items()) + given)
+        ov = parse_overrides(tuple(f"sample.{k}={str(v).lower()}" for k, v in switches.items()) + given)
     _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs, force)
 
 

@@ -17,15 +17,6 @@ FAST_SAMPLING = {"precision": "bf16", "attention": "sdpa", "compile": True}
 FAST_FP8_SAMPLING = {**FAST_SAMPLING, "precision": "fp8"}
 
 
-def _overrides(items: tuple[str, ...]) -> dict:
-    from mixflow_bench.recipes.loader import _merge, parse_override
-
-    merged: dict = {}
-    for item in items:
-        merged = _merge(merged, parse_override(item))
-    return merged
-
-
 def save_grid(npz: Path, png: Path) -> None:
     import numpy as np
     from PIL import Image
@@ -97,6 +88,7 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
     """
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.launch.tasks import Task
+    from mixflow_bench.recipes.loader import parse_overrides
     from mixflow_bench.recipes.schema import ModelSection, SampleSection
 
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
@@ -108,7 +100,7 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
     if recipe is not None:
         from mixflow_bench.recipes.loader import load_recipe
 
-        r = load_recipe(recipe, _overrides(overrides))
+        r = load_recipe(recipe, parse_overrides(overrides))
         if r.sample is None:
             raise click.UsageError(f"recipe {r.name} has no sample: section")
         model = dataclasses.asdict(r.model)
@@ -121,7 +113,7 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
         from mixflow_bench.sampling.models import get_spec
 
         get_spec(model_name)  # an unknown name fails here, with the valid names
-        raw = merge_defaults(model_name, _overrides(overrides).get("sample", {}))
+        raw = merge_defaults(model_name, parse_overrides(overrides).get("sample", {}))
         raw = {"sampler": "euler", "steps": 50, **raw}  # for models without a family
         sample = dataclasses.asdict(build_dataclass(SampleSection, raw, f"--model {model_name}", "sample"))
         model = dataclasses.asdict(ModelSection(name=model_name, checkpoint=checkpoint))

@@ -17,13 +17,12 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 @launch_options
 def command(recipe, overrides, run_dir, **kwargs) -> None:
     """Train RECIPE's model (its train: section), resuming from the last checkpoint."""
-    from mixflow_bench.cli.sample_cmd import _overrides
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.pipeline.reproduce import default_run_dir, reproduce
-    from mixflow_bench.recipes.loader import load_recipe
+    from mixflow_bench.recipes.loader import load_recipe, parse_overrides
 
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
-    ov = _overrides(overrides)
+    ov = parse_overrides(overrides)
     r = load_recipe(recipe, ov)
     if r.train is None:
         raise click.ClickException(f"recipe {r.name} has no train: section")

@@ -108,9 +108,9 @@ def has_control(recipe: Recipe) -> bool:
 def control_overrides(objective: ObjectiveSection, overrides: dict[str, Any]) -> dict[str, Any]:
     """The overrides that turn the recipe's training into a control's: only the objective is replaced (and the
     time-law control dropped, which belongs to the post-training's objective)."""
-    from mixflow_bench.recipes.loader import _merge
+    from mixflow_bench.merge import deep_merge
 
-    return _merge(overrides, {"train": {"objective": dataclasses.asdict(objective)}, "time_law_control": None})
+    return deep_merge(overrides, {"train": {"objective": dataclasses.asdict(objective)}, "time_law_control": None})
 
 
 def control_training_stage(

@@ -25,6 +25,8 @@ import copy
 import re
 from typing import Any
 
+from mixflow_bench.merge import deep_merge
+
 FAMILIES = ("sit", "repa", "rae")
 
 # zoo name patterns -> family (names as registered in mixflow_bench.models.zoo)
@@ -109,12 +111,10 @@ def merge_defaults(model_name: str | None, sample: dict[str, Any]) -> dict[str, 
     The family's guidance rules join a guidance section that guides (kind other than ``none``); an unguided
     section stays as it is.
     """
-    from mixflow_bench.recipes.loader import _merge
-
-    merged = _merge(sample_defaults(model_name), sample)
+    merged = deep_merge(sample_defaults(model_name), sample)
     guidance = merged.get("guidance")
     if isinstance(guidance, dict) and guidance.get("kind", "none") != "none":
-        merged["guidance"] = _merge(guidance_rules(model_name), guidance)
+        merged["guidance"] = deep_merge(guidance_rules(model_name), guidance)
     return merged
 
 

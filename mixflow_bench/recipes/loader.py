@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mixflow_bench.errors import SettingError, close_names, one_line
+from mixflow_bench.merge import deep_merge
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.recipes.validate import RecipeError, build_dataclass
 
@@ -56,17 +57,6 @@ def list_recipes() -> list[str]:
     return sorted(names)
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge mappings; lists and scalars in ``override`` replace those of ``base``."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def read_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The mapping of a recipe file with its ``extends:`` bases merged in (not yet validated)."""
     path = Path(path)
@@ -100,8 +90,8 @@ def read_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
                 base_path = find_recipe(base)
             except RecipeError:
                 raise RecipeError(str(path), "extends", f"base recipe {base!r} not found") from None
-        merged = _merge(merged, read_raw(base_path, (*_chain, path.resolve())))
-    return _merge(merged, data)
+        merged = deep_merge(merged, read_raw(base_path, (*_chain, path.resolve())))
+    return deep_merge(merged, data)
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -114,7 +104,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     data = read_raw(path)
     data.setdefault("name", path.stem)
     if overrides:
-        data = _merge(data, overrides)
+        data = deep_merge(data, overrides)
     model = data.get("model")
     if isinstance(data.get("sample"), dict) and isinstance(model, dict):
         from mixflow_bench.recipes.families import merge_defaults
@@ -142,3 +132,11 @@ def parse_override(text: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise SettingError(f"override {text!r}: the value is not valid YAML ({one_line(str(exc))})") from None
     return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Several ``KEY.PATH=VALUE`` overrides as one nested mapping; a later one wins where two set the same key."""
+    merged: dict[str, Any] = {}
+    for item in items:
+        merged = deep_merge(merged, parse_override(item))
+    return merged

@@ -224,10 +224,9 @@ class Rehearsal:
         cleanup: bool = False,
     ) -> RehearsalResult:
         """Run one recipe end to end; returns what happened (never raises for a failed step)."""
-        from mixflow_bench.cli.sample_cmd import _overrides
-        from mixflow_bench.recipes.loader import load_recipe
+        from mixflow_bench.recipes.loader import load_recipe, parse_overrides
 
-        recipe = load_recipe(recipe_name, _overrides(tuple(extra_overrides)))
+        recipe = load_recipe(recipe_name, parse_overrides(extra_overrides))
         result = RehearsalResult(recipe_name, launcher + ("" if not fast else " --fast"))
         run_dir = self.workdir / "runs" / f"{recipe_name}-{launcher}{'-fast' if fast else ''}"
         try:
