@@ -13,10 +13,10 @@ import torch
 from test_data_stub_codec import StubCodec, write_image_tree
 
 from mixflow_bench.data import LatentBatches, LatentDataset, PrepareSettings, finalize_manifest, open_source
-from mixflow_bench.data.codec import SD_VAE_SCALE, check_latent_std, latent_scale, model_latent_from_stored
 from mixflow_bench.data.compatibility import CacheMismatchError, cache_problems, check_cache_fits_recipe
 from mixflow_bench.data.loader import flip_choices, noise_seeds
 from mixflow_bench.data.prepare import prepare_shards
+from mixflow_bench.models.latents import SD_VAE_SCALE, check_latent_std, latent_scale, model_latent_from_stored
 from mixflow_bench.pipeline.tasks import _training_batches
 from mixflow_bench.recipes.loader import load_recipe
 

@@ -87,7 +87,7 @@ def test_download_check_accepts_every_released_form(tmp_path, monkeypatch, form)
 
 
 def test_a_file_that_is_no_mixed_source_checkpoint_is_one_error_naming_its_keys(tmp_path):
-    from mixflow_bench.hub.checkpoint import IntegrityError, load_state_dict
+    from mixflow_bench.hub import IntegrityError, load_state_dict
 
     state = _lightning(songunet(TINY).state_dict(), {"conv_in.weight": torch.zeros(1)})
     state["model.head.weight"] = torch.zeros(2)

@@ -7,6 +7,7 @@ import torch
 
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.models.zoo import ZOO, build_model, get_spec, list_models
+from mixflow_bench.sampling.models import resolve_model
 
 torch.set_num_threads(1)
 
@@ -97,7 +98,7 @@ def test_build_model_rejects_mismatched_checkpoint(tmp_path) -> None:
     with pytest.raises(FileNotFoundError):
         build_model("sit-s-8", weights_path=tmp_path / "none.pt")
     with pytest.raises(ValueError, match="no released checkpoint"):
-        build_model("sit-s-8", pretrained=True)
+        resolve_model("sit-s-8")  # the released weights of a model that has none
 
 
 def test_overrides_reach_the_architecture() -> None:

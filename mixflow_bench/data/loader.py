@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from mixflow_bench.data import cache
-from mixflow_bench.data.codec import Codec, latent_scale, model_latent_from_stored
+from mixflow_bench.data.codec import Codec
+from mixflow_bench.models.latents import latent_scale, model_latent_from_stored
 
 _MASK64 = (1 << 64) - 1
 _SALT_FLIP = 0x5F1
@@ -204,7 +205,7 @@ def latents_from_fields(
     """Model-space training latents for a batch; ``seeds`` gives one generator per sample (None: global RNG).
 
     ``codec`` converts stored fields when given; otherwise the named ``encoder``'s rule does
-    (:func:`~mixflow_bench.data.codec.model_latent_from_stored`, scale factor included). One of them is required:
+    (:func:`~mixflow_bench.models.latents.model_latent_from_stored`, scale factor included). One of them is required:
     there is no unscaled fallback.
     """
     if codec is None and encoder is None:

@@ -1,4 +1,4 @@
-"""Loading a state dict safely: never unpickling code, and refusing files that are not what they claim."""
+"""Reading a state dict safely (never unpickling code), and checking that a downloaded file is what it claims."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mixflow_bench.hub.http import IntegrityError
-from mixflow_bench.hub.registry import Artifact, registry
+from mixflow_bench.hub.registry import Artifact
 
 if TYPE_CHECKING:
     import torch
@@ -44,48 +44,38 @@ def sniff_format(path: Path) -> str:
     return "not a checkpoint (unrecognised bytes)"
 
 
-def _resolve(path_or_name: str | Path) -> tuple[Path, str | None]:
-    if isinstance(path_or_name, str) and path_or_name in registry():
-        from mixflow_bench.hub.fetch import fetch
+def _velocity_weights(obj: object, which: str, path: Path) -> dict[str, Tensor]:
+    """The velocity weights of a κ-FC Lightning checkpoint (layout ``lightning-ema``), as an :class:`IntegrityError`
+    when the file holds something else."""
+    from mixflow_bench.models.songunet import CheckpointMismatch, lightning_weights
 
-        return fetch(path_or_name), path_or_name
-    path = Path(path_or_name)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist and is not an artifact name")
-    return path, None
+    try:
+        return lightning_weights(obj, which=which, source=str(path))
+    except CheckpointMismatch as exc:
+        raise IntegrityError(str(exc)) from exc
 
 
-def load_state_dict(
-    path_or_name: str | Path,
+def read_state_dict(
+    path: Path,
     *,
     map_location: str | torch.device = "cpu",
     unwrap: tuple[str, ...] = ("ema",),
-    artifact: str | None = None,
     mmap: bool = False,
-    layout: str | None = None,
+    layout: str = "plain",
     which: str = "ema",
 ) -> dict[str, Tensor]:
-    """Load a flat ``{name: Tensor}`` state dict from an artifact name or a file.
+    """Read a flat ``{name: Tensor}`` state dict from a file, never unpickling code.
 
-    An artifact name is fetched and verified first; ``artifact=`` checks a plain path against that registry
-    entry. Torch files are read with ``torch.load(weights_only=True)``; ``.safetensors`` with safetensors. The
-    first key of ``unwrap`` present in a top-level dict is descended into (training checkpoints keep the EMA
-    weights under ``"ema"``). ``mmap`` maps a zip checkpoint instead of reading it (cheap inspection). Entries
-    whose value is ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped. ``layout`` (default: the artifact's,
-    else ``plain``) ``lightning-ema`` reads a κ-FC Lightning checkpoint and returns the velocity weights that
-    ``which`` names (:func:`lightning_weights`).
+    Torch files are read with ``torch.load(weights_only=True)``; ``.safetensors`` with safetensors. The first key
+    of ``unwrap`` present in a top-level dict is descended into (training checkpoints keep the EMA weights under
+    ``"ema"``). ``mmap`` maps a zip checkpoint instead of reading it (cheap inspection). Entries whose value is
+    ``None`` (e.g. RAE ``stat.pt``'s ``mean``) are dropped. ``layout`` ``lightning-ema`` reads a κ-FC Lightning
+    checkpoint and returns the velocity weights that ``which`` names
+    (:func:`mixflow_bench.models.songunet.lightning_weights`).
     Raises :class:`IntegrityError` for anything else, with the reason.
     """
     import torch
 
-    path, name = _resolve(path_or_name)
-    if layout is None:
-        layout = registry()[name or artifact].layout if (name or artifact) else "plain"
-    if artifact is not None and name is None:
-        from mixflow_bench.hub.fetch import verify_file
-        from mixflow_bench.hub.registry import get_artifact
-
-        verify_file(get_artifact(artifact), path)
     fmt = sniff_format(path)
     if fmt == "safetensors":
         from safetensors.torch import load_file
@@ -94,7 +84,7 @@ def load_state_dict(
             tensors = load_file(str(path), device=str(map_location))
         except Exception as exc:
             raise IntegrityError(f"{path}: not a readable safetensors file: {exc}") from exc
-        return lightning_weights(tensors, which=which, source=str(path)) if layout == "lightning-ema" else tensors
+        return _velocity_weights(tensors, which, path) if layout == "lightning-ema" else tensors
     if fmt == "torchscript":
         raise IntegrityError(f"{path} is a TorchScript program, not a state dict; use torch.jit.load")
     if fmt not in ("torch-zip", "torch-legacy"):
@@ -111,7 +101,7 @@ def load_state_dict(
     except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
         raise IntegrityError(f"{path} is not a readable torch checkpoint (truncated?): {exc}") from exc
     if layout == "lightning-ema":
-        return lightning_weights(obj, which=which, source=str(path))
+        return _velocity_weights(obj, which, path)
     if isinstance(obj, dict):
         for key in unwrap:
             if isinstance(obj.get(key), dict):
@@ -126,50 +116,6 @@ def load_state_dict(
             f"(a training checkpoint? unwrap one of its keys: {list(obj)[:8]})"
         )
     return {str(k): v for k, v in obj.items() if v is not None}
-
-
-# The κ-FC mixed-source Lightning checkpoints (NazirNayal8/MixFlow, ``src/model/wrapper.py``): the LightningModule
-# holds the velocity network ``denoiser``, its EMA ``ema`` (a ``torch.optim.swa_utils.AveragedModel``: ``module.*``
-# plus the ``n_averaged`` counter) and the source network ``noise_predictor``; its sampler integrates with ``ema``
-# whenever the run kept one (``train.use_ema``, true in every released configuration).
-LIGHTNING_VELOCITY = ("ema.module.", "denoiser.")  # in order of preference: the EMA copy the sampler uses
-LIGHTNING_OTHER = ("noise_predictor.", "ema.n_averaged")  # kept in the file, not used for sampling
-
-
-def lightning_weights(obj: object, *, which: str = "ema", source: str = "checkpoint") -> dict[str, Tensor]:
-    """The velocity network's state dict (prefix removed) from anything the κ-FC code writes or releases.
-
-    Accepted: a Lightning ``.ckpt`` (a dict whose ``state_dict`` holds the module's tensors, beside Lightning's
-    own entries: epoch, loops, optimizer states, ...), that ``{"state_dict": ...}`` alone, the module's flat
-    prefixed state dict, or an un-prefixed velocity state dict (already extracted). ``which="ema"`` takes
-    ``ema.module.*`` (``denoiser.*`` when the run kept no EMA); ``which="denoiser"`` the raw weights. Any tensor
-    outside the module's known prefixes is an :class:`IntegrityError` naming it.
-    """
-    import torch
-
-    if which not in ("ema", "denoiser"):
-        raise ValueError(f"which must be 'ema' or 'denoiser', got {which!r}")
-    state = obj.get("state_dict") if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
-    if not isinstance(state, dict):
-        raise IntegrityError(f"{source} holds a {type(state).__name__}, not a Lightning checkpoint or state dict")
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise IntegrityError(f"{source}: entries {bad[:5]} of its state dict are not tensors")
-    known = LIGHTNING_VELOCITY + LIGHTNING_OTHER
-    if not any(str(k).startswith(known) for k in state):  # an extracted velocity state dict
-        return {str(k): v for k, v in state.items()}
-    unknown = sorted(str(k) for k in state if not str(k).startswith(known))
-    if unknown:
-        raise IntegrityError(
-            f"{source} is not a κ-FC mixed-source checkpoint: keys {unknown[:5]} are outside "
-            f"{', '.join(p.rstrip('.') for p in known)}"
-        )
-    prefixes = LIGHTNING_VELOCITY if which == "ema" else LIGHTNING_VELOCITY[1:]
-    for prefix in prefixes:
-        velocity = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if velocity:
-            return velocity
-    raise IntegrityError(f"{source} holds no velocity network ({' or '.join(p + '*' for p in prefixes)})")
 
 
 @functools.cache
@@ -244,7 +190,7 @@ def sanity_check(art: Artifact, path: Path) -> None:
     if check != "state-dict":
         raise ValueError(f"artifact {art.name!r}: unknown check {check!r} (auto, state-dict, npz, tar, none)")
     unwrap = ("ema",) if art.kind == "checkpoint" else ()
-    state = load_state_dict(path, unwrap=unwrap, mmap=True, layout=art.layout)
+    state = read_state_dict(path, unwrap=unwrap, mmap=True, layout=art.layout)
     if not state:
         raise IntegrityError(f"{art.name}: {path} holds an empty state dict")
     expected = expected_shapes(art.name) if art.check == "auto" else None

@@ -27,7 +27,7 @@ from mixflow_bench.errors import UnknownNameError
 Kind = Literal["checkpoint", "reference-batch", "weights", "stats", "dataset"]
 KINDS: tuple[str, ...] = ("checkpoint", "reference-batch", "weights", "stats", "dataset")
 OVERRIDES_ENV = "MIXFLOW_BENCH_REGISTRY_OVERRIDES"
-LAYOUTS: tuple[str, ...] = ("plain", "lightning-ema")  # read by mixflow_bench.hub.checkpoint.load_state_dict
+LAYOUTS: tuple[str, ...] = ("plain", "lightning-ema")  # read by mixflow_bench.hub.checkpoint.read_state_dict
 
 
 @dataclass(frozen=True)

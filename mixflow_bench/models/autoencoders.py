@@ -9,9 +9,10 @@ Sampling decodes model latents with :meth:`LatentCodec.decode`; the data pipelin
 * ``rae-dinov2-b``: RAE's frozen DINOv2-B (registers) encoder, normalised by ``stat.pt``, with the ViT-XL
   pixel decoder; 768 x 16 x 16 (256 px) or 768 x 32 x 32 (512 px) latents.
 
-Weights come from local files named in ``weights`` or, failing that, from ``mixflow_bench.hub.fetch``. SD-VAE and
-DINOv2 load through their libraries' own ``from_pretrained`` (which convert older key names), strictly: a missing,
-unexpected or mis-shaped tensor is an error.
+Weights come from local files named in ``weights``; :func:`mixflow_bench.data.codec.build_named_codec` fetches the
+hub artifacts :func:`weight_artifacts` names first. SD-VAE and DINOv2 load through their libraries' own
+``from_pretrained`` (which convert older key names), strictly: a missing, unexpected or mis-shaped tensor is an
+error.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from mixflow_bench.data.codec import SD_VAE_SCALE, model_latent_from_stored
 from mixflow_bench.models.hf_loading import check_loading_info, hf_weights_folder
+from mixflow_bench.models.latents import SD_VAE_SCALE, model_latent_from_stored
 from mixflow_bench.models.rae_stage1 import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -71,21 +72,31 @@ def _check_latent(z: Tensor, shape: tuple[int, int, int]) -> None:
         raise ValueError(f"latents must be (B, {', '.join(map(str, shape))}), got {tuple(z.shape)}")
 
 
-def _resolve(weights: dict[str, str | Path] | None, key: str, artifact: str) -> Path:
-    """Local path for one weight file: ``weights[key]`` if given, else the hub artifact ``artifact``."""
-    if weights and weights.get(key) is not None:
-        path = Path(weights[key])
-        if not path.exists():
-            raise FileNotFoundError(f"weights[{key!r}] = {path} does not exist")
-        return path
-    try:
-        from mixflow_bench.hub import fetch  # provided by the hub module
-    except ImportError as err:
-        raise RuntimeError(
-            f"no local file given for {key!r} (pass weights={{{key!r}: PATH}}) and mixflow_bench.hub.fetch "
-            f"is unavailable to fetch artifact {artifact!r}"
-        ) from err
-    return Path(fetch(artifact))
+def weight_artifacts(name: str, resolution: int) -> dict[str, str]:
+    """The hub artifact behind each weight file codec ``name`` loads at ``resolution``: ``{"vae": ...}`` for SD-VAE,
+    ``{"encoder", "decoder", "stats"}`` for RAE (the keys of :func:`build_codec`'s ``weights``)."""
+    if name not in CODEC_NAMES:
+        raise ValueError(f"unknown codec {name!r}; valid: {list(CODEC_NAMES)}")
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution}")
+    if name in SD_VAE_NAMES:
+        return {"vae": name}
+    return {"encoder": "dinov2-reg-b", "decoder": f"rae-decoder-{resolution}", "stats": f"rae-stats-{resolution}"}
+
+
+def _local_files(weights: dict[str, str | Path] | None, artifacts: dict[str, str]) -> dict[str, Path]:
+    """The local file of every weight the codec loads (``artifacts``: :func:`weight_artifacts`), from ``weights``."""
+    files = {}
+    for key, artifact in artifacts.items():
+        if not weights or weights.get(key) is None:
+            raise ValueError(
+                f"no file for {key!r} (artifact {artifact!r}); pass weights={{{key!r}: PATH}}, or build the codec "
+                "through mixflow_bench.data.codec.build_named_codec, which fetches it"
+            )
+        files[key] = Path(weights[key])
+        if not files[key].exists():
+            raise FileNotFoundError(f"weights[{key!r}] = {files[key]} does not exist")
+    return files
 
 
 def load_sd_vae(path: str | Path) -> nn.Module:
@@ -205,29 +216,23 @@ class RAECodec(nn.Module):
         return (x * self.pix_std + self.pix_mean).clamp(0, 1)
 
 
-def _build_sd_vae(name: str, resolution: int, weights, random_init: bool) -> SDVAECodec:
+def _build_sd_vae(name: str, resolution: int, files: dict[str, Path] | None) -> SDVAECodec:
     from diffusers import AutoencoderKL
 
-    if random_init:
-        vae = AutoencoderKL(**sd_vae_config())
-    else:
-        vae = load_sd_vae(_resolve(weights, "vae", name))
+    vae = AutoencoderKL(**sd_vae_config()) if files is None else load_sd_vae(files["vae"])
     return SDVAECodec(name, resolution, vae)
 
 
-def _build_rae(resolution: int, weights, random_init: bool) -> RAECodec:
+def _build_rae(resolution: int, files: dict[str, Path] | None) -> RAECodec:
     grid = resolution // 16
     decoder = GeneralDecoder(num_patches=grid * grid, cfg=DecoderConfig())
-    if random_init:
+    if files is None:
         encoder = DinoV2Encoder(input_size=14 * grid)
         stats = LatentStats(torch.ones(768, grid, grid))
     else:
-        encoder = DinoV2Encoder.from_pretrained(
-            _resolve(weights, "encoder", "dinov2-reg-b"), input_size=14 * grid, expect=dinov2_reg_base_config()
-        )
-        decoder_file = _resolve(weights, "decoder", f"rae-decoder-{resolution}")
-        decoder.load_state_dict(load_state_dict_file(decoder_file), strict=True)
-        stats = LatentStats.load(_resolve(weights, "stats", f"rae-stats-{resolution}"))
+        encoder = DinoV2Encoder.from_pretrained(files["encoder"], input_size=14 * grid, expect=dinov2_reg_base_config())
+        decoder.load_state_dict(load_state_dict_file(files["decoder"]), strict=True)
+        stats = LatentStats.load(files["stats"])
     return RAECodec(resolution, encoder, decoder, stats)
 
 
@@ -243,17 +248,15 @@ def build_codec(
     """Build codec ``name`` for ``resolution`` px images.
 
     ``weights`` maps ``"vae"`` (SD-VAE: a diffusers folder or a state-dict file) or ``"encoder"``,
-    ``"decoder"``, ``"stats"`` (RAE) to local files; missing entries are fetched from the hub.
+    ``"decoder"``, ``"stats"`` (RAE) to local files (:func:`weight_artifacts` names the hub artifact of each).
     ``random_init=True`` skips all weights (tests).
     """
-    if name not in CODEC_NAMES:
-        raise ValueError(f"unknown codec {name!r}; valid: {list(CODEC_NAMES)}")
-    if resolution not in RESOLUTIONS:
-        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution}")
+    artifacts = weight_artifacts(name, resolution)  # checks the name and resolution
+    files = None if random_init else _local_files(weights, artifacts)
     if name in SD_VAE_NAMES:
-        codec: nn.Module = _build_sd_vae(name, resolution, weights, random_init)
+        codec: nn.Module = _build_sd_vae(name, resolution, files)
     else:
-        codec = _build_rae(resolution, weights, random_init)
+        codec = _build_rae(resolution, files)
     codec = codec.to(device=device, dtype=dtype)
     if isinstance(codec, RAECodec):  # normalisation statistics stay float32
         codec.stats.float()

@@ -222,6 +222,48 @@ class CheckpointMismatch(ValueError):
     """A checkpoint that does not belong to the model it is loaded into (one line for the CLI)."""
 
 
+# The κ-FC mixed-source Lightning checkpoints (NazirNayal8/MixFlow, ``src/model/wrapper.py``): the LightningModule
+# holds the velocity network ``denoiser``, its EMA ``ema`` (a ``torch.optim.swa_utils.AveragedModel``: ``module.*``
+# plus the ``n_averaged`` counter) and the source network ``noise_predictor``; its sampler integrates with ``ema``
+# whenever the run kept one (``train.use_ema``, true in every released configuration).
+LIGHTNING_VELOCITY = ("ema.module.", "denoiser.")  # in order of preference: the EMA copy the sampler uses
+LIGHTNING_OTHER = ("noise_predictor.", "ema.n_averaged")  # kept in the file, not used for sampling
+
+
+def lightning_weights(obj: object, *, which: str = "ema", source: str = "checkpoint") -> dict[str, Tensor]:
+    """The velocity network's state dict (prefix removed) from anything the κ-FC code writes or releases.
+
+    Accepted: a Lightning ``.ckpt`` (a dict whose ``state_dict`` holds the module's tensors, beside Lightning's
+    own entries: epoch, loops, optimizer states, ...), that ``{"state_dict": ...}`` alone, the module's flat
+    prefixed state dict, or an un-prefixed velocity state dict (already extracted). ``which="ema"`` takes
+    ``ema.module.*`` (``denoiser.*`` when the run kept no EMA); ``which="denoiser"`` the raw weights. Any tensor
+    outside the module's known prefixes is an :class:`CheckpointMismatch` naming it.
+    """
+    if which not in ("ema", "denoiser"):
+        raise ValueError(f"which must be 'ema' or 'denoiser', got {which!r}")
+    state = obj.get("state_dict") if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
+    if not isinstance(state, dict):
+        raise CheckpointMismatch(f"{source} holds a {type(state).__name__}, not a Lightning checkpoint or state dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointMismatch(f"{source}: entries {bad[:5]} of its state dict are not tensors")
+    known = LIGHTNING_VELOCITY + LIGHTNING_OTHER
+    if not any(str(k).startswith(known) for k in state):  # an extracted velocity state dict
+        return {str(k): v for k, v in state.items()}
+    unknown = sorted(str(k) for k in state if not str(k).startswith(known))
+    if unknown:
+        raise CheckpointMismatch(
+            f"{source} is not a κ-FC mixed-source checkpoint: keys {unknown[:5]} are outside "
+            f"{', '.join(p.rstrip('.') for p in known)}"
+        )
+    prefixes = LIGHTNING_VELOCITY if which == "ema" else LIGHTNING_VELOCITY[1:]
+    for prefix in prefixes:
+        velocity = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if velocity:
+            return velocity
+    raise CheckpointMismatch(f"{source} holds no velocity network ({' or '.join(p + '*' for p in prefixes)})")
+
+
 def checkpoint_resolution(state: dict[str, Tensor]) -> int | None:
     """The image resolution a SongUNet state dict was built for, read off its ``enc.<r>x<r>_conv`` key."""
     for key in state:
@@ -234,8 +276,6 @@ def checkpoint_resolution(state: dict[str, Tensor]) -> int | None:
 def load_velocity_state(model: SongUNet, state: dict[str, Tensor], *, which: str = "ema", source: str = "") -> None:
     """Load a released checkpoint's velocity weights strictly (any layout :func:`lightning_weights` reads); a clear
     error for another resolution or layout."""
-    from mixflow_bench.hub.checkpoint import lightning_weights
-
     velocity = lightning_weights(state, which=which, source=source or "checkpoint")
     found, want = checkpoint_resolution(velocity), model.config.resolution
     if found is not None and found != want:
@@ -252,7 +292,5 @@ def load_velocity_state(model: SongUNet, state: dict[str, Tensor], *, which: str
 def load_released_checkpoint(model: SongUNet, path, *, which: str = "ema") -> None:
     """Read a released Lightning checkpoint (or its stripped / flat forms) and load its EMA velocity weights into
     ``model`` strictly; ``which="denoiser"`` takes the raw weights."""
-    from mixflow_bench.hub.checkpoint import load_state_dict
-
-    state = load_state_dict(Path(path), layout="lightning-ema", which=which)
-    load_velocity_state(model, state, source=str(path))
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)  # tensors and plain values only, no code
+    load_velocity_state(model, state, which=which, source=str(path))

@@ -1,4 +1,4 @@
-"""The registry of generators: name -> :class:`ModelSpec`, plus building (and loading) a model by name."""
+"""The registry of generators: name -> :class:`ModelSpec`, plus building a model by name (from a weights file)."""
 
 from __future__ import annotations
 
@@ -162,27 +162,17 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_model(
-    name: str, *, pretrained: bool = False, weights_path: str | Path | None = None, **overrides
-) -> nn.Module:
-    """Build model ``name``; with ``pretrained`` (or ``weights_path``) load its weights with ``strict=True``.
+def build_model(name: str, *, weights_path: str | Path | None = None, **overrides) -> nn.Module:
+    """Build model ``name``; with ``weights_path`` load its weights with ``strict=True``.
 
-    ``overrides`` are passed to the architecture (e.g. ``attention="math"``). Without ``weights_path`` the
-    spec's checkpoint artifact is fetched through ``mixflow_bench.hub.fetch``.
+    ``overrides`` are passed to the architecture (e.g. ``attention="math"``). The released weights of a spec's
+    ``checkpoint`` artifact come through :func:`mixflow_bench.sampling.models.resolve_model`, which fetches them.
     """
     spec = get_spec(name)
-    if not pretrained and weights_path is None:
+    if weights_path is None:
         return spec.build(**overrides)
-    if weights_path is None:  # fetched before the (slow) build, so that a missing file fails at once
-        if spec.checkpoint is None:
-            raise ValueError(f"model {name!r} has no released checkpoint; pass weights_path=")
-        try:
-            from mixflow_bench.hub import fetch
-        except ImportError as err:
-            raise RuntimeError(
-                f"mixflow_bench.hub.fetch is unavailable to get {spec.checkpoint!r}; pass weights_path="
-            ) from err
-        weights_path = fetch(spec.checkpoint)
+    if not Path(weights_path).exists():  # before the (slow) build, so that a missing file fails at once
+        raise FileNotFoundError(f"checkpoint {weights_path} does not exist")
     model = spec.build(**overrides)
     if spec.load_weights is not None:
         spec.load_weights(model, weights_path)

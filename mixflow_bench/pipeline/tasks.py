@@ -169,7 +169,7 @@ def check_first_batch(r: Recipe, batches: Any, out: Path) -> str | None:
 
     Logged to stdout and ``out/latent_check.json``; an out-of-range std stops training (``train.latent_check``).
     """
-    from mixflow_bench.data.codec import check_latent_std
+    from mixflow_bench.models.latents import check_latent_std
 
     if r.data is None or r.data.source != "latent-cache" or r.train.latent_check == "off":
         return None

@@ -89,25 +89,27 @@ def resolve_model(
 
     spec = zoo.get_spec(name)
     if random_init:
-        return spec, zoo.build_model(name, pretrained=False, **overrides)
-    if checkpoint is not None:
-        check_checkpoint(checkpoint)
-        weights = Path(checkpoint)
-        if not weights.exists():
-            from mixflow_bench.hub import fetch
+        return spec, zoo.build_model(name, **overrides)
+    if checkpoint is None:
+        if spec.checkpoint is None:
+            raise ValueError(f"model {name!r} has no released checkpoint; give a checkpoint (file or artifact)")
+        checkpoint = spec.checkpoint
+    check_checkpoint(checkpoint)
+    weights = Path(checkpoint)
+    if not weights.exists():  # an artifact name; fetched before the (slow) build, so that a missing file fails at once
+        from mixflow_bench.hub import fetch
 
-            weights = fetch(str(checkpoint))
-        return spec, zoo.build_model(name, pretrained=False, weights_path=weights, **overrides)
-    return spec, zoo.build_model(name, pretrained=True, **overrides)
+        weights = fetch(str(checkpoint))
+    return spec, zoo.build_model(name, weights_path=weights, **overrides)
 
 
 def load_codec(spec: ModelSpec, *, random_init: bool = False) -> Any:
     """The latent decoder of ``spec`` (None for pixel-space models)."""
     if spec.decoder is None:
         return None
-    from mixflow_bench.models.autoencoders import build_codec
+    from mixflow_bench.data.codec import build_named_codec
 
-    return build_codec(spec.decoder, spec.resolution, random_init=random_init)
+    return build_named_codec(spec.decoder, spec.resolution, random_init=random_init)
 
 
 def default_device() -> torch.device:
