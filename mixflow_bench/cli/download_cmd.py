@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -37,12 +39,12 @@ def _recipe_artifacts(recipe: str) -> list[str]:
     return artifacts_for_recipe(data)
 
 
-def _list_table() -> Table:
+def _list_table(width: int | None = None) -> Any:
+    """Every artifact with its state; stacked (one field a line) where one row a line does not fit ``width``."""
     from mixflow_bench.hub import hub_home, registry, status
+    from mixflow_bench.terminal import fitted
 
-    table = Table(title=f"Artifacts (cache: {hub_home()})")
-    for column in ("name", "kind", "state", "size", "expected", "source", "integrity"):
-        table.add_column(column, no_wrap=column in ("name", "state"))
+    rows = []
     colours = {"verified": "green", "unverified": "yellow", "present": "yellow", "missing": "red"}
     for name, art in sorted(registry().items()):
         st = status(name)
@@ -58,8 +60,9 @@ def _list_table() -> Table:
         how = st.integrity
         if how == "pinned sha256" and art.sha256_source:
             how += f" ({art.sha256_source})"
-        table.add_row(name, art.kind, state, _human(st.size), expected, source, how)
-    return table
+        rows.append([name, art.kind, state, _human(st.size), expected, source, how])
+    columns = ["name", "kind", "state", "size", "expected", "source", "integrity"]
+    return fitted(f"Artifacts (cache: {hub_home()})", columns, rows, width)
 
 
 @click.command(name="download")
@@ -99,7 +102,7 @@ def command(
     if list_:
         if names or recipe or all_:
             raise click.UsageError("--list takes no artifact names, --recipe or --all")
-        console.print(_list_table())
+        console.print(_list_table(console.width))
         return
     chosen: list[str] = list(names)
     if recipe:

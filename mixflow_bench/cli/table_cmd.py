@@ -11,7 +11,23 @@ from mixflow_bench.cli.common import console
 README_DEFAULT = "__results_readme__"
 
 
-@click.command(name="table")
+def _choose(text: str | None, known: list[str], option: str) -> list[str] | None:
+    """The comma-separated names of ``text``, each one of ``known`` (None when ``text`` is None)."""
+    if text is None:
+        return None
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {', '.join(known)}", param_hint=option)
+    return chosen
+
+
+@click.command(name="table", epilog="""\b
+Examples:
+  mixflow-bench table                          # every result beside the papers' numbers
+  mixflow-bench table --metrics fid --columns experiment,method
+  mixflow-bench table --produced-only --csv results.csv
+  mixflow-bench table --markdown               # regenerate results/README.md""")
 @click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Directory searched (recursively) for result records.")
 @click.option("--reported", "reported_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -22,6 +38,11 @@ README_DEFAULT = "__results_readme__"
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JSON.")
 @click.option("--produced-only", is_flag=True, help="Leave out reported rows that have no produced result.")
+@click.option("--metrics", "metrics_text", default=None, metavar="LIST",
+              help="Terminal view: comma-separated metrics to show (e.g. fid,is); files keep every metric.")
+@click.option("--columns", "columns_text", default=None, metavar="LIST",
+              help="Terminal view: comma-separated descriptive columns of experiment, method, guidance, protocol, "
+              "note (default: all); files keep every column.")
 def command(
     results_dir: Path,
     reported_path: Path | None,
@@ -30,8 +51,14 @@ def command(
     csv_path: Path | None,
     json_path: Path | None,
     produced_only: bool,
+    metrics_text: str | None,
+    columns_text: str | None,
 ) -> None:
-    """Join result records with results/reported.yaml and show produced vs reported with the difference."""
+    """Join result records with results/reported.yaml and show produced vs reported with the difference.
+
+    In a terminal narrower than the table (or a pipe, 80 columns) the view turns to long form, one line per row
+    and metric, so every number stays readable; --markdown, --latex, --csv and --json always write the full table.
+    """
     from mixflow_bench.results import table as tb
     from mixflow_bench.results.records import load_records, write_json_atomic
     from mixflow_bench.results.reported import ReportedError, load_reported
@@ -42,7 +69,9 @@ def command(
         raise click.ClickException(str(exc)) from exc
     records = load_records(results_dir)
     table = tb.build_table(records, reported, include_unproduced=not produced_only)
-    for t in tb.to_rich(table):
+    metrics = _choose(metrics_text, list(dict.fromkeys([*tb.METRIC_ORDER, *table.metrics])), "--metrics")
+    columns = tuple(_choose(columns_text, list(tb.VIEW_COLUMNS), "--columns") or tb.VIEW_COLUMNS)
+    for t in tb.to_rich(table, width=console.width, metrics=metrics, columns=columns):
         console.print(t)
     console.print(f"{len(records)} result record(s) from {results_dir}, {len(reported)} reported entries.")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from mixflow_bench.results.protocol import compare, describe, record_protocol
 from mixflow_bench.results.reported import ReportedEntry
+from mixflow_bench.terminal import fits
 
 METRIC_ORDER = ("fid", "sfid", "is", "precision", "recall", "fid_gain")
 METRIC_LABELS = {
@@ -242,39 +243,120 @@ def generic_cells(table: GenericTable, row: dict[str, Any]) -> list[str]:
 
 
 # --- renderers -------------------------------------------------------------------------------------------------
-def to_rich(table: ResultsTable) -> list[Any]:
-    """Rich tables: the comparison, then one per generic group."""
+# descriptive columns of the terminal view, selectable with ``mixflow-bench table --columns``
+VIEW_COLUMNS = ("experiment", "method", "guidance", "protocol", "note")
+
+
+def to_rich(
+    table: ResultsTable,
+    width: int | None = None,
+    metrics: list[str] | None = None,
+    columns: tuple[str, ...] = VIEW_COLUMNS,
+) -> list[Any]:
+    """Rich tables for a terminal ``width`` columns wide: the comparison, then one per generic group.
+
+    ``metrics`` (default: all) and ``columns`` (of :data:`VIEW_COLUMNS`) choose what is shown. A table whose
+    narrowest rendering is wider than ``width`` is shown in long form (one line per row and metric, the row's
+    protocol and note under its name), so that every number stays readable in a narrow terminal or a pipe.
+    """
+    metrics = table.metrics if metrics is None else metrics
+    out = []
+    wide = _wide_comparison(table, metrics, columns)
+    out.append(wide if fits(wide, width) else _long_comparison(table, metrics, columns))
+    for g in table.generic:
+        wide = _wide_generic(g)
+        out.append(wide if fits(wide, width) else _long_generic(g))
+    return out
+
+
+def _metric_cell(row: ComparisonRow, m: str) -> tuple[str, str, str]:
+    """(produced, reported, Δ) of metric ``m`` in ``row``; a dash where one side has none."""
+    produced, reported = format_produced(row, m) or "—", format_value(m, row.reported.get(m)) or "—"
+    return produced, reported, format_value(m, row.delta(m), True)
+
+
+def _wide_comparison(table: ResultsTable, metrics: list[str], columns: tuple[str, ...]) -> Any:
     from rich.table import Table
 
-    metrics = table.metrics
-    out = []
     t = Table(title="Produced vs reported (produced / reported / Δ)", header_style="bold")
-    for h in ("Experiment", "Method", "Guidance"):
-        t.add_column(h, no_wrap=True)
-    t.add_column("Protocol")
+    for c in ("experiment", "method", "guidance"):
+        if c in columns:
+            t.add_column(c.capitalize(), no_wrap=True)
+    if "protocol" in columns:
+        t.add_column("Protocol")
     for m in metrics:
         t.add_column(METRIC_LABELS.get(m, m), justify="right")
-    t.add_column("Note")
+    if "note" in columns:
+        t.add_column("Note")
     for row in table.comparison:
         cells = []
         for m in metrics:
             if m not in row.produced and m not in row.reported:
                 cells.append("")
                 continue
-            produced, reported = format_produced(row, m) or "—", format_value(m, row.reported.get(m)) or "—"
-            delta = format_value(m, row.delta(m), True)
+            produced, reported, delta = _metric_cell(row, m)
             cells.append(f"{produced}\n[dim]{reported}[/dim]" + (f"\n[bold]{delta}[/bold]" if delta else ""))
         style = "[yellow]" if row.status == "mismatch" else ""
-        t.add_row(row.experiment, row.method, row.guidance, style + row_protocol(row), *cells, style + row.note)
-    out.append(t)
-    for g in table.generic:
-        gt = Table(title=f"{g.experiment} (no reported numbers)", header_style="bold")
-        for i, h in enumerate(generic_header(g)):
-            gt.add_column(h, justify="left" if i < 2 else "right")
-        for row in g.rows:
-            gt.add_row(*generic_cells(g, row))
-        out.append(gt)
-    return out
+        head = [getattr(row, c) for c in ("experiment", "method", "guidance") if c in columns]
+        head += [style + row_protocol(row)] if "protocol" in columns else []
+        t.add_row(*head, *cells, *([style + row.note] if "note" in columns else []))
+    return t
+
+
+def _long_comparison(table: ResultsTable, metrics: list[str], columns: tuple[str, ...]) -> Any:
+    """The comparison with one line per (row, metric): fits 80 columns whatever the number of metrics."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title="Produced vs reported", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("Row", overflow="fold")
+    t.add_column("Metric", no_wrap=True)
+    for h in ("Produced", "Reported", "Δ"):
+        t.add_column(h, justify="right", no_wrap=True)
+    for row in table.comparison:
+        shown = [m for m in metrics if m in row.produced or m in row.reported]
+        label = [" · ".join(getattr(row, c) for c in ("experiment", "method", "guidance") if c in columns)]
+        style = "yellow" if row.status == "mismatch" else "dim"
+        label += [f"[{style}]{row_protocol(row)}[/]"] if "protocol" in columns else []
+        label += [f"[{style}]{row.note}[/]"] if "note" in columns and row.note else []
+        if not shown:  # none of the chosen metrics: the row still shows
+            t.add_row("\n".join(label), "", "", "", "", end_section=True)
+        for i, m in enumerate(shown):
+            t.add_row("\n".join(label) if i == 0 else "", METRIC_LABELS.get(m, m), *_metric_cell(row, m),
+                      end_section=i == len(shown) - 1)  # fmt: skip
+    return t
+
+
+def _wide_generic(g: GenericTable) -> Any:
+    from rich.table import Table
+
+    gt = Table(title=f"{g.experiment} (no reported numbers)", header_style="bold")
+    for i, h in enumerate(generic_header(g)):
+        gt.add_column(h, justify="left" if i < 2 else "right")
+    for row in g.rows:
+        gt.add_row(*generic_cells(g, row))
+    return gt
+
+
+def _long_generic(g: GenericTable) -> Any:
+    """A generic table with one line per (record, metric)."""
+    from rich import box
+    from rich.table import Table
+
+    gt = Table(title=f"{g.experiment} (no reported numbers)", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    gt.add_column("Record", overflow="fold")
+    gt.add_column("Metric", overflow="fold")
+    gt.add_column("Value", justify="right", no_wrap=True)
+    gt.add_column("Samples", justify="right", no_wrap=True)
+    for row in g.rows:
+        label = " · ".join(x for x in (row["name"], row["method"]) if x)
+        label += f"\n[dim]{row['protocol']}[/dim]" if row.get("protocol") else ""
+        shown = [c for c in g.columns if c in row["cells"]]
+        samples = "" if row["num_samples"] is None else str(row["num_samples"])
+        for i, c in enumerate(shown or [""]):
+            value = format_cell(row["cells"][c]) if c else ""
+            gt.add_row(label if i == 0 else "", c, value, samples if i == 0 else "", end_section=i == len(shown) - 1)
+    return gt
 
 
 def _md_escape(text: str) -> str:
