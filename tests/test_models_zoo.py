@@ -19,7 +19,7 @@ EXPECTED_NAMES = {f"sit-{s}-{p}" for s in ("s", "b", "l", "xl") for p in (2, 4, 
     "rae-dith-s-256",
     "rae-dith-s-512",
     "gmflow-dit-xl-2",
-} | {"mixed-source-cifar10", "mixed-source-ffhq-64", "mixed-source-afhqv2-64"}
+} | {"mixed-source-cifar10", "mixed-source-ffhq-64", "mixed-source-afhqv2-64"} | {"toy-mlp"}
 
 
 def test_names() -> None:

@@ -40,13 +40,24 @@ def _guidance(model_name: str, guidance: dict, kind: str | None, scale: float | 
     """The guidance section after ``--guidance KIND`` / ``--cfg SCALE``, with the model family's rules."""
     from mixflow_bench.recipes.families import apply_guidance
     from mixflow_bench.recipes.schema import GuidanceSection
-    from mixflow_bench.recipes.validate import RecipeError, build_dataclass
+    from mixflow_bench.recipes.validate import build_dataclass
 
-    out = apply_guidance(model_name, guidance, kind=kind, scale=scale)
     try:
+        out = apply_guidance(model_name, guidance, kind=kind, scale=scale)
         return dataclasses.asdict(build_dataclass(GuidanceSection, out, "sample", "guidance"))
-    except RecipeError as err:  # names the field; one line, no traceback
+    except ValueError as err:  # names the field (RecipeError) or the model; one line, no traceback
         raise click.BadParameter(str(err), param_hint="--guidance/--cfg") from None
+
+
+def _check_sampler(model: dict, sample: dict) -> None:
+    """Refuse, in one line, a sampler or guidance the model cannot be sampled with (before anything is built)."""
+    from mixflow_bench.samplers import compatibility_problem
+    from mixflow_bench.sampling.models import get_spec
+
+    spec = get_spec(model["name"], **(model.get("overrides") or {}))
+    problem = compatibility_problem(sample["sampler"], spec, sample["guidance"]["kind"])
+    if problem:
+        raise click.UsageError(problem)
 
 
 @click.command(name="sample")
@@ -84,7 +95,8 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
             batch_size, fast, fp8, **kwargs) -> None:  # fmt: skip
     """Sample RECIPE or --model NAME (with KEY.PATH=VALUE overrides) to --out x.npz | x.png.
 
-    The model family's own sampling rules (mixflow_bench/recipes/families.py) apply unless set explicitly.
+    The model's own sampling rules (its entry in mixflow_bench/models/zoo.py) apply unless set explicitly;
+    model.overrides.KEY=VALUE passes architecture settings to --model (e.g. a small config for a smoke test).
     """
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.launch.tasks import Task
@@ -113,10 +125,11 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
         from mixflow_bench.sampling.models import get_spec
 
         get_spec(model_name)  # an unknown name fails here, with the valid names
-        raw = merge_defaults(model_name, parse_overrides(overrides).get("sample", {}))
-        raw = {"sampler": "euler", "steps": 50, **raw}  # for models without a family
+        given_overrides = parse_overrides(overrides)
+        raw = merge_defaults(model_name, given_overrides.get("sample", {}))  # the zoo entry's sampling rules
         sample = dataclasses.asdict(build_dataclass(SampleSection, raw, f"--model {model_name}", "sample"))
-        model = dataclasses.asdict(ModelSection(name=model_name, checkpoint=checkpoint))
+        raw_model = {**given_overrides.get("model", {}), "name": model_name, "checkpoint": checkpoint}
+        model = dataclasses.asdict(build_dataclass(ModelSection, raw_model, f"--model {model_name}", "model"))
         name = model_name
     given = {"num": num, "steps": steps, "sampler": sampler, "seed": seed, "batch_size": batch_size}
     for key, value in given.items():
@@ -129,6 +142,7 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
     if guidance_kind is not None or cfg is not None:
         sample["guidance"] = _guidance(model["name"], sample["guidance"], guidance_kind, cfg)
     sample["shard_size"] = min(sample["shard_size"], sample["num"])
+    _check_sampler(model, sample)
 
     out = out or Path(f"{name}-samples.npz")
     if out.suffix not in (".npz", ".png"):

@@ -14,6 +14,7 @@ The network takes time ``t`` in ``DATA_AT_1`` (t = 0 noise, t = 1 data) *unscale
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,14 +208,18 @@ class SongUNet(nn.Module):
         return out
 
 
-def songunet(config: SongUNetConfig | str = CIFAR10, attention: str = "sdpa") -> SongUNet:
-    """Build the SongUNet of a released configuration (``cifar10``, ``ffhq-64``, ``afhqv2-64``) or a config."""
+def songunet(config: SongUNetConfig | str = CIFAR10, attention: str = "sdpa", **overrides) -> SongUNet:
+    """Build the SongUNet of a released configuration (``cifar10``, ``ffhq-64``, ``afhqv2-64``) or a config;
+    ``overrides`` replace fields of the configuration (``model_channels``, ``num_blocks``, ...)."""
     if isinstance(config, str):
         table = {"cifar10": CIFAR10, "ffhq-64": FFHQ64, "afhqv2-64": AFHQV2_64}
         if config not in table:
             raise ValueError(f"unknown SongUNet configuration {config!r} (expected one of: {', '.join(table)})")
         config = table[config]
-    return SongUNet(config, attention)
+    for key in ("channel_mult", "attn_resolutions"):  # lists from a recipe or the command line
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    return SongUNet(dataclasses.replace(config, **overrides), attention)
 
 
 # --- the released Lightning checkpoints -----------------------------------------------------------------------

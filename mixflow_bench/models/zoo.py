@@ -1,8 +1,24 @@
-"""The registry of generators: name -> :class:`ModelSpec`, plus building a model by name (from a weights file)."""
+"""The registry of generators: name -> :class:`ModelSpec`, plus building a model by name (from a weights file).
+
+Every entry declares its family's own sampling rules (``ModelSpec.sampler_defaults``, ``guidance_*``), the one
+source recipes and ``sample --model`` start from (:mod:`mixflow_bench.recipes.families` reads them):
+
+* ``sit`` (SiT, ``DATA_AT_1`` time): SDE Euler-Maruyama 250 NFE with a 0.04 drift-only last step; CFG on the
+  first 3 of 4 latent channels (DiT legacy); uniform labels; uint8 by ``clamp(127.5 x + 128)`` (rounds); TF32.
+  Its Heun is torchdiffeq's ``heun2`` on SiT's uniform ODE grid.
+* ``repa`` (REPA, ``DATA_AT_0`` time): the same SDE; CFG on all 4 channels, only inside the guidance interval
+  ``0 <= t <= 0.7``; uint8 by ``(x + 1) / 2 * 255`` (truncates). Its Heun is REPA's ``euler_sampler(heun=True)``.
+* ``rae`` (RAE DiT^DH, ``DATA_AT_0`` time): Euler on the shifted 50-point grid; autoguidance by the small
+  DiT^DH-S of the same resolution (the guide itself, if asked to guide, uses CFG); 50 labels per class;
+  uint8 by ``clamp(0, 1) * 255`` (truncates). Its Heun is torchdiffeq's ``heun2`` on the same shifted grid.
+* ``gmflow`` (GM-DiT, ``DATA_AT_0``, outputs a Gaussian mixture): GM-ODE 2nd order, 32 NFE x 4 sub-steps,
+  probabilistic guidance 0.45.
+* ``mixed-source`` (κ-FC SongUNets, ``DATA_AT_1``, unconditional): Euler 128 steps, no guidance.
+* ``toy`` (the velocity MLP of the CPU studies, 8x8 digits by default): Euler 50 steps.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +31,15 @@ from mixflow_bench.models.base import ModelSpec
 from mixflow_bench.models.rae_dit import dit_dh
 from mixflow_bench.models.repa import repa_sit
 from mixflow_bench.models.sit import SIT_SIZES, sit
-from mixflow_bench.recipes.families import family_of, sample_defaults
+
+_SDE = {"sampler": "sde", "steps": 250, "last_step_size": 0.04, "labels": "uniform", "precision": "tf32"}
+SIT_RULES = {"family": "sit", "sampler_defaults": {**_SDE, "quantize": "round"}, "guidance_scale": 1.5,
+             "guidance_rules": {"channels": 3}}  # fmt: skip
+REPA_RULES = {"family": "repa", "sampler_defaults": {**_SDE, "quantize": "truncate"}, "guidance_scale": 1.8,
+              "guidance_rules": {"interval": [0.0, 0.7]}}  # fmt: skip
+RAE_SAMPLE = {"sampler": "rae-euler", "steps": 50, "time_shift": "auto", "labels": "equal", "quantize": "truncate",
+              "precision": "tf32"}  # fmt: skip
+RAE_AUTOGUIDANCE_SCALE = {256: 1.42, 512: 1.5}  # the headline scale of the released DiT^DH-XL, by resolution
 
 
 def _registry() -> dict[str, ModelSpec]:
@@ -35,6 +59,7 @@ def _registry() -> dict[str, ModelSpec]:
                 resolution=256,
                 description=f"SiT-{size}/{patch} on SD-VAE latents, 256 px"
                 + (" (official EMA weights, learn_sigma)" if released else ""),
+                **SIT_RULES,
             )
     zoo["sit-xl-2-512"] = ModelSpec(
         name="sit-xl-2-512",
@@ -46,6 +71,7 @@ def _registry() -> dict[str, ModelSpec]:
         decoder="sd-vae-ft-ema",
         resolution=512,
         description="SiT-XL/2 on SD-VAE latents, 512 px (no official weights released)",
+        **SIT_RULES,
     )
     zoo["repa-sit-xl-2"] = ModelSpec(
         name="repa-sit-xl-2",
@@ -57,6 +83,7 @@ def _registry() -> dict[str, ModelSpec]:
         decoder="sd-vae-ft-ema",
         resolution=256,
         description="SiT-XL/2 + REPA (4M iterations), 256 px",
+        **REPA_RULES,
     )
     for size in ("xl", "s"):
         for res in (256, 512):
@@ -73,12 +100,13 @@ def _registry() -> dict[str, ModelSpec]:
                 resolution=res,
                 description=f"RAE DiT^DH-{size.upper()} on DINOv2-B latents, {res} px"
                 + (" (autoguidance guide)" if size == "s" else ""),
+                family="rae",
+                sampler_defaults=dict(RAE_SAMPLE),
+                # the XL model is guided by the small DiT^DH-S of its resolution; the guide itself uses CFG
+                **({"guidance_kind": "autoguidance", "guidance_scale": RAE_AUTOGUIDANCE_SCALE[res],
+                    "guidance_rules": {"guide_model": f"rae-dith-s-{res}"}} if size == "xl" else {}),  # fmt: skip
             )
-    # the family's sampling rules (mixflow_bench.recipes.families: the one source recipes and the CLI share)
-    return {
-        name: dataclasses.replace(spec, family=family_of(name), sampler_defaults=sample_defaults(name))
-        for name, spec in zoo.items()
-    }
+    return zoo
 
 
 ZOO: dict[str, ModelSpec] = _registry()
@@ -102,6 +130,10 @@ ZOO["gmflow-dit-xl-2"] = ModelSpec(
         "guidance": {"kind": "probabilistic", "scale": 0.45},
     },
     description="GMFlow GM-DiT-XL/2, K = 8 (official EMA weights, Diffusers bf16), 256 px; outputs a GM",
+    family="gmflow",
+    output="gm",
+    guidance_kind="probabilistic",
+    guidance_scale=0.45,
 )
 
 
@@ -125,11 +157,33 @@ def _mixed_source_specs() -> dict[str, ModelSpec]:
             sampler_defaults={"sampler": "euler", "steps": 128},
             description=f"κ-FC mixed-source SongUNet (DDPM++) on {data} {res}x{res} pixels (released EMA weights)",
             load_weights=load_released_checkpoint,
+            family="mixed-source",
+            guidance_kind=None,  # unconditional
         )
     return out
 
 
 ZOO.update(_mixed_source_specs())
+
+
+def _toy_mlp(**overrides) -> nn.Module:
+    from mixflow_bench.toy.model import ToyVelocityMLP
+
+    return ToyVelocityMLP(**{"data_shape": (8, 8), "num_classes": 10, **overrides})
+
+
+# the CPU studies' velocity MLP, 8x8 digits with 10 classes by default (mixflow_bench.sampling.models.toy_spec
+# sets another data shape, class count or convention from a recipe's model overrides)
+ZOO["toy-mlp"] = ModelSpec(
+    name="toy-mlp",
+    build=_toy_mlp,
+    convention=TimeConvention.DATA_AT_1,
+    latent_shape=(8, 8),
+    num_classes=10,
+    sampler_defaults={"sampler": "euler", "steps": 50},
+    description="toy velocity MLP (pixel space)",
+    family="toy",
+)
 
 
 def list_models() -> list[str]:

@@ -99,6 +99,23 @@ def get_sampler(name: str) -> Sampler:
         raise ValueError(f"unknown sampler {name!r} (expected one of: {', '.join(SAMPLERS)})") from None
 
 
+def compatibility_problem(name: str, spec: Any, guidance: str = "none") -> str | None:
+    """Why model ``spec`` (a zoo ModelSpec: ``output``, ``convention``) cannot be sampled with sampler ``name`` under
+    ``guidance``, in one line; None when it can."""
+    sampler = SAMPLERS.get(name)
+    if sampler is None:
+        return f"unknown sampler {name!r} (expected one of: {', '.join(SAMPLERS)})"
+    output = getattr(spec, "output", "velocity")
+    convention = getattr(spec.convention, "value", spec.convention)
+    if not sampler.accepts(output, convention):
+        usable = [s.name for s in SAMPLERS.values() if s.accepts(output, convention)]
+        return (f"sampler {name} cannot sample model {spec.name} (it outputs a {output} in {convention} time); "
+                f"its samplers: {', '.join(usable)}")  # fmt: skip
+    if guidance not in sampler.guidance:
+        return f"sampler {name} takes guidance {' or '.join(sampler.guidance)}, not {guidance!r}"
+    return None
+
+
 def sampler_nfe(name: str, steps: int, family: str | None = None) -> int | None:
     """Network evaluations per image of sampler ``name`` with ``steps`` steps for a model of ``family``
     (guidance not counted); None for an adaptive sampler or a name that is not registered."""

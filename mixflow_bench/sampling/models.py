@@ -1,7 +1,8 @@
-"""Model names -> (spec, module): toy models (``toy-mlp``) from ``mixflow_bench.toy``, the rest from the zoo."""
+"""Model names -> (spec, module) from the zoo; toy models (``toy-mlp``) take a recipe's model overrides."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,33 +12,32 @@ from torch import nn
 from mixflow_bench.errors import UserError
 from mixflow_bench.flow.conventions import TimeConvention
 from mixflow_bench.models.base import ModelSpec
+from mixflow_bench.models.zoo import ZOO
+from mixflow_bench.models.zoo import get_spec as zoo_spec
 
-TOY_MODELS = ("toy-mlp",)
+TOY_MODELS = tuple(name for name, spec in ZOO.items() if spec.family == "toy")
 
 
 def toy_spec(name: str = "toy-mlp", **overrides: Any) -> ModelSpec:
-    """The toy MLP's spec; defaults to 8x8 digits with 10 classes (``data_shape``/``num_classes`` override)."""
-    from mixflow_bench.toy.model import ToyVelocityMLP
-
-    data_shape = tuple(overrides.get("data_shape", (8, 8)))
-    num_classes = int(overrides.get("num_classes", 10))
-    convention = TimeConvention(overrides.get("convention", TimeConvention.DATA_AT_1))
+    """The toy MLP's zoo spec with a recipe's model ``overrides`` (``data_shape``, ``num_classes``, ``convention``,
+    and the architecture's own keywords); its sampling rules are the zoo entry's."""
+    base = zoo_spec(name)
+    data_shape = tuple(overrides.get("data_shape", base.latent_shape))
+    num_classes = int(overrides.get("num_classes", base.num_classes))
+    convention = TimeConvention(overrides.get("convention", base.convention))
     kwargs = {**overrides, "data_shape": data_shape, "num_classes": num_classes, "convention": convention}
-    return ModelSpec(
-        name=name,
-        build=lambda **extra: ToyVelocityMLP(**{**kwargs, **extra}),
+    return dataclasses.replace(
+        base,
+        build=lambda **extra: base.build(**{**kwargs, **extra}),
         convention=convention,
         latent_shape=data_shape,
         num_classes=num_classes,
-        description="toy velocity MLP (pixel space)",
     )
 
 
 def get_spec(name: str, **overrides: Any) -> ModelSpec:
     if name in TOY_MODELS:
         return toy_spec(name, **overrides)
-    from mixflow_bench.models.zoo import get_spec as zoo_spec
-
     return zoo_spec(name)
 
 

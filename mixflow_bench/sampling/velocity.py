@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mixflow_bench.flow import TimeConvention, autoguidance, classifier_free, conditional
+from mixflow_bench.flow import autoguidance, classifier_free, conditional
 from mixflow_bench.recipes.schema import SampleSection
-from mixflow_bench.samplers import Sampler, get_sampler
+from mixflow_bench.samplers import Sampler, compatibility_problem, get_sampler
 from mixflow_bench.sampling.fast import FastPath, prefetch_to, prepare_model
 from mixflow_bench.sampling.shards import Generator
 
@@ -42,26 +42,13 @@ def build_velocity(spec: Any, model: nn.Module, y: Tensor, sample_cfg: SampleSec
     raise ValueError(f"unknown guidance kind {g.kind!r}")
 
 
-def model_output(spec: Any) -> str:
-    """What the model of ``spec`` outputs: ``velocity`` or ``gm`` (a Gaussian mixture, GMFlow)."""
-    return getattr(spec, "output", "velocity")
-
-
 def sampler_for(spec: Any, sample_cfg: SampleSection) -> Sampler:
     """The registered sampler of ``sample_cfg``, checked against the model's output, time convention and the
     recipe's guidance kind (one clear ValueError otherwise)."""
-    sampler = get_sampler(sample_cfg.sampler)
-    conv = TimeConvention(spec.convention).value
-    if not sampler.accepts(model_output(spec), conv):
-        raise ValueError(
-            f"sampler {sampler.name} integrates a {sampler.output} model in {' or '.join(sampler.conventions)} time; "
-            f"model {spec.name} outputs a {model_output(spec)} in {conv} time"
-        )
-    if sample_cfg.guidance.kind not in sampler.guidance:
-        raise ValueError(
-            f"sampler {sampler.name} takes guidance {' or '.join(sampler.guidance)}, not {sample_cfg.guidance.kind!r}"
-        )
-    return sampler
+    problem = compatibility_problem(sample_cfg.sampler, spec, sample_cfg.guidance.kind)
+    if problem:
+        raise ValueError(problem)
+    return get_sampler(sample_cfg.sampler)
 
 
 def integrate(
