@@ -21,13 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mixflow_bench.flow import euler, uniform_grid
+from mixflow_bench.metrics.toy import data_fd
 from mixflow_bench.models.float8 import float8_unsupported_reason
 from mixflow_bench.recipes.loader import load_recipe
 from mixflow_bench.sampling.fast import FastPath, prepare_model
 from mixflow_bench.sampling.velocity import precision_context
 from mixflow_bench.toy import study
 from mixflow_bench.toy.ensemble import Ensemble, Member, train_ensemble
-from mixflow_bench.toy.metrics import data_fd
 
 console = Console()
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mixflow_bench.analysis.toy_checkpoints import CheckpointError, load_toy_model
 from mixflow_bench.cli.analyze_cmd import command
 from mixflow_bench.flow.conventions import TimeConvention
-from mixflow_bench.toy.model import ToyVelocityMLP
+from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 
 
 def test_checkpoint_roundtrip_with_and_without_kwargs(tmp_path):

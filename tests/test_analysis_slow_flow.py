@@ -18,8 +18,8 @@ from mixflow_bench.analysis.slow_flow import (
     slow_flow_curve,
     summarize,
 )
+from mixflow_bench.data.toy import GaussianRing
 from mixflow_bench.flow.conventions import TimeConvention
-from mixflow_bench.toy.datasets import GaussianRing
 
 pytestmark = pytest.mark.float_sensitive  # also run with OMP_NUM_THREADS=1 in CI (.ci/run)
 

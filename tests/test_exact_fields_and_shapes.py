@@ -10,8 +10,8 @@ import torch
 
 from mixflow_bench.analysis.exact_velocity import GaussianMixtureField, ring_velocity
 from mixflow_bench.data.shapes import SHAPE_CLASSES, generate_shapes
+from mixflow_bench.data.toy import GaussianRing
 from mixflow_bench.metrics.packed_weights import pack_tensor, unpack_tensor
-from mixflow_bench.toy.datasets import GaussianRing
 
 
 def _brute_posterior_velocity(x, m, centers, std, allowed):
@@ -152,8 +152,8 @@ def test_reproduce_shapes_refuses_without_cuda(monkeypatch):
 
 def test_ensemble_forward_and_pairing():
     """The vmapped ensemble computes each member's own network; members of one seed see the same draws."""
+    from mixflow_bench.models.toy_mlp import ToyVelocityMLP
     from mixflow_bench.toy.ensemble import Ensemble, Member, train_ensemble
-    from mixflow_bench.toy.model import ToyVelocityMLP
 
     models = []
     for s in range(3):

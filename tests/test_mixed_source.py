@@ -161,8 +161,8 @@ def test_analyze_curvature_cli(tmp_path):
     from click.testing import CliRunner
 
     from mixflow_bench.cli.analyze_cmd import command
+    from mixflow_bench.models.toy_mlp import ToyVelocityMLP
     from mixflow_bench.toy.mixed_source_study import UnconditionalVelocity
-    from mixflow_bench.toy.model import ToyVelocityMLP
 
     still = MixedSourceModel(UnconditionalVelocity(ToyVelocityMLP((2,), 1, hidden=16, depth=1, time_dim=8)), None)
     torch.save({"ema": still.state_dict()}, tmp_path / "still.pt")

@@ -39,7 +39,7 @@ def test_study_numbers_match_an_independent_recomputation(tmp_path):
     assert records == sorted(f"study-toy2d-{m}.json" for m in result["trained_methods"])
 
     # independent recomputation of the baseline's FD at 8 Euler steps from its saved EMA weights
-    from mixflow_bench.toy.model import ToyVelocityMLP
+    from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 
     ema = torch.load(out / "seed0" / "baseline.pt")["ema"]
     model = ToyVelocityMLP((2,), 1, hidden=32, depth=1)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mixflow_bench.toy.datasets import GaussianRing
+from mixflow_bench.data.toy import GaussianRing
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from mixflow_bench.errors import UserError
 from mixflow_bench.flow.conventions import TimeConvention
-from mixflow_bench.toy.model import ToyVelocityMLP
+from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 

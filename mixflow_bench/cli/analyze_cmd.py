@@ -63,9 +63,9 @@ def slow_flow(
     from mixflow_bench.analysis.exact_velocity import ring_velocity
     from mixflow_bench.analysis.slow_flow import null_curve, plot_slow_flow, slow_flow_curve, summarize
     from mixflow_bench.analysis.toy_checkpoints import CheckpointError, load_toy_model, model_velocity
+    from mixflow_bench.data.toy import load_digits_split, load_toy2d_split
     from mixflow_bench.flow.conventions import TimeConvention
     from mixflow_bench.results.records import write_json_atomic
-    from mixflow_bench.toy.datasets import load_digits_split, load_toy2d_split
 
     parsed = [_parse_checkpoint(c) for c in checkpoints]
     if not parsed and not velocity_exact:
@@ -142,7 +142,7 @@ def _curvature_velocity(path: Path, shape: tuple[int, ...]):
 
     from mixflow_bench.analysis.toy_checkpoints import CheckpointError, infer_kwargs, load_toy_model
     from mixflow_bench.flow.conventions import TimeConvention
-    from mixflow_bench.toy.model import ToyVelocityMLP
+    from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 
     if not path.exists():
         raise click.ClickException(f"{path}: no such checkpoint")

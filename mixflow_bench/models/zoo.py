@@ -167,7 +167,7 @@ ZOO.update(_mixed_source_specs())
 
 
 def _toy_mlp(**overrides) -> nn.Module:
-    from mixflow_bench.toy.model import ToyVelocityMLP
+    from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 
     return ToyVelocityMLP(**{"data_shape": (8, 8), "num_classes": 10, **overrides})
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixflow_bench.toy.metrics import frechet_distance, gaussian_stats
+from mixflow_bench.metrics.toy import frechet_distance, gaussian_stats
 
 __all__ = ["fd_data", "frechet_distance", "heldout_reference", "images_to_data"]
 
@@ -19,7 +19,7 @@ def images_to_data(images: np.ndarray) -> np.ndarray:
 def heldout_reference(name: str) -> np.ndarray:
     """Held-out toy data, quantized as samples are: ``digits-heldout`` (N, 8, 8) in [-1, 1]."""
     if name == "digits-heldout":
-        from mixflow_bench.toy.datasets import load_digits_split, to_uint8_images
+        from mixflow_bench.data.toy import load_digits_split, to_uint8_images
 
         _, held = load_digits_split()
         return images_to_data(to_uint8_images(held.x))

@@ -109,7 +109,7 @@ def build_objective(recipe: Recipe, spec: Any):
 
 def toy_training_data(recipe: Recipe):
     """The train split of the recipe's toy data set."""
-    from mixflow_bench.toy.datasets import load_digits_split, load_toy2d_split
+    from mixflow_bench.data.toy import load_digits_split, load_toy2d_split
 
     d = recipe.data
     if d is None or d.source not in ("digits", "toy2d"):

@@ -33,11 +33,11 @@ from mixflow_bench.flow.mixed_source import (
     MixedSourceModel,
     mixed_source_method,
 )
+from mixflow_bench.metrics.toy import data_fd, finite_or_raise, mean_nll
 from mixflow_bench.models.source_network import SourceMLP
+from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
-from mixflow_bench.toy.metrics import data_fd, finite_or_raise, mean_nll
-from mixflow_bench.toy.model import ToyVelocityMLP
 from mixflow_bench.toy.study import StudyData, load_study_data
 
 

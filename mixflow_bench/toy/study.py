@@ -23,14 +23,14 @@ from torch import Tensor
 
 from mixflow_bench.analysis.exact_velocity import GaussianMixtureField
 from mixflow_bench.atomic import atomic_path
+from mixflow_bench.data.toy import GaussianRing, VectorDataset, load_digits_split, load_toy2d_split
 from mixflow_bench.flow import Path, TimeConvention, euler, uniform_grid
+from mixflow_bench.metrics.toy import data_fd, finite_or_raise, mean_nll
+from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
-from mixflow_bench.toy.datasets import GaussianRing, VectorDataset, load_digits_split, load_toy2d_split
 from mixflow_bench.toy.ensemble import Ensemble, Member, ensemble_velocity, train_ensemble
-from mixflow_bench.toy.metrics import data_fd, finite_or_raise, mean_nll
-from mixflow_bench.toy.model import ToyVelocityMLP
 from mixflow_bench.toy.report import summary_metrics
 
 CONVENTION = TimeConvention.DATA_AT_1
