@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tolerance import assert_close_to_scale
 from torch import nn
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "golden"
@@ -36,9 +37,7 @@ def fill_(module: nn.Module, seed: int, prefix: str = "") -> nn.Module:
     return module
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str) -> None:
-    """``|actual - expected| <= rel * max|expected|``: a bound relative to the values' magnitude."""
-    actual, expected = torch.broadcast_tensors(actual.detach().double(), expected.double())
-    err = float((actual - expected).abs().max())
-    bound = rel * max(float(expected.abs().max()), 1e-30)
-    assert err <= bound, f"{what}: max |ours - official| = {err:.3e} > {bound:.3e} ({rel:g} of max |official|)"
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, ulps: float, what: str) -> None:
+    """:func:`tolerance.assert_close_to_scale` after bringing ``actual`` to the fixture's dtype and shape."""
+    actual, expected = torch.broadcast_tensors(actual.detach().to(expected.dtype), expected)
+    assert_close_to_scale(actual, expected, ulps, msg=f"{what}: ours differs from the official value")

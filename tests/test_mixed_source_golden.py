@@ -18,9 +18,8 @@ from mixflow_bench.flow.mixed_source import MixedSourceFlow, MixedSourceModel
 from mixflow_bench.models.songunet import SongUNetConfig, songunet
 from mixflow_bench.models.source_network import SourceUNet
 
-REL32 = 1e-5  # float32 training step: rounding of a few reductions
-REL64 = 1e-10
-REL_EMB = 1e-7  # SongUNet's positional embedding is computed in float32 on both sides (in another op order)
+ULPS = 64  # rounding only (the training step in float32, the networks in float64)
+EMB_ULPS = 2**27  # float64 ulps (~3e-8 relative): SongUNet's positional embedding is float32 on both sides
 
 
 class _Source(nn.Module):
@@ -49,18 +48,18 @@ def test_training_step_loss_and_gradients_match_the_official_step():
     randomness = {"u_time": data["t"], "u_w": data["w"], "noise": data["eps"],
                   "noise_source": torch.zeros_like(x1), "noise_kappa": torch.zeros_like(x1)}  # fmt: skip
     loss = objective.loss(model, x1, torch.zeros(len(x1), dtype=torch.long), randomness).mean()
-    assert_close(loss, data["loss"], REL32, "loss")
+    assert_close(loss, data["loss"], ULPS, "loss")
     loss.backward()
     for name, param in (("mean", model.source.mean), ("log_var", model.source.log_var),
                         ("weight", model.velocity.weight), ("bias", model.velocity.bias)):  # fmt: skip
-        assert_close(param.grad, data[f"grad_{name}"], REL32, f"gradient of {name}")
+        assert_close(param.grad, data[f"grad_{name}"], ULPS, f"gradient of {name}")
 
 
 def test_the_loss_fixture_is_informative():
     """The KL term is not negligible at this beta and the examples draw different mixture weights."""
     data = load("mixed_source_loss")
     kl = 0.5 * (data["mean"] ** 2 + data["log_var"].exp() - 1 - data["log_var"]).flatten(1).sum(1).mean()
-    assert float(data["beta"] * kl) > 1e3 * REL32 * float(data["loss"])
+    assert float(data["beta"] * kl) > 1e-2 * float(data["loss"])
     assert len(set(data["w"].tolist())) == len(data["w"])
 
 
@@ -70,7 +69,7 @@ def test_songunet_velocity_matches_the_official_network():
     for attention in ("math", "sdpa"):
         net = fill_(songunet(config, attention=attention).double().eval(), 41)
         with torch.no_grad():
-            assert_close(net(data["x"], data["t"]), data["velocity"], REL_EMB, f"SongUNet ({attention})")
+            assert_close(net(data["x"], data["t"]), data["velocity"], EMB_ULPS, f"SongUNet ({attention})")
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -81,5 +80,5 @@ def test_source_network_mean_and_log_variance_match_the_official_split():
     net = fill_(net.double().eval(), 51)
     with torch.no_grad():
         mean, log_var = net(data["x"])
-    assert_close(mean, data["mean"], REL64, "source mean")
-    assert_close(log_var, data["log_var"], REL64, "source log variance")
+    assert_close(mean, data["mean"], ULPS, "source mean")
+    assert_close(log_var, data["log_var"], ULPS, "source log variance")
