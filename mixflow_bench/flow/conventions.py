@@ -79,3 +79,14 @@ def as_time_batch(t: Tensor | float, batch: int, like: Tensor) -> Tensor:
         t = t.to(device=like.device, dtype=dtype)
         return t.expand(batch).clone() if t.ndim == 0 else t
     return torch.full((batch,), float(t), device=like.device, dtype=dtype)
+
+
+def resolve_shift(shift: float | str | None, latent_shape: tuple[int, ...]) -> float:
+    """A recipe's ``time_shift``: ``"auto"`` is RAE's ``sqrt(C*H*W/4096)``; None is no shift (1)."""
+    if shift is None:
+        return 1.0
+    if shift == "auto":
+        if len(latent_shape) != 3:
+            raise ValueError(f"time_shift 'auto' needs a (C, H, W) latent shape, got {latent_shape}")
+        return rae_shift_factor(*latent_shape)
+    return float(shift)

@@ -74,7 +74,8 @@ def is_toy(recipe: Recipe) -> bool:
 
 
 def posttrained_name(recipe: Recipe) -> str:
-    return "mixflow" if recipe.train and recipe.train.objective.kind == "mixflow" else "fm"
+    """The post-trained variant's name: the method it is trained with (``train.objective.kind``)."""
+    return recipe.train.objective.kind
 
 
 def variants(recipe: Recipe, run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -87,24 +87,12 @@ def sleep_task(seconds: float = 1.0, marker: str | None = None) -> float:
 
 # --- training ------------------------------------------------------------------------------------------------
 def build_objective(recipe: Recipe, spec: Any):
-    """The recipe's objective (plain flow matching or MixFlow) on the model's path and convention."""
-    from mixflow_bench.flow import FlowMatching
-    from mixflow_bench.flow import Path as FlowPath
-    from mixflow_bench.flow.conventions import TimeConvention
-    from mixflow_bench.sampling.runners import resolve_shift
+    """The training objective of the recipe's method (``train.objective.kind``, :mod:`mixflow_bench.methods`) on the
+    model's path and convention."""
+    from mixflow_bench.methods import get_method
 
     o = recipe.train.objective
-    shift = resolve_shift(o.time_shift, tuple(spec.latent_shape)) if o.time_shift is not None else None
-    return FlowMatching(
-        path=FlowPath(kind=o.path, convention=TimeConvention(spec.convention)),
-        t_dist=o.t_dist,
-        mixture=None if o.kind == "fm" else o.mixture,
-        gamma=o.gamma,
-        target=o.target,
-        time_shift=shift,
-        label_dropout=o.label_dropout,
-        null_label=spec.num_classes,
-    )
+    return get_method(o.kind).build_objective(o, spec)
 
 
 def toy_training_data(recipe: Recipe):

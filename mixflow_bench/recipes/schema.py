@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mixflow_bench.methods import get_method, method_names
 from mixflow_bench.samplers import sampler_names
 
 
@@ -40,7 +41,7 @@ class DataSection:
 
 @dataclass
 class ObjectiveSection:
-    kind: Literal["fm", "mixflow"] = "fm"
+    kind: str = "fm"  # a registered method (mixflow_bench.methods): fm | mixflow | gmflow | mixed-source | ...
     path: Literal["linear", "gvp"] = "linear"
     t_dist: Literal["uniform", "beta21", "logit-normal"] = "uniform"  # of data-ward time (1 = data)
     mixture: Literal["slowed", "uniform", "zero-to-t"] = "slowed"  # MixFlow's slowed-time distribution
@@ -48,8 +49,11 @@ class ObjectiveSection:
     target: Literal["slowed", "original"] = "slowed"  # u*(x_m, m) or u*(x_t, t); equal on the linear path
     time_shift: float | Literal["auto"] | None = None  # RAE's noise-level shift; "auto" = sqrt(C*H*W/4096)
     label_dropout: float = 0.0  # probability of the null label (classifier-free guidance training)
+    params: dict[str, Any] = field(default_factory=dict)  # the method's own settings (GMFlow's trans_ratio, ...)
 
     def check(self) -> tuple[str, str] | None:
+        if self.kind not in method_names():
+            return "kind", f"expected one of {', '.join(map(repr, method_names()))}, got {self.kind!r}"
         if not 0.0 <= self.gamma <= 1.0:
             return "gamma", f"must lie in [0, 1], got {self.gamma}"
         if not 0.0 <= self.label_dropout < 1.0:
@@ -310,6 +314,13 @@ class Recipe:
                 return "time_law_control", (
                     f"draws times as the post-training does (t_dist {trained.t_dist}, time_shift "
                     f"{trained.time_shift}), got t_dist {law.t_dist}, time_shift {law.time_shift}"
+                )
+        if self.train is not None and self.sample is not None:
+            method = get_method(self.train.objective.kind)
+            if self.sample.sampler not in method.samplers():
+                return "sample.sampler", (
+                    f"a {method.name} model ({method.output} output) is sampled by {', '.join(method.samplers())}; "
+                    f"got {self.sample.sampler!r}"
                 )
         return None
 

@@ -13,23 +13,12 @@ from typing import Any
 from torch import Tensor
 
 from mixflow_bench.flow import samplers as core
-from mixflow_bench.flow.conventions import TimeConvention, rae_shift_factor
+from mixflow_bench.flow.conventions import TimeConvention, resolve_shift
 from mixflow_bench.flow.paths import Path as FlowPath
 from mixflow_bench.recipes.schema import SampleSection
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 StepNoise = Callable[[int], Tensor] | None
-
-
-def resolve_shift(shift: float | str | None, latent_shape: tuple[int, ...]) -> float:
-    """A recipe's ``time_shift``: ``"auto"`` is RAE's ``sqrt(C*H*W/4096)``; None is no shift (1)."""
-    if shift is None:
-        return 1.0
-    if shift == "auto":
-        if len(latent_shape) != 3:
-            raise ValueError(f"time_shift 'auto' needs a (C, H, W) latent shape, got {latent_shape}")
-        return rae_shift_factor(*latent_shape)
-    return float(shift)
 
 
 def sde(spec: Any, velocity: VelocityFn, noise: Tensor, cfg: SampleSection, step_noise: StepNoise = None) -> Tensor:

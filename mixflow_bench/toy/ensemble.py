@@ -6,7 +6,9 @@ One step of the ensemble is one batched forward/backward, which is what makes th
 CPU. Times are data-ward (t = 1 is data); the path is linear, so the regression target is ``x1 - x0`` at any time.
 
 Objectives, per member: flow matching (``tau ~ U[0, 1]``, input at ``tau``) or MixFlow (``tau ~ Beta(2, 1)``,
-input at the slowed ``m = tau (1 - gamma u)``, network told ``tau``), as :mod:`mixflow_bench.flow.objectives`.
+input at the slowed ``m = tau (1 - gamma u)``, network told ``tau``): the time draws, slowing and path of
+:mod:`mixflow_bench.flow.objectives` with a per-member gamma and time law (test_toy_study.py checks each member's
+loss against :class:`~mixflow_bench.flow.objectives.FlowMatching`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from mixflow_bench.flow.objectives import data_ward_time, slowed_time
+from mixflow_bench.flow.paths import Path
+
+PATH = Path("linear")  # data-ward time (DATA_AT_1), the regression target x1 - x0 at any time
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,23 @@ class Ensemble:
         return {k: v[index].detach().clone() for k, v in params.items()}
 
 
+def member_losses(
+    ensemble: Ensemble, x1: Tensor, y: Tensor, noise: Tensor, u_time: Tensor, u_mix: Tensor, gamma: Tensor,
+    beta_times: Tensor, params: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """Per-member, per-sample losses (E, B) of flow matching / MixFlow for stacked data ``x1`` (E, B, ...).
+
+    ``u_time``, ``u_mix``: (E, B) uniforms of the time and the slowing; ``gamma`` (E,) (0: flow matching) and
+    ``beta_times`` (E,) (Beta(2, 1) times) are each member's objective.
+    """
+    # data-ward time the network is told, and the slowed input time (= tau for flow matching)
+    tau = torch.where(beta_times[:, None], data_ward_time(u_time, "beta21"), data_ward_time(u_time, "uniform"))
+    m = slowed_time(tau, u_mix, "slowed", gamma[:, None])
+    mb = m.reshape(*m.shape, *([1] * (x1.ndim - 2)))
+    pred = ensemble(PATH.interpolate(x1, noise, mb), tau, y, params=params)
+    return (pred - PATH.velocity(x1, noise, mb)).pow(2).flatten(2).mean(2)
+
+
 @dataclass
 class EnsembleResult:
     ema: dict[str, Tensor]  # stacked EMA weights
@@ -90,7 +114,6 @@ def train_ensemble(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = {k: (ema_init[k] if ema_init is not None else v).detach().clone() for k, v in ensemble.params.items()}
     shape = tuple(x_train.shape[1:])
-    e = len(members)
     started = time.perf_counter()
     for _ in range(steps):
         idx, noise, u_time, u_mix = [], [], [], []
@@ -101,13 +124,8 @@ def train_ensemble(
             u_mix.append(torch.rand(batch_size, generator=g))
         idx_s, noise_s = torch.stack(idx)[slot], torch.stack(noise)[slot]  # (E, B), (E, B, *shape)
         u_t, u_m = torch.stack(u_time)[slot], torch.stack(u_mix)[slot]
-        tau = torch.where(beta[:, None], u_t.sqrt(), u_t)  # (E, B) data-ward time the network is told
-        m = tau * (1.0 - gamma[:, None] * u_m)  # slowed input time (= tau for flow matching)
-        x1, y = x_train[idx_s], y_train[idx_s]
-        mb = m.reshape(e, batch_size, *([1] * len(shape)))
-        x_in = mb * x1 + (1.0 - mb) * noise_s
-        pred = ensemble(x_in, tau, y)
-        loss = (pred - (x1 - noise_s)).pow(2).flatten(2).mean(2).mean(1)  # (E,)
+        losses = member_losses(ensemble, x_train[idx_s], y_train[idx_s], noise_s, u_t, u_m, gamma, beta)
+        loss = losses.mean(1)  # (E,)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         if grad_clip:
