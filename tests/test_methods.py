@@ -133,8 +133,8 @@ def test_toy_ensemble_mixflow_is_flow_matching_member_by_member() -> None:
     """The ensemble's batched loss against FlowMatching.loss on each member's own model and draws."""
     from mixflow_bench.flow import FlowMatching, mixflow
     from mixflow_bench.flow import Path as FlowPath
+    from mixflow_bench.models.toy_mlp import ToyVelocityMLP
     from mixflow_bench.toy.ensemble import Ensemble, member_losses
-    from mixflow_bench.toy.model import ToyVelocityMLP
 
     g = torch.Generator().manual_seed(0)
     template = ToyVelocityMLP(data_shape=(8, 8), num_classes=10, hidden=16, depth=1)
