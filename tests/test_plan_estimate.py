@@ -1,5 +1,5 @@
 """`reproduce --plan` GPU-hours follow the recipe's precision/compile settings and the throughputs measured in
-benchmarks/results/, per GPU type, and say which measurement they come from."""
+mixflow_bench/pipeline/throughputs/, per GPU type, and say which measurement they come from."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mixflow_bench.pipeline import estimate
 from mixflow_bench.pipeline.reproduce import plan
 from mixflow_bench.recipes.loader import load_recipe
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "mixflow_bench" / "pipeline" / "throughputs"
 FAST = {"sample": {"precision": "bf16", "compile": True}}
 
 

@@ -1,4 +1,5 @@
-"""GPU-hour estimates for ``reproduce --plan``, from the throughputs measured in ``benchmarks/results/``.
+"""GPU-hour estimates for ``reproduce --plan``, from the throughputs measured by ``benchmarks/`` (package data in
+``mixflow_bench/pipeline/throughputs/<gpu>-<date>/``, so an installed package has them).
 
 Each estimate follows the recipe's precision and compile settings: ``tf32`` eager is the exact path (the recipes'
 default), ``bf16`` + ``torch.compile`` the fast path (``--fast``). The measurements come from
@@ -22,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-BENCHMARK_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+THROUGHPUTS = Path(__file__).resolve().parent / "throughputs"
 
 # benchmark case (the "case" field of the JSON rows) -> model names it measures
 SAMPLING_CASES = {
@@ -47,8 +48,8 @@ DERIVED: dict[str, tuple[str, float, str | None]] = {
     "mixed-source-afhqv2-64": ("sit-xl-2", 41.9 / 118.64, "SongUNet not measured: SiT-XL/2 x GMACs ratio 41.9/118.6"),
 }
 ASSUMPTIONS = (
-    "throughputs measured by benchmarks/ (benchmarks/results/, one row per GPU type and path); the basis column "
-    "names the measurement, 'assumed' marks what was derived; evaluation not counted"
+    "throughputs measured by benchmarks/ (mixflow_bench/pipeline/throughputs/, one row per GPU type and path); the "
+    "basis column names the measurement, 'assumed' marks what was derived; evaluation not counted"
 )
 
 
@@ -57,7 +58,7 @@ class Measurement:
     """One benchmark row: a model on one GPU type, on the official-equivalent or the fast path."""
 
     gpu: str  # device name as the benchmark recorded it
-    source: str  # file, relative to the repository root
+    source: str  # file, relative to the package (pipeline/throughputs/<gpu>-<date>/<file>)
     case: str
     path: str  # exact | fast | fast+graphs; legacy files: official (the emulated exact settings)
     batch: int
@@ -113,7 +114,7 @@ def _official_rows(file: Path, data: dict, root: Path) -> list[Measurement]:
 
 
 @lru_cache(maxsize=4)
-def load_measurements(root: Path = BENCHMARK_RESULTS) -> tuple[Measurement, ...]:
+def load_measurements(root: Path = THROUGHPUTS) -> tuple[Measurement, ...]:
     """Every timing row of ``bench_official.py`` (``official-*.json``) and of the older sampling
     (``sampling-*.json``) and training (``train.json``) benchmarks."""
     rows: list[Measurement] = []
@@ -210,7 +211,7 @@ def sampling_nfe(sample: Any, model: str | None = None) -> int:
     return nfe if isinstance(nfe, int) else sample.steps
 
 
-def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:
+def sampling_estimates(model: str, sample: Any, root: Path = THROUGHPUTS) -> list[Estimate]:
     """GPU-hours to sample ``sample.num`` images of ``model``, one estimate per measured GPU type."""
     rows, factor, why = _candidates(model, SAMPLING_CASES, root)
     path, compiled, path_assumption = _path_for(sample.precision, sample.compile, getattr(sample, "cuda_graphs", False))
@@ -237,7 +238,7 @@ def sampling_estimates(model: str, sample: Any, root: Path = BENCHMARK_RESULTS) 
     return out
 
 
-def training_estimates(model: str, train: Any, root: Path = BENCHMARK_RESULTS) -> list[Estimate]:
+def training_estimates(model: str, train: Any, root: Path = THROUGHPUTS) -> list[Estimate]:
     """GPU-hours for ``train.steps`` steps of ``train.batch_size`` images, one estimate per measured GPU type."""
     rows, factor, why = _candidates(model, TRAINING_CASES, root)
     # the training engine runs fp32 with TF32 matmuls (TrainConfig.tf32), the benchmarks' exact path

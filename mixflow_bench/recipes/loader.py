@@ -14,7 +14,7 @@ from mixflow_bench.merge import deep_merge
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.recipes.validate import RecipeError, build_dataclass
 
-PACKAGE_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+PACKAGE_RECIPES = Path(__file__).resolve().parent / "builtin"  # shipped with the package
 
 
 def recipe_dirs() -> list[Path]:

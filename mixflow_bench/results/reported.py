@@ -1,4 +1,4 @@
-"""The numbers the papers report (``results/reported.yaml``): loading and validation.
+"""The numbers the papers report (``mixflow_bench/results/reported.yaml``): loading and validation.
 
 Each entry is keyed by ``(experiment, method, guidance)`` for the join with produced result records, carries only
 the metrics its source gives, the protocol they were measured with (:mod:`mixflow_bench.results.protocol`; what the
@@ -18,7 +18,7 @@ from mixflow_bench.errors import UserError
 from mixflow_bench.results.protocol import check_protocol
 
 SCHEMA = "mixflow-bench/reported/v1"
-DEFAULT_REPORTED = Path(__file__).resolve().parents[2] / "results" / "reported.yaml"
+DEFAULT_REPORTED = Path(__file__).resolve().parent / "reported.yaml"
 
 METHODS = ("baseline", "mixflow", "fm-control", "fm-beta")
 GUIDANCE = ("none", "cfg", "autoguidance", "probabilistic")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The package as users install it: build the wheel, install it (without dependencies) into a fresh virtual
+# environment that borrows the dependencies of the current one, and run it from a folder outside the checkout
+# with its own MIXFLOW_BENCH_HOME: every recipe is listed and tiny-digits reproduces. About a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+checkout=$PWD
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+python -m pip wheel -q --no-deps --no-build-isolation . -w "$tmp/dist"
+python -m venv "$tmp/venv"
+purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+# the dependencies only: the current environment's editable hook (a .pth there) does not run from a path entry
+purelib python > "$(purelib "$tmp/venv/bin/python")/ci-dependencies.pth"
+"$tmp/venv/bin/python" -m pip install -q --no-deps "$tmp"/dist/*.whl
+
+mkdir "$tmp/work"
+cd "$tmp/work"
+export MIXFLOW_BENCH_HOME="$tmp/home" COLUMNS=200
+installed=$("$tmp/venv/bin/python" -c 'import mixflow_bench; print(mixflow_bench.__file__)')
+case "$installed" in "$tmp/venv/"*) ;; *) echo "wheel check: imports $installed, not the wheel"; exit 1 ;; esac
+start=$SECONDS
+"$tmp/venv/bin/mixflow-bench" recipes list > recipes.txt
+for recipe in "$checkout"/mixflow_bench/recipes/builtin/[!_]*.yaml; do
+  name=$(basename "$recipe" .yaml)
+  grep -qE "(^|[^A-Za-z0-9_.-])${name}([^A-Za-z0-9_.-]|$)" recipes.txt || {
+    echo "wheel check: recipes list lacks $name"; cat recipes.txt; exit 1; }
+done
+"$tmp/venv/bin/mixflow-bench" reproduce tiny-digits > reproduce.txt 2>&1 || { cat reproduce.txt; exit 1; }
+echo "wheel check: the installed wheel lists every recipe and reproduces tiny-digits in $((SECONDS - start)) s"
