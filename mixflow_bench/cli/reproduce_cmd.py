@@ -192,7 +192,29 @@ def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bo
         )
     except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
-    table = run_dir / "table.json"
-    if table.exists():
-        console.print_json(table.read_text())
-    console.print(f"stages: {outcome}")
+    print_run_summary(r.name, run_dir, outcome)
+
+
+def print_run_summary(name: str, run_dir: Path, outcome: dict[str, str]) -> None:
+    """What each stage did, then the run's numbers (``table.json``) as a table with their protocol in words."""
+    import json
+
+    from rich.table import Table
+
+    from mixflow_bench.results.protocol import describe
+
+    console.print(f"[bold]{name}[/bold]: " + ", ".join(f"{stage} {what}" for stage, what in outcome.items()))
+    path = run_dir / "table.json"
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    rows = data.get("rows") or {}
+    metrics = list(dict.fromkeys(m for values in rows.values() for m in values))
+    table = Table(title=f"{name} ({describe(data['protocol'])})" if data.get("protocol") else name)
+    table.add_column("method")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for method, values in rows.items():
+        table.add_row(method, *(f"{values[m]:.4g}" if m in values else "" for m in metrics))
+    console.print(table)
+    console.print(f"numbers in {path}; [bold]mixflow-bench table[/bold] sets them beside the papers'")

@@ -18,20 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import UnidentifiedImageError
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from mixflow_bench.data import cache
 from mixflow_bench.data.codec import Codec
 from mixflow_bench.data.preprocess import ADM_CROP, preprocess_to_array, to_unit_tensor_batch
 from mixflow_bench.data.sources import ImageRecord, ImageSource
+from mixflow_bench.progress import RateColumn, progress_display
 
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 DTYPES = ("float32", "float16")
@@ -242,16 +235,9 @@ def write_shard(
     return record
 
 
-class RateColumn(ProgressColumn):
-    """images/s of a rich progress task."""
-
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- img/s" if speed is None else f"{speed:,.1f} img/s", style="progress.data.speed")
-
-
-def make_progress(console=None, disable: bool = False) -> Progress:
-    return Progress(
+def make_progress(console=None, disable: bool = False) -> Any:
+    """Images encoded: a bar in a terminal, lines in a log (:mod:`mixflow_bench.progress`)."""
+    return progress_display(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -14,6 +14,7 @@ loss against :class:`~mixflow_bench.flow.objectives.FlowMatching`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,8 +100,11 @@ def train_ensemble(
     grad_clip: float | None,
     ema_init: dict[str, Tensor] | None = None,
     stage_seed: int = 0,
+    advance: Callable[[int], None] | None = None,
 ) -> EnsembleResult:
-    """AdamW (no weight decay, constant ``lr``), per-member gradient clipping, EMA; paired draws within a seed."""
+    """AdamW (no weight decay, constant ``lr``), per-member gradient clipping, EMA; paired draws within a seed.
+
+    ``advance(1)`` is called after every step (progress)."""
     import time
 
     if len(members) != ensemble.size:
@@ -136,6 +140,8 @@ def train_ensemble(
         opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(list(ema.values()), params, 1.0 - ema_decay)
+        if advance is not None:
+            advance(1)
     return EnsembleResult(
         ema=ema,
         weights={k: v.detach().clone() for k, v in ensemble.params.items()},

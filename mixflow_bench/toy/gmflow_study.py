@@ -23,6 +23,7 @@ from rich.table import Table
 from mixflow_bench.atomic import atomic_write_text
 from mixflow_bench.flow.gmflow import SOLVERS, GMFlowObjective, GMFlowToyMLP, default_substeps, gmflow_grid
 from mixflow_bench.flow.samplers import euler
+from mixflow_bench.progress import step_progress
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import DEFAULT_RESULTS_DIR, make_record, save_record, write_json_atomic
@@ -90,7 +91,9 @@ def run_gmflow_study(
     panels: dict[str, dict[str, np.ndarray]] = {}
     started, cpu_started = time.perf_counter(), time.process_time()
     num_train = (recipe.data.num_train if recipe.data else None) or 65_536
-    with console.status(f"[bold]{recipe.name}[/bold]") as status:
+    with step_progress() as prog:
+        num_models = len(seeds) * (len(study.components) + 1)  # each K and the flow-matching baseline, per seed
+        task = prog.add_task(f"{recipe.name}: models trained", total=num_models, unit="models")
         for seed in seeds:
             data = sample_checkerboard(num_train, torch.Generator().manual_seed(1_000 + seed))
             reference = sample_checkerboard(study.num_eval_samples, torch.Generator().manual_seed(2_000 + seed))
@@ -98,16 +101,13 @@ def run_gmflow_study(
             models: dict[str, GMFlowToyMLP] = {}
             for k in [None, *study.components]:  # None: the flow-matching baseline (K = 1, s = 1, lambda = 1)
                 label = "baseline" if k is None else f"k{k}"
-                status.update(
-                    f"[bold]{recipe.name}[/bold] seed {seed}: training {label} ({study.baseline_steps} steps)"
-                )
                 torch.manual_seed(seed)
                 kwargs = {"num_gaussians": 1, "constant_logstd": 0.0} if k is None else {"num_gaussians": k}
                 model = GMFlowToyMLP(**kwargs, **overrides)
                 objective = GMFlowObjective(trans_ratio=1.0 if k is None else study.trans_ratio)
                 model.load_state_dict(_train(model, objective, data, recipe, seed, out_dir / f"seed{seed}" / label))
                 models[label] = model.eval()
-            status.update(f"[bold]{recipe.name}[/bold] seed {seed}: sampling")
+                prog.advance(task, 1)
             scores: dict[str, dict] = {}
             for name in names:
                 model, solver = _resolve(name, models)

@@ -36,6 +36,7 @@ from mixflow_bench.flow.mixed_source import (
 from mixflow_bench.metrics.toy import data_fd, finite_or_raise, mean_nll
 from mixflow_bench.models.source_network import SourceMLP
 from mixflow_bench.models.toy_mlp import ToyVelocityMLP
+from mixflow_bench.progress import step_progress
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
 from mixflow_bench.toy.study import StudyData, load_study_data
@@ -150,14 +151,15 @@ def run_mixed_source_study(
     curvatures: dict[str, dict] = {}
     started = time.perf_counter()
     traj_plot: dict[str, Tensor] = {}
-    with console.status(f"[bold]{recipe.name}[/bold]: training") as status:
+    with step_progress() as prog:
+        task = prog.add_task(f"{recipe.name}: models trained and evaluated", total=len(seeds) * len(variants),
+                             unit="models")  # fmt: skip
         for seed in seeds:
             g = torch.Generator().manual_seed(10_000 + seed)
             x0 = torch.randn((section.num_eval_samples, *shape), generator=g)
             x0_curv = torch.randn((section.curvature_samples, *shape), generator=g)
             per_seed[str(seed)], curvatures[str(seed)] = {}, {}
             for v in variants:
-                status.update(f"[bold]{recipe.name}[/bold] seed {seed}: {v.key} ({section.steps} steps)")
                 objective = mixed_source_method(v.method, beta=v.beta or 0.0, kappa=section.kappa)
                 model = build_model(recipe, data, v, seed)
                 ema = _train(model, objective, data, recipe, seed, out_dir / f"seed{seed}" / v.key)
@@ -170,6 +172,7 @@ def run_mixed_source_study(
                     traj_plot[v.key] = traj[:, :48]
                 if seed == seeds[0]:
                     curvatures.setdefault("_values", {})[v.key] = curv
+                prog.advance(task, 1)
     values = curvatures.pop("_values")
     keys = [v.key for v in variants]
     summary = _summarize(per_seed, curvatures, keys, section.eval_nfe)

@@ -27,6 +27,7 @@ from mixflow_bench.data.toy import GaussianRing, VectorDataset, load_digits_spli
 from mixflow_bench.flow import Path, TimeConvention, euler, uniform_grid
 from mixflow_bench.metrics.toy import data_fd, finite_or_raise, mean_nll
 from mixflow_bench.models.toy_mlp import ToyVelocityMLP
+from mixflow_bench.progress import step_progress
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
@@ -138,7 +139,8 @@ def run_study(
     grad_clip = recipe.train.grad_clip if recipe.train else None
     opt_kwargs = dict(batch_size=study.batch_size, lr=study.lr, ema_decay=study.ema_decay, grad_clip=grad_clip)
 
-    with console.status(f"[bold]{recipe.name}[/bold]: {len(seeds)} baselines ({study.baseline_steps} steps)") as st:
+    with step_progress() as prog:
+        task = prog.add_task(f"{recipe.name}: {len(seeds)} baselines", total=study.baseline_steps)
         base_ens = Ensemble(template, [build_model(recipe, data, s).state_dict() for s in seeds])
         base = train_ensemble(
             base_ens,
@@ -147,10 +149,11 @@ def run_study(
             data.train.y,
             steps=study.baseline_steps,
             stage_seed=1,
+            advance=lambda n, task=task: prog.advance(task, n),
             **opt_kwargs,
         )
         members = [Member(s, name, g, beta) for s in seeds for name, g, beta in variants]
-        st.update(f"[bold]{recipe.name}[/bold]: {len(members)} post-trainings ({study.posttrain_steps} steps)")
+        task = prog.add_task(f"{recipe.name}: {len(members)} post-trainings", total=study.posttrain_steps)
         slot = torch.tensor([seeds.index(m.seed) for m in members])
         post_ens = Ensemble(template, [base_ens.member_state(base.weights, int(i)) for i in slot])
         post = train_ensemble(
@@ -161,6 +164,7 @@ def run_study(
             steps=study.posttrain_steps,
             stage_seed=2,
             ema_init={k: v[slot] for k, v in base.ema.items()},
+            advance=lambda n, task=task: prog.advance(task, n),
             **opt_kwargs,
         )
         train_s = time.perf_counter() - started
@@ -170,7 +174,7 @@ def run_study(
             ema_i = {k: (base.ema[k][i] if i < len(seeds) else post.ema[k][i - len(seeds)]).clone() for k in base.ema}
             with atomic_path(out_dir / f"seed{m.seed}" / f"{m.method}.pt", suffix=".pt") as tmp:
                 torch.save({"ema": ema_i, "model_kwargs": {"data_shape": list(shape)}}, tmp)
-        st.update(f"[bold]{recipe.name}[/bold]: sampling")
+        task = prog.add_task(f"{recipe.name}: sampling", total=len(study.eval_steps), unit="step counts")
         # every model of every seed in one ensemble: baselines first, then the post-trainings in member order
         ema_all = {k: torch.cat([base.ema[k], post.ema[k]]) for k in base.ema}
         eval_ens = Ensemble(template, [base_ens.member_state(ema_all, i) for i in range(len(all_members))])
@@ -184,9 +188,10 @@ def run_study(
             finite_or_raise(samples, f"samples at {steps} steps")
             for k, m in enumerate(all_members):
                 per_seed[str(m.seed)].setdefault(m.method, {})[str(steps)] = _scores(samples[k], data)
-        st.update(f"[bold]{recipe.name}[/bold]: exact fields")
+            prog.advance(task, 1)
         field = exact_field(data)
         exact = _exact_fns(field, gammas, shape)
+        task = prog.add_task(f"{recipe.name}: exact fields", total=len(seeds), unit="seeds")
         for s in seeds:
             xs, ys = inputs[s]
             for name, fn in exact.items():
@@ -195,9 +200,11 @@ def run_study(
                         lambda x, t, fn=fn, ys=ys: fn(x, t, ys), xs.double(), uniform_grid(steps, CONVENTION)
                     )
                     per_seed[str(s)].setdefault(name, {})[str(steps)] = _scores(sample.float(), data)
+            prog.advance(task, 1)
         sample_s = time.perf_counter() - started - train_s
-        st.update(f"[bold]{recipe.name}[/bold]: Slow-Flow analysis")
+        task = prog.add_task(f"{recipe.name}: Slow-Flow analysis", total=1, unit="analyses")
         slow_flow = _slow_flow_all(eval_ens, all_members, exact, data, study, seeds, out_dir, recipe.name)
+        prog.advance(task, 1)
 
     table_methods = methods + list(exact)
     summary = _summarize(per_seed, table_methods, study.eval_steps)

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
 from mixflow_bench.atomic import atomic_write_text
+from mixflow_bench.progress import progress_display
 from mixflow_bench.train import checkpoint as ckpt
 from mixflow_bench.train.distributed import DistContext, setup
 from mixflow_bench.train.ema import create_ema, update_ema
@@ -208,16 +209,18 @@ def _close_iterator(iterator: Any) -> None:
         close()
 
 
-def _progress_bar(enabled: bool) -> Progress | contextlib.nullcontext:
+def _progress_bar(enabled: bool) -> Any:
+    """Training steps: a bar in a terminal, a line every 30 s in a log (:mod:`mixflow_bench.progress`)."""
     if not enabled:
         return contextlib.nullcontext()
-    return Progress(
+    return progress_display(
         TextColumn("[bold]train"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]} img/s"),
+        TextColumn("{task.fields[img_per_s]} img/s"),
         TimeRemainingColumn(),
+        unit="steps",
     )
 
 
@@ -419,7 +422,7 @@ def _train(
         # close the batch iterator (the current one: next_batch starts a new one per epoch) however the loop ends,
         # so that a prefetching source stops its thread before the process group is torn down and the process exits
         cleanup.callback(lambda: _close_iterator(data_iter))
-        task = bar.add_task("train", total=config.steps, completed=step, loss="-", rate="-") if bar else None
+        task = bar.add_task("train", total=config.steps, completed=step, loss="-", img_per_s="-") if bar else None
         while step < config.steps:
             if stop_after is not None and step - start_step >= stop_after:
                 stopped = True
@@ -480,7 +483,7 @@ def _train(
                         handle.write(json.dumps(record) + "\n")
                     history.append(record)
                     if bar is not None:
-                        bar.update(task, loss=f"{record['loss']:.4f}", rate=f"{record['images_per_s']:.1f}")
+                        bar.update(task, loss=f"{record['loss']:.4f}", img_per_s=f"{record['images_per_s']:.1f}")
                     if on_log is not None:
                         on_log(record)
             if bar is not None:
