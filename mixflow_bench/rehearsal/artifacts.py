@@ -4,7 +4,9 @@ Each function returns ``{relative file name: bytes}`` as the host would serve th
 ``.pt`` files (a raw EMA state dict), RAE's ``stage2_model.pt``, decoder ``model.pt`` and ``stat.pt``
 (``{"mean": None, "var": (768, g, g)}``), the diffusers folder of SD-VAE and the transformers folder of DINOv2 with
 registers (``config.json`` + safetensors, written by the libraries themselves), and an ADM reference batch
-(``arr_0`` uint8 NHWC plus ``mu``/``sigma``/``mu_s``/``sigma_s``). Weights are drawn N(0, 0.02) on top of each
+(``arr_0`` uint8 NHWC plus ``mu``/``sigma``/``mu_s``/``sigma_s``), GMFlow's bf16 Diffusers safetensors, the κ-FC
+Lightning ``.ckpt`` (``state_dict`` with ``denoiser.*``, ``ema.module.*``, ``noise_predictor.*`` beside Lightning's
+own entries) and the CIFAR-10 python archive. Weights are drawn N(0, 0.02) on top of each
 model's own initialisation, so that no layer is zero and every path of the network is exercised.
 """
 
@@ -119,6 +121,32 @@ def gmflow_transformer(seed: int = 0, **overrides: object) -> bytes:
     return save(state, metadata={"format": "pt"})
 
 
+def cifar10_archive(images: np.ndarray, seed: int = 0) -> bytes:
+    """``cifar-10-python.tar.gz`` as the Toronto host serves it: pickled ``data_batch_1..5`` (rows of R, G, B planes)
+    and ``test_batch`` under ``cifar-10-batches-py/``, plus ``batches.meta``; ``images`` (uint8 NHWC, 32x32) are
+    spread over the five training batches in order."""
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        parts = np.array_split(images, 5)
+        for name, part in [(f"data_batch_{i + 1}", p) for i, p in enumerate(parts)] + [("test_batch", images[:2])]:
+            rows = part.transpose(0, 3, 1, 2).reshape(len(part), 3072)
+            obj = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, len(part)).tolist(), b"data": rows,
+                   b"filenames": [f"{name}_{i}.png".encode() for i in range(len(part))]}  # fmt: skip
+            raw = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        raw = pickle.dumps({b"label_names": [b"airplane", b"automobile"]}, protocol=2)
+        info = tarfile.TarInfo("cifar-10-batches-py/batches.meta")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
 def rae_decoder(resolution: int, seed: int = 0) -> bytes:
     """RAE's ViT-XL pixel decoder ``model.pt`` (a raw ``GeneralDecoder`` state dict)."""
     from mixflow_bench.models.rae_stage1 import DecoderConfig, GeneralDecoder
@@ -194,6 +222,7 @@ def procedural_images(n: int, size: int, seed: int) -> np.ndarray:
 
 __all__ = [
     "adm_reference_batch",
+    "cifar10_archive",
     "dinov2_folder",
     "gmflow_transformer",
     "lightning_checkpoint",

@@ -90,6 +90,18 @@ def _artifact_files(name: str, inception: str, reference_images: int, device: st
         res = 512 if "512" in name else 256
         images = fab.procedural_images(reference_images, res, seed=7)
         return {served: fab.adm_reference_batch(images, inception, device)}
+    if name == "inception-torch-fidelity":  # what download --recipe fetches; the evaluator reads the real file
+        from mixflow_bench.metrics.inception import random_state_dict
+
+        return {served: fab.torch_file(random_state_dict())}
+    if name == "cifar10-python":
+        return {served: fab.cifar10_archive(fab.procedural_images(reference_images, 32, seed=7))}
+    if name == "gmflow-dit":
+        return {served: fab.gmflow_transformer()}
+    if art.layout == "lightning-ema":  # the κ-FC releases: a Lightning .ckpt around the zoo's SongUNet
+        from mixflow_bench.models.zoo import get_spec
+
+        return {served: fab.mixed_source_checkpoint(get_spec(name).build.args[0])}
     if art.kind == "checkpoint":
         from mixflow_bench.models.zoo import ZOO
 
@@ -99,13 +111,17 @@ def _artifact_files(name: str, inception: str, reference_images: int, device: st
 
 
 def needed_artifacts(recipe: Any) -> list[str]:
-    """Every artifact the recipe's stages read: checkpoint, guide, decoder, data encoder, reference batch."""
+    """Every artifact the recipe's stages read: checkpoint, guide, decoder, data encoder, reference batch or the
+    archive a reference is built from."""
+    from mixflow_bench.hub.registry import registry
     from mixflow_bench.models.zoo import get_spec
 
     spec = get_spec(recipe.model.name)
     names: list[str] = []
     if recipe.model.checkpoint is None and spec.checkpoint:
         names.append(spec.checkpoint)
+    elif recipe.model.checkpoint in registry():
+        names.append(recipe.model.checkpoint)
     guide = recipe.sample.guidance if recipe.sample else None
     if guide is not None and guide.kind == "autoguidance" and guide.guide_checkpoint is None:
         names.append(get_spec(guide.guide_model).checkpoint)
@@ -114,8 +130,11 @@ def needed_artifacts(recipe: Any) -> list[str]:
             names += ["dinov2-reg-b", f"rae-decoder-{spec.resolution}", f"rae-stats-{spec.resolution}"]
         else:
             names.append(codec)
-    if recipe.eval and recipe.eval.reference:
+    if recipe.eval and recipe.eval.reference in registry():
         names.append(recipe.eval.reference)
+    archive = recipe.eval.reference_data.archive if recipe.eval and recipe.eval.reference_data else None
+    if archive in registry():
+        names.append(archive)
     return list(dict.fromkeys(names))
 
 
@@ -172,7 +191,14 @@ class Rehearsal:
         return proc.stdout + proc.stderr
 
     def publish(self, recipe: Any) -> list[str]:
-        names = needed_artifacts(recipe)
+        """Fabricate and serve the recipe's artifacts: for a released model evaluated as it is (no ``train:``),
+        everything ``download --recipe`` fetches; otherwise what its stages read."""
+        if recipe.train is None:
+            from mixflow_bench.hub.registry import artifacts_for_recipe
+
+            names = artifacts_for_recipe(recipe)
+        else:
+            names = needed_artifacts(recipe)
         for name in names:
             if name not in self._fabricated:
                 self.site.publish(name, _artifact_files(name, self.inception, self.scale.reference_images,
@@ -195,19 +221,21 @@ class Rehearsal:
             self.local_checkpoints[recipe.model.name] = path
         return [f"model.checkpoint={path}"]
 
-    def overrides(self, recipe: Any, cache: Path) -> list[str]:
+    def overrides(self, recipe: Any, cache: Path | None) -> list[str]:
         s = self.scale
         out = [
-            f"train.steps={s.train_steps}", f"train.batch_size={s.train_batch}",
-            f"train.checkpoint_every={s.checkpoint_every}", f"sample.num={s.samples}",
-            f"sample.steps={s.sample_steps}", f"sample.batch_size={s.sample_batch}",
-            f"sample.shard_size={s.shard_size}", f"data.path={cache}",
-            f"eval.inception_weights={self.inception}",
+            f"sample.num={s.samples}", f"sample.steps={s.sample_steps}", f"sample.batch_size={s.sample_batch}",
+            f"sample.shard_size={s.shard_size}", f"eval.inception_weights={self.inception}",
             # the TF-2015 weights available offline have no output layer: every metric but IS
             "eval.metrics=[fid,sfid,prec,rec]",
-            # random-weight encoders do not give the unit-std latents of real ones
-            "train.latent_check=warn",
         ]  # fmt: skip
+        if recipe.train is not None:
+            out += [
+                f"train.steps={s.train_steps}", f"train.batch_size={s.train_batch}",
+                f"train.checkpoint_every={s.checkpoint_every}", f"data.path={cache}",
+                # random-weight encoders do not give the unit-std latents of real ones
+                "train.latent_check=warn",
+            ]  # fmt: skip
         return out + self.checkpoint_override(recipe)
 
     def rehearse(
@@ -232,23 +260,35 @@ class Rehearsal:
         try:
             t = time.perf_counter()
             result.checks["artifacts"] = self.publish(recipe)
+            result.checks["hash_overrides"] = sorted(
+                n for n, o in self.site.overrides.items() if "sha256" in o or "sha256_prefix" in o
+            )  # pinned hashes replaced by the fabricated stand-ins
             result.stages["fabricate+serve"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            self.cli("download", *result.checks["artifacts"])  # reproduce's download stage then checks completeness
+            released = recipe.train is None  # a released model evaluated as it is: download --recipe, then offline
+            if released:
+                self.cli("download", "--recipe", recipe_name, "--no-progress")
+            else:  # reproduce's download stage then checks completeness
+                self.cli("download", *result.checks["artifacts"])
             result.stages["download"] = time.perf_counter() - t
 
-            res = recipe.data.resolution
-            cache = self.workdir / "caches" / f"{recipe.data.encoder}-{res}-{'flip' if recipe.data.hflip else 'noflip'}"
-            t = time.perf_counter()
-            if not (cache / "manifest.json").exists():
-                tree = write_class_tree(self.workdir / "imagenet" / f"train-{res}", self.scale.images, res)
-                self.cli("data", "prepare", "--recipe", recipe_name, "--source", str(tree), "--out", str(cache),
-                         "--batch-size", "4", "--no-progress")  # fmt: skip
-            result.stages["data prepare"] = time.perf_counter() - t
-            manifest = json.loads((cache / "manifest.json").read_text())
-            result.checks["cache"] = {"classes": len(manifest["classes"]), "samples": manifest["num_samples"],
-                                      "flips": manifest["flips"], "latent_shape": manifest["latent_shape"]}  # fmt: skip
+            cache = None
+            if recipe.data is not None and recipe.data.source is None:
+                res = recipe.data.resolution
+                flip = "flip" if recipe.data.hflip else "noflip"
+                cache = self.workdir / "caches" / f"{recipe.data.encoder}-{res}-{flip}"
+                t = time.perf_counter()
+                if not (cache / "manifest.json").exists():
+                    tree = write_class_tree(self.workdir / "imagenet" / f"train-{res}", self.scale.images, res)
+                    self.cli("data", "prepare", "--recipe", recipe_name, "--source", str(tree), "--out", str(cache),
+                             "--batch-size", "4", "--no-progress")  # fmt: skip
+                result.stages["data prepare"] = time.perf_counter() - t
+                manifest = json.loads((cache / "manifest.json").read_text())
+                result.checks["cache"] = {
+                    "classes": len(manifest["classes"]), "samples": manifest["num_samples"],
+                    "flips": manifest["flips"], "latent_shape": manifest["latent_shape"],
+                }  # fmt: skip
 
             result.overrides = self.overrides(recipe, cache) + list(extra_overrides)
             args = ["reproduce", recipe_name, *result.overrides, "--run-dir", str(run_dir), "--launcher", launcher,
@@ -258,8 +298,9 @@ class Rehearsal:
             t = time.perf_counter()
             if resume_check:
                 self._kill_during_sampling(args, run_dir)
+            offline = {"MIXFLOW_BENCH_OFFLINE": "1"} if released else None  # everything came with download
             try:
-                output = self.cli(*args)
+                output = self.cli(*args, env=offline)
             except RehearsalFailure as first:
                 if launcher == "local":
                     raise
@@ -267,7 +308,7 @@ class Rehearsal:
                 # failure stays in the report. Seen once in three CPU runs: a torchrun rank aborting with
                 # "terminate called without an active exception" as the second training stage started.
                 result.checks["resumed_after_failure"] = str(first)[-1500:]
-                output = self.cli(*args)
+                output = self.cli(*args, env=offline)
             result.stages["reproduce"] = time.perf_counter() - t
             if reuse_training_of is not None:
                 assert "train: up to date, skipped" in output, "the reused training was not recognised as done"
@@ -297,9 +338,11 @@ class Rehearsal:
 
     # --- checks ------------------------------------------------------------------------------------------
     def _check_outputs(self, recipe: Any, run_dir: Path, result: RehearsalResult) -> None:
+        from mixflow_bench.models.zoo import get_spec
+
         check = json.loads((run_dir / "train" / "latent_check.json").read_text()) if recipe.train else None
         result.checks["latent_check"] = check
-        res = recipe.data.resolution
+        res = get_spec(recipe.model.name).resolution
         npz = {}
         for path in sorted((run_dir / "samples").glob("*.npz")):
             with np.load(path) as z:
