@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
+from pathlib import Path
 
 import click
 from rich.table import Table
 
-from mixflow_bench.cli.common import console, err_console
+from mixflow_bench.cli.common import console, err_console, json_option, write_json_output
 
 
 def _load_codec(spec: str, resolution: int, random_init: bool, device: str, seed: int):
@@ -263,24 +263,16 @@ def prepare(
 @command.command(name="verify")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-hashes", is_flag=True, help="Skip sha256 checks (shapes and sizes only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(directory: str, no_hashes: bool, as_json: bool) -> None:
+@json_option("Write the report as JSON to PATH; '-' or no PATH (after DIRECTORY): print it instead.")
+def verify(directory: str, no_hashes: bool, json_path: Path | None) -> None:
     """Check a latent cache against its manifest; exits non-zero on any problem."""
     from mixflow_bench.data.cache import verify_cache
 
     report = verify_cache(directory, check_hashes=not no_hashes)
-    if as_json:
-        console.print_json(
-            json.dumps(
-                {
-                    "directory": os.path.abspath(directory),
-                    "ok": report.ok,
-                    "num_shards": report.num_shards,
-                    "num_samples": report.num_samples,
-                    "problems": report.problems,
-                }
-            )
-        )
+    data = {"directory": os.path.abspath(directory), "ok": report.ok, "num_shards": report.num_shards,
+            "num_samples": report.num_samples, "problems": report.problems}  # fmt: skip
+    if write_json_output(json_path, data):  # printed: the JSON is the report
+        pass
     elif report.ok:
         console.print(f"[green]OK[/] {directory}: {report.num_shards} shards, {report.num_samples:,} samples")
     else:

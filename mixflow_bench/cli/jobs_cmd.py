@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from mixflow_bench.cli.common import console
+from mixflow_bench.cli.common import console, json_option, write_json_output
 
 
 @click.command(name="jobs")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="a run directory, or a folder of them")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def command(run_dir: Path, as_json: bool) -> None:
+@json_option("write the jobs as JSON to PATH; '-' or no PATH: print JSON instead of the table")
+def command(run_dir: Path, json_path: Path | None) -> None:
     """List submitted jobs with their state (squeue / sacct / result files) and log paths."""
     from mixflow_bench.launch.registry import find_registries
 
     jobs = [job for reg in find_registries(run_dir) for job in reg.with_states()]
-    if as_json:
-        console.print_json(json.dumps(jobs))
+    if write_json_output(json_path, jobs):
         return
     if not jobs:
         console.print(f"no jobs registered under {run_dir}")

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "download": "download_cmd",
     "data": "data_cmd",
     "jobs": "jobs_cmd",
+    "models": "models_cmd",
 }
 
 
@@ -33,7 +34,10 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
+        from mixflow_bench.cli.examples import attach
+
         module = importlib.import_module(f"mixflow_bench.cli.{COMMANDS[name]}")
+        attach(module.command, name)
         return module.command
 
     def invoke(self, ctx: click.Context):

@@ -35,10 +35,7 @@ def training_summary(r: Recipe) -> str:
     return train + (" + " + ", ".join(controls(r)) if controls(r) else "")
 
 
-@command.command(name="list", epilog="""\b
-Examples:
-  mixflow-bench recipes list
-  mixflow-bench recipes list | grep sit-xl""")
+@command.command(name="list")
 def list_cmd() -> None:
     """List the recipes with their model, what they train and sample, and a description.
 

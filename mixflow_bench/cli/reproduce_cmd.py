@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mixflow_bench.cli.common import console, writable_dir
+from mixflow_bench.cli.common import console, fast_path_warning, warn, writable_dir
 from mixflow_bench.launch.options import launch_options, pop_launch_options
 
 
@@ -185,6 +185,8 @@ def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bo
         return
     r = load_pipeline_recipe(recipe, ov)
     run_dir = writable_dir(run_dir or default_run_dir(r.name))
+    if (message := fast_path_warning(r.sample is not None and r.sample.compile, launcher_name)) is not None:
+        warn(message)
     launcher = get_launcher(launcher_name, run_dir=run_dir, slurm_section=r.slurm, slurm_overrides=slurm, nproc=nproc)
     try:
         outcome = reproduce(

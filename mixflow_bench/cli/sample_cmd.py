@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from mixflow_bench.cli.common import RegistryChoice, console, writable_dir
+from mixflow_bench.cli.common import (
+    RegistryChoice,
+    console,
+    fast_path_warning,
+    warn,
+    weight_warnings,
+    writable_dir,
+)
 from mixflow_bench.launch.options import launch_options, pop_launch_options
 from mixflow_bench.samplers import guidance_kinds, sampler_names
 
@@ -85,8 +92,11 @@ def _check_sampler(model: dict, sample: dict) -> None:
 @click.option("--steps", type=int, default=None, help="sampler steps")
 @click.option("--sampler", type=RegistryChoice(sampler_names), default=None,
               help="a registered sampler (mixflow_bench/samplers); default: the model's own")
-@click.option("--seed", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=None,
+              help="seed of the noise and labels; image i depends only on (seed, i), so shards and resumed runs "
+              "give the same images (default: the recipe's, 0)")
+@click.option("--batch-size", type=int, default=None,
+              help="images per network call (memory and speed; the noise of image i does not depend on it)")
 @click.option("--fast", is_flag=True, help="the fast path: bf16 autocast + torch.compile (see benchmarks/README.md)")
 @click.option("--fp8", is_flag=True, help="the fast path with FP8 linears (sample.precision=fp8; opt-in, needs a CUDA "
               "GPU of compute capability 8.9+, e.g. H100/H200); implies --fast")  # fmt: skip
@@ -143,6 +153,10 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
         sample["guidance"] = _guidance(model["name"], sample["guidance"], guidance_kind, cfg)
     sample["shard_size"] = min(sample["shard_size"], sample["num"])
     _check_sampler(model, sample)
+    for message in weight_warnings(model["name"], model.get("checkpoint"), random_init, recipe):
+        warn(message)
+    if (message := fast_path_warning(fast or fp8, launcher_name)) is not None:
+        warn(message)
 
     out = out or Path(f"{name}-samples.npz")
     if out.suffix not in (".npz", ".png"):

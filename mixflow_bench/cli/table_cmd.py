@@ -22,12 +22,7 @@ def _choose(text: str | None, known: list[str], option: str) -> list[str] | None
     return chosen
 
 
-@click.command(name="table", epilog="""\b
-Examples:
-  mixflow-bench table                          # every result beside the papers' numbers
-  mixflow-bench table --metrics fid --columns experiment,method
-  mixflow-bench table --produced-only --csv results.csv
-  mixflow-bench table --markdown               # regenerate results/README.md""")
+@click.command(name="table")
 @click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Directory searched (recursively) for result records.")
 @click.option("--reported", "reported_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
