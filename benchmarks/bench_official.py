@@ -67,12 +67,15 @@ import torch
 from _official import DEFAULT_OFFICIAL_ROOT, adopt, peer, present, randomize_, use_official
 from timing import (
     DEFAULT_POLICY,
+    MAX_RATIO_SPREAD,
     QUICK_POLICY,
     DeadlineExceeded,
     Settler,
     StopTiming,
     Timing,
     TimingPolicy,
+    ratio_is_stable,
+    ratio_spread,
     step_callback,
     time_steps,
 )
@@ -239,10 +242,16 @@ class CaseRecord:
                 olo, ohi = official["images_per_s_range"]
                 r["ratio_vs_official"] = r["images_per_s"] / official["images_per_s"]
                 r["ratio_range"] = [lo / ohi, hi / olo]
+                r["ratio_spread"] = ratio_spread(r["ratio_vs_official"], r["ratio_range"])
+                r["ratio_stable"] = ratio_is_stable(r["ratio_vs_official"], r["ratio_range"])
         self.write()
         status = row.get("status")
         if status == "ok":
             extra = f", x{row['ratio_vs_official']:.2f} vs official" if "ratio_vs_official" in row else ""
+            if row.get("ratio_stable") is False:
+                extra += (f" UNSTABLE: the ratio's range {row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f} "
+                          f"spans {row['ratio_spread']:.0%} of it (> {MAX_RATIO_SPREAD:.0%}); quote it only with "
+                          "that said")
             spread = row["timing"]["spread"]
             self.run.log(f"{self.data['key']} {row['path']}: {row['images_per_s']:.3f} img/s "
                          f"(batch {row['batch']}, spread {spread:.1%}){extra}")  # fmt: skip
@@ -824,7 +833,8 @@ def summary(out: Path) -> None:
                 data["key"], r["path"], str(r["batch"]), f"{r['precision']}{' +compile' if r['compile'] else ''}",
                 f"{r['images_per_s']:.3f}" if ok else "-",
                 "{:.3f}-{:.3f}".format(*r["images_per_s_range"]) if ok else "-",
-                f"{r['ratio_vs_official']:.2f}x" if "ratio_vs_official" in r else "",
+                (f"{r['ratio_vs_official']:.2f}x" + ("" if r.get("ratio_stable", True) else " (unstable)"))
+                if "ratio_vs_official" in r else "",
                 f"{r['timing']['spread']:.1%}" if ok else "", r.get("status", ""),
             )  # fmt: skip
     Console(width=160).print(table)

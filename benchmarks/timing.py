@@ -202,3 +202,21 @@ def step_callback(
             raise DeadlineExceeded(settler.progress())
 
     return callback
+
+
+# A ratio whose range over the repeats spans more than this fraction of its median is not quoted as a figure
+# without saying so (benchmarks/README.md): a row carries ``ratio_stable: false`` and the log says why.
+MAX_RATIO_SPREAD = 0.10
+
+
+def ratio_spread(ratio: float, ratio_range: tuple[float, float] | list[float]) -> float:
+    """Relative range of a speed ratio, ``(high - low) / ratio`` (0 for a non-positive ratio)."""
+    lo, hi = ratio_range
+    return (hi - lo) / ratio if ratio > 0 else 0.0
+
+
+def ratio_is_stable(ratio: float, ratio_range: tuple[float, float] | list[float],
+                    limit: float = MAX_RATIO_SPREAD) -> bool:
+    """True when the ratio's range over the repeats spans at most ``limit`` of the ratio itself."""
+    return ratio_spread(ratio, ratio_range) <= limit
+

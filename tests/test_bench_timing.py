@@ -117,3 +117,13 @@ def test_policy_rejects_impossible_settings():
         timing.TimingPolicy(min_warmup=5, max_warmup=4)
     with pytest.raises(ValueError):
         timing.TimingPolicy(window=1)
+
+
+def test_a_ratio_whose_range_spans_more_than_a_tenth_is_flagged() -> None:
+    # 2.0x with repeats between 1.95x and 2.15x: the range spans exactly 10 % of the ratio, the limit itself
+    assert timing.ratio_spread(2.0, (1.95, 2.15)) == pytest.approx(0.10)
+    assert timing.ratio_is_stable(2.0, (1.95, 2.149))
+    # the DiT^DH-XL training figure that moved between 1.48x and 2.27x across runs would be flagged in one run
+    assert not timing.ratio_is_stable(1.85, (1.48, 2.27))
+    assert timing.MAX_RATIO_SPREAD == 0.10
+
