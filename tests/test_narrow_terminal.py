@@ -35,7 +35,7 @@ def test_table_shows_every_produced_and_reported_fid_at_80_columns(tmp_path):
     entries = [e for e in load_reported() if "fid" in e.metrics][:4]
     for i, e in enumerate(entries):  # produced numbers for real reported rows (any protocol: matched or own row)
         save_record(make_record("eval", {"fid": 10.0 + i + 0.25, "is": 200.0 + i}, name=f"r{i}", num_samples=10_000,
-                                experiment=e.experiment, method=e.method, guidance=e.guidance,
+                                experiment=e.experiment, method=e.method, variant=e.variant, guidance=e.guidance,
                                 protocol={"evaluator": "adm"}), tmp_path / "results")  # fmt: skip
     text = run_cli("table", "--results", str(tmp_path / "results"), "--json", str(tmp_path / "t.json"),
                    tmp_path=tmp_path)  # fmt: skip

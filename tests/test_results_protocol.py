@@ -15,6 +15,7 @@ from mixflow_bench.pipeline.stages import (
     CONTROLS,
     TIME_LAW_CONTROL,
     build_stages,
+    method_and_variant,
     result_settings,
     variants,
     write_results,
@@ -39,17 +40,17 @@ def test_every_reported_number_states_its_protocol_field_by_field():
         assert raw_entry["protocol"], entry.key  # in the YAML itself, not only in comments
     by_key = {e.join_key: e.protocol for e in load_reported()}
     # the MixFlow main table: Heun 250, CFG 1.5 (mixflow.md §3.2), the rest unstated
-    main = by_key[("sit-xl-256-cfg", "baseline", "cfg")]
+    main = by_key[("sit-xl-256-cfg", "fm", "released", "cfg")]
     assert (main["sampler"], main["steps"], main["scale"]) == ("heun", 250, 1.5)
     assert main["nfe"] == main["interval"] == main["channels"] == main["num_samples"] == UNKNOWN
     # the baselines' own protocols (baselines.md §1.3-1.4, §2.3-2.4, §3.4-3.5)
-    assert by_key[("sit-xl-256-sde-cfg", "baseline", "cfg")] | {} == {
+    assert by_key[("sit-xl-256-sde-cfg", "fm", "released", "cfg")] | {} == {
         "sampler": "sde", "steps": 250, "nfe": 250, "guidance": "cfg", "scale": 1.5, "channels": 3,
         "interval": "none", "num_samples": 50000, "evaluator": "adm"}  # fmt: skip
-    repa = by_key[("repa-256-sde-cfg-interval", "baseline", "cfg")]
+    repa = by_key[("repa-256-sde-cfg-interval", "fm", "released", "cfg")]
     assert (repa["scale"], repa["channels"], repa["interval"]) == (1.8, "all", [0.0, 0.7])
-    assert by_key[("repa-256-sde-cfg", "baseline", "cfg")]["scale"] == UNKNOWN
-    rae = by_key[("rae-256-cfg", "baseline", "autoguidance")]
+    assert by_key[("repa-256-sde-cfg", "fm", "released", "cfg")]["scale"] == UNKNOWN
+    rae = by_key[("rae-256-cfg", "fm", "released", "autoguidance")]
     assert (rae["sampler"], rae["steps"], rae["nfe"], rae["scale"]) == ("rae-euler", 50, 49, 1.42)
 
 
@@ -146,7 +147,8 @@ def test_paper_recipes_reproduce_their_reported_rows_with_the_reported_protocol(
             continue
         assert not differs, f"recipe {recipe.name} does not use the protocol of {entry.key}: {differs}"
         methods = variants(recipe, Path("runs") / recipe.name)
-        assert entry.method in methods, (entry.key, sorted(methods))
+        produced = {method_and_variant(recipe, name) for name in methods}
+        assert (entry.method, entry.variant) in produced, (entry.key, sorted(produced))
         if "fid_gain" in entry.metrics:  # the gain needs the baseline of the same run
             assert "baseline" in methods
 
@@ -199,7 +201,11 @@ def test_produced_records_carry_the_protocol_and_the_gain(tmp_path):
         evals[variant].parent.mkdir(exist_ok=True)
         evals[variant].write_text(json.dumps({"fid": fid}))
     write_results(recipe, tmp_path, evals)
-    records = {r["method"]: r for r in load_records(tmp_path / "results")}
+    records = {r["name"].removeprefix(f"{recipe.name}-"): r for r in load_records(tmp_path / "results")}
+    # the table's method is the method; the variant is the model's place in the run
+    assert {k: (r["method"], r["variant"]) for k, r in records.items()} == {
+        "baseline": ("fm", "released"), "mixflow": ("mixflow", "post-trained"), "fm-control": ("fm", "control"),
+        "fm-beta": ("fm", "time-law-control")}  # fmt: skip
     expected = {"sampler": "heun", "steps": 50, "nfe": 100, "guidance": "none", "num_samples": 50000,
                 "evaluator": "adm", "quantize": "round"}  # fmt: skip
     assert records["baseline"]["protocol"] == records["mixflow"]["protocol"] == expected

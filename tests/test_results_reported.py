@@ -34,25 +34,25 @@ def test_abstract_rows_say_their_protocol_is_secondary():
 
 # Independent transcription of the reference notes (mixflow.md §3, baselines.md §1.4/§2.4/§3.5).
 EXPECTED = {
-    ("sit-b-256", "baseline", "none"): {"fid": 17.97},
-    ("sit-b-256-cfg", "mixflow", "cfg"): {"fid": 3.91},
-    ("sit-xl-256", "mixflow", "none"): {"fid": 7.87},
-    ("sit-xl-512-cfg", "baseline", "cfg"): {"fid": 2.71},
-    ("repa-256-cfg", "mixflow", "cfg"): {"fid": 1.59},
-    ("rae-256", "mixflow", "none"): {"fid": 1.43},
-    ("rae-256-cfg", "baseline", "autoguidance"): {"fid": 1.13, "is": 262.6, "precision": 0.78, "recall": 0.67},
-    ("rae-512", "mixflow", "none"): {"fid": 1.55},
-    ("rae-512-cfg", "mixflow", "autoguidance"): {"fid": 1.10},
-    ("sit-xl-256-sde-cfg", "baseline", "cfg"): {"fid": 2.06, "sfid": 4.50, "is": 270.3, "precision": 0.82,
+    ("sit-b-256", "fm", "released", "none"): {"fid": 17.97},
+    ("sit-b-256-cfg", "mixflow", "post-trained", "cfg"): {"fid": 3.91},
+    ("sit-xl-256", "mixflow", "post-trained", "none"): {"fid": 7.87},
+    ("sit-xl-512-cfg", "fm", "released", "cfg"): {"fid": 2.71},
+    ("repa-256-cfg", "mixflow", "post-trained", "cfg"): {"fid": 1.59},
+    ("rae-256", "mixflow", "post-trained", "none"): {"fid": 1.43},
+    ("rae-256-cfg", "fm", "released", "autoguidance"): {"fid": 1.13, "is": 262.6, "precision": 0.78, "recall": 0.67},
+    ("rae-512", "mixflow", "post-trained", "none"): {"fid": 1.55},
+    ("rae-512-cfg", "mixflow", "post-trained", "autoguidance"): {"fid": 1.10},
+    ("sit-xl-256-sde-cfg", "fm", "released", "cfg"): {"fid": 2.06, "sfid": 4.50, "is": 270.3, "precision": 0.82,
                                                  "recall": 0.59},
-    ("sit-xl-256-sde", "baseline", "none"): {"fid": 8.3},
-    ("sit-xl-512-sde-cfg", "baseline", "cfg"): {"fid": 2.62, "is": 252.21},
-    ("repa-256-sde", "baseline", "none"): {"fid": 5.9},
-    ("repa-256-sde-cfg-interval", "baseline", "cfg"): {"fid": 1.42, "sfid": 4.70, "is": 305.7,
+    ("sit-xl-256-sde", "fm", "released", "none"): {"fid": 8.3},
+    ("sit-xl-512-sde-cfg", "fm", "released", "cfg"): {"fid": 2.62, "is": 252.21},
+    ("repa-256-sde", "fm", "released", "none"): {"fid": 5.9},
+    ("repa-256-sde-cfg-interval", "fm", "released", "cfg"): {"fid": 1.42, "sfid": 4.70, "is": 305.7,
                                                            "precision": 0.80, "recall": 0.65},
-    ("sit-b-256-steps20", "mixflow", "none"): {"fid_gain": 2.58},
-    ("sit-b-256-ablate-tB-m0t-cfg", "mixflow", "cfg"): {"fid": 3.93},
-    ("sit-b-256", "fm-control", "none"): {"fid": 17.96},
+    ("sit-b-256-steps20", "mixflow", "post-trained", "none"): {"fid_gain": 2.58},
+    ("sit-b-256-ablate-tB-m0t-cfg", "mixflow", "post-trained", "cfg"): {"fid": 3.93},
+    ("sit-b-256", "fm", "control", "none"): {"fid": 17.96},
 }
 
 
@@ -61,7 +61,7 @@ def test_reported_numbers_match_reference_notes():
     for key, metrics in EXPECTED.items():
         assert by_key[key].metrics == metrics, key
     # unknowns are omitted: the RAE 512 no-guidance baseline is not reported anywhere
-    assert ("rae-512", "baseline", "none") not in by_key
+    assert ("rae-512", "fm", "released", "none") not in by_key
 
 
 def _raw():

@@ -23,10 +23,11 @@ P_CFG = {**P_ANY, "scale": 1.5, "channels": "unknown", "interval": "unknown"}
 REPORTED = {
     "schema": "mixflow-bench/reported/v1",
     "entries": [
-        {"key": "a-base", "experiment": "exp-a", "method": "baseline", "guidance": "none",
+        {"key": "a-base", "experiment": "exp-a", "method": "fm", "variant": "released", "guidance": "none",
          "metrics": {"fid": 2.06, "is": 270.3}, "provenance": PROV, "protocol": P_ANY},
-        {"key": "a-mf", "experiment": "exp-a", "method": "mixflow", "guidance": "none",
+        {"key": "a-mf", "experiment": "exp-a", "method": "mixflow", "variant": "post-trained", "guidance": "none",
          "metrics": {"fid": 1.50, "precision": 0.82}, "provenance": PROV, "protocol": P_ANY},
+        # written before the variant field: a method other than baseline/fm-control/fm-beta was post-trained
         {"key": "b-mf", "experiment": "exp-b", "method": "mixflow", "guidance": "cfg",
          "metrics": {"fid": 1.10}, "provenance": PROV, "protocol": P_CFG},
     ],
@@ -37,6 +38,7 @@ ADM = {"evaluator": "adm"}
 
 
 def _records():
+    """Records as written before the variant field (method baseline = the released model): still readable."""
     return [
         make_record("eval", {"fid": 9.99}, name="old-a-base", experiment="exp-a", method="baseline",
                     guidance="none", num_samples=50_000, protocol=ADM) | {"created": "2025-01-01T00:00:00+00:00"},
@@ -60,7 +62,8 @@ def _table(**kw):
 def test_join_takes_newest_record_and_computes_delta():
     t = _table()
     rows = {(r.experiment, r.method): r for r in t.comparison}
-    a = rows[("exp-a", "baseline")]
+    a = rows[("exp-a", "fm")]
+    assert a.variant == "released" and rows[("exp-a", "mixflow")].variant == "post-trained"
     assert a.produced == {"fid": 2.31, "is": 265.0} and a.num_samples == 10_000
     assert a.delta("fid") == pytest.approx(0.25) and a.delta("is") == pytest.approx(-5.3)
     m = rows[("exp-a", "mixflow")]
@@ -82,14 +85,14 @@ def _floats(text: str) -> list[float]:
 
 def test_markdown_parses_back():
     md = to_markdown(_table())
-    lines = [ln for ln in md.splitlines() if ln.startswith("| exp-a | baseline")]
+    lines = [ln for ln in md.splitlines() if ln.startswith("| exp-a | fm | released")]
     cells = [c.strip() for c in lines[0].strip("|").split("|")]
     header = [c.strip() for c in md.splitlines()[2].strip("|").split("|")]
     row = dict(zip(header, cells))
     assert row["FID produced"] == "2.31 (10K)" and float(row["FID reported"]) == 2.06
     assert float(row["FID Δ"]) == pytest.approx(0.25)
     assert float(row["IS Δ"]) == pytest.approx(-5.3)
-    mf = [ln for ln in md.splitlines() if ln.startswith("| exp-a | mixflow")][0]
+    mf = [ln for ln in md.splitlines() if ln.startswith("| exp-a | mixflow | post-trained")][0]
     assert "(50K)" not in mf and "1.40" in mf  # full evaluations are not marked
     assert "0.5 ± 0.05" in md
 
@@ -97,7 +100,8 @@ def test_markdown_parses_back():
 def test_csv_parses_back():
     rows = list(csv.DictReader(io.StringIO(to_csv(_table()))))
     got = {(r["experiment"], r["method"], r["metric"]): r for r in rows}
-    r = got[("exp-a", "baseline", "fid")]
+    r = got[("exp-a", "fm", "fid")]
+    assert r["variant"] == "released"
     assert float(r["produced"]) == 2.31 and float(r["reported"]) == 2.06 and int(r["num_samples"]) == 10_000
     assert float(r["delta"]) == pytest.approx(0.25)
     assert float(got[("exp-a", "mixflow", "precision")]["delta"]) == pytest.approx(0.03)
@@ -109,9 +113,9 @@ def test_csv_parses_back():
 def test_latex_booktabs_and_numbers():
     tex = to_latex(_table())
     assert tex.count(r"\toprule") == 2 and tex.count(r"\midrule") == 2 and tex.count(r"\bottomrule") == 2
-    row = [ln for ln in tex.splitlines() if ln.startswith("exp-a & baseline")][0]
+    row = [ln for ln in tex.splitlines() if ln.startswith("exp-a & fm & released")][0]
     cells = [c.strip() for c in row.removesuffix(r"\\").split("&")]
-    assert cells[4] == "2.31 (10K)" and float(cells[5]) == 2.06 and float(cells[6]) == pytest.approx(0.25)
+    assert cells[5] == "2.31 (10K)" and float(cells[6]) == 2.06 and float(cells[7]) == pytest.approx(0.25)
     assert "fd\\_steps8" in tex
 
 

@@ -54,6 +54,7 @@ class ModelSpec:
     sampler_defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     family: str | None = None  # the paper it comes from: sit | repa | rae | gmflow | mixed-source | toy
+    method: str = "fm"  # the method (mixflow_bench.methods) its released weights were trained with
     load_weights: Callable[[nn.Module, Any], None] | None = None  # own checkpoint reader (default: a state dict)
     guidance_kind: str | None = "cfg"
     guidance_scale: float | None = None

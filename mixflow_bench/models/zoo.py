@@ -131,6 +131,7 @@ ZOO["gmflow-dit-xl-2"] = ModelSpec(
     },
     description="GMFlow GM-DiT-XL/2, K = 8 (official EMA weights, Diffusers bf16), 256 px; outputs a GM",
     family="gmflow",
+    method="gmflow",
     output="gm",
     guidance_kind="probabilistic",
     guidance_scale=0.45,
@@ -158,6 +159,7 @@ def _mixed_source_specs() -> dict[str, ModelSpec]:
             description=f"κ-FC mixed-source SongUNet (DDPM++) on {data} {res}x{res} pixels (released EMA weights)",
             load_weights=load_released_checkpoint,
             family="mixed-source",
+            method="mixed-source",
             guidance_kind=None,  # unconditional
         )
     return out

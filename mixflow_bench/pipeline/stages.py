@@ -20,7 +20,7 @@ from typing import Any
 from mixflow_bench.launch.tasks import Task
 from mixflow_bench.pipeline.estimate import Estimate, sampling_estimates, training_estimates
 from mixflow_bench.recipes.schema import ObjectiveSection, Recipe
-from mixflow_bench.sampling.models import TOY_MODELS
+from mixflow_bench.sampling.models import TOY_MODELS, get_spec
 
 CONTROL = "fm-control"  # flow matching with the base model's own time law (uniform for SiT/REPA)
 TIME_LAW_CONTROL = "fm-beta"  # flow matching with the post-training's time law (MixFlow: Beta(2,1)), no slowing
@@ -91,6 +91,18 @@ def variants(recipe: Recipe, run_dir: Path) -> dict[str, dict[str, Any]]:
         for name in controls(recipe):
             out[name] = {**model, "checkpoint": str(run_dir / f"train-{name}" / "model.pt")}
     return out
+
+
+def method_and_variant(recipe: Recipe, name: str) -> tuple[str, str]:
+    """(method, variant) of the pipeline's model ``name`` (:func:`variants`) for the results table: the released
+    model's method is its zoo entry's; the trained one's the recipe's objective; a control's its own objective."""
+    if name == "baseline":
+        return get_spec(recipe.model.name).method, "released"
+    control_kinds = {CONTROL: "control", TIME_LAW_CONTROL: "time-law-control"}
+    if name in control_kinds:
+        objective = {CONTROL: recipe.control, TIME_LAW_CONTROL: recipe.time_law_control}[name]
+        return (objective.kind if objective is not None else "fm"), control_kinds[name]
+    return recipe.train.objective.kind, ("post-trained" if recipe.train.init == "checkpoint" else "trained")
 
 
 def controls(recipe: Recipe) -> dict[str, ObjectiveSection]:
@@ -305,13 +317,15 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
                 control_fid = metrics_of.get(control, {}).get("fid")
                 if control_fid is not None:
                     metrics = {**metrics, gain_key(control): float(control_fid) - float(metrics["fid"])}
+        method, kind = method_and_variant(recipe, variant)
         record = make_record(
             "reproduce",
             metrics,
             name=f"{recipe.name}-{variant}",
             num_samples=recipe.sample.num if recipe.sample else None,
             experiment=recipe.name,
-            method=variant,
+            method=method,
+            variant=kind,
             guidance=protocol["guidance"] if protocol else None,
             recipe=recipe.to_dict(),
             protocol=protocol,

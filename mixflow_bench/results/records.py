@@ -17,6 +17,11 @@ from typing import Any
 from mixflow_bench.atomic import atomic_write_text
 
 SCHEMA = "mixflow-bench/result/v1"
+# what a record's model is within its run: the released weights, trained from scratch, post-trained from the released
+# weights, or one of the equal-length controls (flow matching with the base model's time law / the post-training's)
+VARIANTS = ("released", "trained", "post-trained", "control", "time-law-control")
+# records (and reported entries) written before the variant field named the variant in ``method``
+LEGACY_METHODS = {"baseline": "released", "fm-control": "control", "fm-beta": "time-law-control"}
 DEFAULT_RESULTS_DIR = Path("results") / "produced"
 
 
@@ -47,12 +52,14 @@ def make_record(
     num_samples: int | None = None,
     experiment: str | None = None,
     method: str | None = None,
+    variant: str | None = None,
     guidance: str | None = None,
     recipe: dict[str, Any] | None = None,
     protocol: dict[str, Any] | None = None,
     **context: Any,
 ) -> dict[str, Any]:
-    """A result record. ``experiment`` + ``method`` + ``guidance`` key it against ``results/reported.yaml``, and
+    """A result record. ``experiment`` + ``method`` (a registered method) + ``variant`` (:data:`VARIANTS`) +
+    ``guidance`` key it against ``results/reported.yaml``, and
     ``protocol`` (:func:`mixflow_bench.results.protocol.protocol_of`; derived from ``recipe`` when not given) says
     how the number was measured, so that ``table`` compares it only with a number measured the same way."""
     if protocol is None and recipe is not None:
@@ -65,6 +72,7 @@ def make_record(
         "name": name,
         "experiment": experiment,
         "method": method,
+        "variant": variant,
         "guidance": guidance,
         "metrics": {k: float(v) for k, v in metrics.items()},
         "num_samples": num_samples,
@@ -107,3 +115,31 @@ def load_records(results_dir: Path | None = None) -> list[dict[str, Any]]:
             data.setdefault("path", str(path))
             records.append(data)
     return sorted(records, key=lambda r: r.get("created") or "")
+
+
+def method_and_variant(entry: dict[str, Any]) -> tuple[str, str]:
+    """(method, variant) of a result record or a reported entry (a mapping).
+
+    Entries written before the ``variant`` field named the pipeline variant in ``method`` (:data:`LEGACY_METHODS`):
+    ``baseline`` is the released model, whose method is its zoo entry's (flow matching for a model outside the zoo);
+    the controls are flow matching; any other method was post-trained. Study records name their own rows and keep
+    an empty variant.
+    """
+    method, variant = str(entry.get("method") or ""), entry.get("variant")
+    if variant or entry.get("kind") == "study":  # a study's rows are its own (baseline, FM, MixFlow gamma ...)
+        return method, str(variant or "")
+    if method == "baseline":
+        return _released_method(entry), "released"
+    if method in LEGACY_METHODS:
+        return "fm", LEGACY_METHODS[method]
+    return method, "post-trained"
+
+
+def _released_method(entry: dict[str, Any]) -> str:
+    """The method of a legacy baseline's model (its recipe's zoo entry), flow matching when unknown."""
+    recipe = entry.get("recipe")
+    name = (recipe.get("model") or {}).get("name") if isinstance(recipe, dict) else None
+    from mixflow_bench.models.zoo import ZOO
+
+    spec = ZOO.get(name) if isinstance(name, str) else None
+    return spec.method if spec is not None else "fm"

@@ -1,6 +1,9 @@
 """The numbers the papers report (``mixflow_bench/results/reported.yaml``): loading and validation.
 
-Each entry is keyed by ``(experiment, method, guidance)`` for the join with produced result records, carries only
+Each entry is keyed by ``(experiment, method, variant, guidance)`` for the join with produced result records
+(``method``: a registered method, :mod:`mixflow_bench.methods`; ``variant``:
+:data:`~mixflow_bench.results.records.VARIANTS`; an entry without a variant is read as the older spelling,
+:func:`~mixflow_bench.results.records.method_and_variant`), carries only
 the metrics its source gives, the protocol they were measured with (:mod:`mixflow_bench.results.protocol`; what the
 source does not state is ``unknown``), and says where the number comes from and whether it was checked against a
 primary source.
@@ -15,12 +18,13 @@ from typing import Any
 import yaml
 
 from mixflow_bench.errors import UserError
+from mixflow_bench.methods import method_names
 from mixflow_bench.results.protocol import check_protocol
+from mixflow_bench.results.records import VARIANTS, method_and_variant
 
 SCHEMA = "mixflow-bench/reported/v1"
 DEFAULT_REPORTED = Path(__file__).resolve().parent / "reported.yaml"
 
-METHODS = ("baseline", "mixflow", "fm-control", "fm-beta")
 GUIDANCE = ("none", "cfg", "autoguidance", "probabilistic")
 # metric -> (lower bound, upper bound) of a valid value
 METRICS: dict[str, tuple[float, float]] = {
@@ -45,14 +49,15 @@ class ReportedEntry:
     key: str
     experiment: str
     method: str
+    variant: str
     guidance: str
     metrics: dict[str, float]
     provenance: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def join_key(self) -> tuple[str, str, str]:
-        return (self.experiment, self.method, self.guidance)
+    def join_key(self) -> tuple[str, str, str, str]:
+        return (self.experiment, self.method, self.variant, self.guidance)
 
 
 def _entry(raw: Any, index: int, where: str) -> ReportedEntry:
@@ -63,14 +68,17 @@ def _entry(raw: Any, index: int, where: str) -> ReportedEntry:
 
     if not isinstance(raw, dict):
         raise fail(f"expected a mapping, got {type(raw).__name__}")
-    unknown = set(raw) - {"key", "experiment", "method", "guidance", "metrics", "provenance", "protocol"}
+    unknown = set(raw) - {"key", "experiment", "method", "variant", "guidance", "metrics", "provenance", "protocol"}
     if unknown:
         raise fail(f"unknown field(s) {sorted(unknown)}")
     for fld in ("key", "experiment", "method", "guidance"):
         if not isinstance(raw.get(fld), str) or not raw[fld]:
             raise fail(f"field {fld!r} must be a non-empty string, got {raw.get(fld)!r}")
-    if raw["method"] not in METHODS:
-        raise fail(f"method {raw['method']!r} is not one of {list(METHODS)}")
+    method, variant = method_and_variant(raw)
+    if method not in method_names():
+        raise fail(f"method {raw['method']!r} is not one of {list(method_names())}")
+    if variant not in VARIANTS:
+        raise fail(f"variant {variant!r} is not one of {list(VARIANTS)}")
     if raw["guidance"] not in GUIDANCE:
         raise fail(f"guidance {raw['guidance']!r} is not one of {list(GUIDANCE)}")
     metrics = raw.get("metrics")
@@ -103,7 +111,7 @@ def _entry(raw: Any, index: int, where: str) -> ReportedEntry:
     protocol, problem = check_protocol(raw.get("protocol"), raw["guidance"])
     if problem:
         raise fail(problem)
-    return ReportedEntry(raw["key"], raw["experiment"], raw["method"], raw["guidance"], clean, dict(prov), protocol)
+    return ReportedEntry(raw["key"], raw["experiment"], method, variant, raw["guidance"], clean, dict(prov), protocol)
 
 
 def parse_reported(data: Any, where: str = "<reported>") -> list[ReportedEntry]:
@@ -117,14 +125,14 @@ def parse_reported(data: Any, where: str = "<reported>") -> list[ReportedEntry]:
         raise ReportedError(f"{where}: 'entries' must be a list")
     entries = [_entry(raw, i, where) for i, raw in enumerate(raw_entries)]
     seen_keys: dict[str, int] = {}
-    seen_join: dict[tuple[str, str, str], str] = {}
+    seen_join: dict[tuple[str, str, str, str], str] = {}
     for i, e in enumerate(entries):
         if e.key in seen_keys:
             raise ReportedError(f"{where}: entry {e.key}: duplicate key (also entry #{seen_keys[e.key]})")
         seen_keys[e.key] = i
         if e.join_key in seen_join:
             raise ReportedError(
-                f"{where}: entry {e.key}: (experiment, method, guidance) = {e.join_key} is already used by "
+                f"{where}: entry {e.key}: (experiment, method, variant, guidance) = {e.join_key} is already used by "
                 f"entry {seen_join[e.join_key]}"
             )
         seen_join[e.join_key] = e.key

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mixflow_bench.results.protocol import compare, describe, record_protocol
+from mixflow_bench.results.records import method_and_variant
 from mixflow_bench.results.reported import ReportedEntry
 from mixflow_bench.terminal import fits
 
@@ -36,12 +37,13 @@ FULL_EVAL = 50_000
 
 @dataclass
 class ComparisonRow:
-    """One (experiment, method, guidance) row: a reported number with the produced one measured the same way
+    """One (experiment, method, variant, guidance) row: a reported number with the produced one measured the same way
     (``status`` ``match``), without one (``unproduced``), or a produced number whose protocol differs from the
     reported row's (``mismatch``: no reported value, no difference; ``note`` names the differing fields)."""
 
     experiment: str
     method: str
+    variant: str
     guidance: str
     produced: dict[str, float] = field(default_factory=dict)
     reported: dict[str, float] = field(default_factory=dict)
@@ -64,7 +66,7 @@ class GenericTable:
 
     experiment: str
     columns: list[str]
-    rows: list[dict[str, Any]]  # {"name", "method", "cells": {column: (mean, std | None)}, "num_samples"}
+    rows: list[dict[str, Any]]  # {"name", "method", "variant", "cells": {column: (mean, std | None)}, "num_samples"}
 
 
 @dataclass
@@ -79,20 +81,24 @@ class ResultsTable:
         return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
 
 
-def _record_key(record: dict[str, Any]) -> tuple[str, str, str]:
-    return (str(record.get("experiment")), str(record.get("method")), str(record.get("guidance") or "none"))
+KEY_COLUMNS = ("experiment", "method", "variant", "guidance")  # what joins a record with a reported entry
+
+
+def _record_key(record: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (str(record.get("experiment")), *method_and_variant(record), str(record.get("guidance") or "none"))
 
 
 def build_table(
     records: list[dict[str, Any]], reported: list[ReportedEntry], *, include_unproduced: bool = True
 ) -> ResultsTable:
-    """Join ``records`` (oldest first) with ``reported`` entries on (experiment, method, guidance) and protocol.
+    """Join ``records`` (oldest first) with ``reported`` entries on (experiment, method, variant, guidance) and
+    protocol (records written before the variant field are read as :func:`method_and_variant` says).
 
     Per entry, the newest record whose protocol agrees is compared; the newest record of every other protocol
     (newer than the compared one) is shown in a mismatch row beneath it.
     """
     by_key = {e.join_key: e for e in reported}
-    keyed: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    keyed: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     unmatched: list[dict[str, Any]] = []
     for rec in records:
         key = _record_key(rec)
@@ -117,7 +123,7 @@ def build_table(
         if match is not None or include_unproduced or others:
             rows.append(
                 ComparisonRow(
-                    experiment=entry.experiment, method=entry.method, guidance=entry.guidance,
+                    experiment=entry.experiment, method=entry.method, variant=entry.variant, guidance=entry.guidance,
                     produced=_metrics(match), reported=dict(entry.metrics),
                     num_samples=(match or {}).get("num_samples"), record=(match or {}).get("name"),
                     reported_key=entry.key, protocol=entry.protocol,
@@ -127,7 +133,7 @@ def build_table(
         for rec, differs in others.values():
             rows.append(
                 ComparisonRow(
-                    experiment=entry.experiment, method=entry.method, guidance=entry.guidance,
+                    experiment=entry.experiment, method=entry.method, variant=entry.variant, guidance=entry.guidance,
                     produced=_metrics(rec), reported={}, num_samples=rec.get("num_samples"), record=rec.get("name"),
                     reported_key=entry.key, protocol=record_protocol(rec), status="mismatch",
                     note=f"not comparable with the reported row: {'; '.join(differs)}",
@@ -150,14 +156,15 @@ def _generic_tables(records: list[dict[str, Any]]) -> list[GenericTable]:
         groups.setdefault(str(rec.get("experiment") or rec.get("kind") or "other"), []).append(rec)
     tables = []
     for experiment, recs in groups.items():
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for rec in recs:  # newest record per (name, method) wins
-            latest[(str(rec.get("name")), str(rec.get("method") or ""))] = rec
+        latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for rec in recs:  # newest record per (name, method, variant) wins
+            latest[(str(rec.get("name")), *method_and_variant(rec))] = rec
         rows, columns = [], []
-        for (name, method), rec in latest.items():
+        for (name, method, variant), rec in latest.items():
             cells = _pair_std(rec.get("metrics") or {})
             columns += [c for c in cells if c not in columns]
-            rows.append({"name": name, "method": method, "cells": cells, "num_samples": rec.get("num_samples"),
+            rows.append({"name": name, "method": method, "variant": variant, "cells": cells,
+                         "num_samples": rec.get("num_samples"),
                          "protocol": describe(record_protocol(rec))})  # fmt: skip
         tables.append(GenericTable(experiment, columns, rows))
     return tables
@@ -212,7 +219,7 @@ def format_cell(cell: tuple[float, float | None]) -> str:
 
 
 def comparison_header(metrics: list[str]) -> list[str]:
-    head = ["Experiment", "Method", "Guidance", "Protocol"]
+    head = [*(c.capitalize() for c in KEY_COLUMNS), "Protocol"]
     for m in metrics:
         label = METRIC_LABELS.get(m, m)
         head += [f"{label} produced", f"{label} reported", f"{label} Δ"]
@@ -226,25 +233,25 @@ def row_protocol(row: ComparisonRow) -> str:
 
 
 def comparison_cells(row: ComparisonRow, metrics: list[str]) -> list[str]:
-    cells = [row.experiment, row.method, row.guidance, row_protocol(row)]
+    cells = [*(getattr(row, c) for c in KEY_COLUMNS), row_protocol(row)]
     for m in metrics:
         cells += [format_produced(row, m), format_value(m, row.reported.get(m)), format_value(m, row.delta(m), True)]
     return [*cells, row.note]
 
 
 def generic_header(table: GenericTable) -> list[str]:
-    return ["Name", "Method", *table.columns, "Samples", "Protocol"]
+    return ["Name", "Method", "Variant", *table.columns, "Samples", "Protocol"]
 
 
 def generic_cells(table: GenericTable, row: dict[str, Any]) -> list[str]:
-    cells = [row["name"], row["method"]]
+    cells = [row["name"], row["method"], row["variant"]]
     cells += [format_cell(row["cells"][c]) if c in row["cells"] else "" for c in table.columns]
     return [*cells, "" if row["num_samples"] is None else str(row["num_samples"]), row.get("protocol", "")]
 
 
 # --- renderers -------------------------------------------------------------------------------------------------
 # descriptive columns of the terminal view, selectable with ``mixflow-bench table --columns``
-VIEW_COLUMNS = ("experiment", "method", "guidance", "protocol", "note")
+VIEW_COLUMNS = (*KEY_COLUMNS, "protocol", "note")
 
 
 def to_rich(
@@ -279,7 +286,7 @@ def _wide_comparison(table: ResultsTable, metrics: list[str], columns: tuple[str
     from rich.table import Table
 
     t = Table(title="Produced vs reported (produced / reported / Δ)", header_style="bold")
-    for c in ("experiment", "method", "guidance"):
+    for c in KEY_COLUMNS:
         if c in columns:
             t.add_column(c.capitalize(), no_wrap=True)
     if "protocol" in columns:
@@ -297,7 +304,7 @@ def _wide_comparison(table: ResultsTable, metrics: list[str], columns: tuple[str
             produced, reported, delta = _metric_cell(row, m)
             cells.append(f"{produced}\n[dim]{reported}[/dim]" + (f"\n[bold]{delta}[/bold]" if delta else ""))
         style = "[yellow]" if row.status == "mismatch" else ""
-        head = [getattr(row, c) for c in ("experiment", "method", "guidance") if c in columns]
+        head = [getattr(row, c) for c in KEY_COLUMNS if c in columns]
         head += [style + row_protocol(row)] if "protocol" in columns else []
         t.add_row(*head, *cells, *([style + row.note] if "note" in columns else []))
     return t
@@ -315,7 +322,7 @@ def _long_comparison(table: ResultsTable, metrics: list[str], columns: tuple[str
         t.add_column(h, justify="right", no_wrap=True)
     for row in table.comparison:
         shown = [m for m in metrics if m in row.produced or m in row.reported]
-        label = [" · ".join(getattr(row, c) for c in ("experiment", "method", "guidance") if c in columns)]
+        label = [" · ".join(getattr(row, c) for c in KEY_COLUMNS if c in columns)]
         style = "yellow" if row.status == "mismatch" else "dim"
         label += [f"[{style}]{row_protocol(row)}[/]"] if "protocol" in columns else []
         label += [f"[{style}]{row.note}[/]"] if "note" in columns and row.note else []
@@ -332,7 +339,7 @@ def _wide_generic(g: GenericTable) -> Any:
 
     gt = Table(title=f"{g.experiment} (no reported numbers)", header_style="bold")
     for i, h in enumerate(generic_header(g)):
-        gt.add_column(h, justify="left" if i < 2 else "right")
+        gt.add_column(h, justify="left" if i < 3 else "right")
     for row in g.rows:
         gt.add_row(*generic_cells(g, row))
     return gt
@@ -349,7 +356,7 @@ def _long_generic(g: GenericTable) -> Any:
     gt.add_column("Value", justify="right", no_wrap=True)
     gt.add_column("Samples", justify="right", no_wrap=True)
     for row in g.rows:
-        label = " · ".join(x for x in (row["name"], row["method"]) if x)
+        label = " · ".join(x for x in (row["name"], row["method"], row["variant"]) if x)
         label += f"\n[dim]{row['protocol']}[/dim]" if row.get("protocol") else ""
         shown = [c for c in g.columns if c in row["cells"]]
         samples = "" if row["num_samples"] is None else str(row["num_samples"])
@@ -374,10 +381,10 @@ def to_markdown(table: ResultsTable, title: str | None = None) -> str:
     metrics = table.metrics
     parts = [f"# {title}\n"] if title else []
     parts.append("## Produced vs reported\n")
-    parts.append(_md_table(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 4))
+    parts.append(_md_table(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 5))
     for g in table.generic:
         parts.append(f"\n## {g.experiment}\n")
-        parts.append(_md_table(generic_header(g), [generic_cells(g, r) for r in g.rows], 2))
+        parts.append(_md_table(generic_header(g), [generic_cells(g, r) for r in g.rows], 3))
     return "\n".join(parts) + "\n"
 
 
@@ -402,13 +409,13 @@ def to_latex(table: ResultsTable) -> str:
         return "\n".join(lines)
 
     metrics = table.metrics
-    blocks.append(tabular(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 4))
+    blocks.append(tabular(comparison_header(metrics), [comparison_cells(r, metrics) for r in table.comparison], 5))
     for g in table.generic:
-        blocks.append(f"% {g.experiment}\n" + tabular(generic_header(g), [generic_cells(g, r) for r in g.rows], 2))
+        blocks.append(f"% {g.experiment}\n" + tabular(generic_header(g), [generic_cells(g, r) for r in g.rows], 3))
     return "\n\n".join(blocks) + "\n"
 
 
-CSV_FIELDS = ("section", "experiment", "method", "guidance", "name", "metric", "produced", "produced_std",
+CSV_FIELDS = ("section", "experiment", "method", "variant", "guidance", "name", "metric", "produced", "produced_std",
               "reported", "delta", "num_samples", "status", "protocol", "note")
 
 
@@ -425,7 +432,7 @@ def to_csv(table: ResultsTable) -> str:
         for m in table.metrics:
             if m not in r.produced and m not in r.reported:
                 continue
-            w.writerow(["comparison", r.experiment, r.method, r.guidance, r.record or "", m,
+            w.writerow(["comparison", r.experiment, r.method, r.variant, r.guidance, r.record or "", m,
                         _num(r.produced.get(m)), "", _num(r.reported.get(m)), _num(r.delta(m)),
                         "" if r.num_samples is None else r.num_samples, r.status, describe(r.protocol), r.note])
     for g in table.generic:
@@ -433,7 +440,8 @@ def to_csv(table: ResultsTable) -> str:
             for c in g.columns:
                 if c in row["cells"]:
                     mean, std = row["cells"][c]
-                    w.writerow(["generic", g.experiment, row["method"], "", row["name"], c, _num(mean), _num(std),
+                    w.writerow(["generic", g.experiment, row["method"], row["variant"], "", row["name"], c, _num(mean),
+                                _num(std),
                                 "", "", "" if row["num_samples"] is None else row["num_samples"], "",
                                 row.get("protocol", ""), ""])
     return buf.getvalue()
@@ -443,7 +451,8 @@ def to_json(table: ResultsTable) -> dict[str, Any]:
     return {
         "comparison": [
             {
-                "experiment": r.experiment, "method": r.method, "guidance": r.guidance, "record": r.record,
+                "experiment": r.experiment, "method": r.method, "variant": r.variant, "guidance": r.guidance,
+                "record": r.record,
                 "reported_key": r.reported_key, "num_samples": r.num_samples, "produced": r.produced,
                 "reported": r.reported, "delta": {m: r.delta(m) for m in r.produced if r.delta(m) is not None},
                 "status": r.status, "protocol": r.protocol, "note": r.note,
@@ -466,8 +475,11 @@ Results of mixflow-bench beside the numbers the papers report. This file is gene
 * *protocol*: how the number is measured: sampler-steps (network evaluations per image), guidance (scale, guided
   channels, interval), samples, evaluator; `?` is a value the paper does not state (`unknown` in
   `results/reported.yaml`, listed under *Note*).
-* *produced*: the newest result record for the row's (experiment, method, guidance) whose protocol agrees with
-  the reported one on every field the paper states; a value computed from fewer than 50K samples carries its
+* *method* is what the model was trained with (flow matching `fm`, `mixflow`, `gmflow`, `mixed-source`); *variant*
+  is its place in the run: `released` weights, `post-trained` from them, or an equal-length flow-matching
+  `control` / `time-law-control`.
+* *produced*: the newest result record for the row's (experiment, method, variant, guidance) whose protocol agrees
+  with the reported one on every field the paper states; a value computed from fewer than 50K samples carries its
   sample count, e.g. `2.31 (10K)`. A record measured another way is shown in a row of its own (*produced:* before
   its protocol) with the differing fields in *Note*, and no Δ.
 * *reported*: the paper's number; `results/reported.yaml` gives its source and whether it was checked against a
