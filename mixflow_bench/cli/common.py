@@ -1,11 +1,10 @@
-"""Helpers shared by the CLI commands: the rich console, output-folder checks, the 'not available yet' refusal,
-registry choices."""
+"""Helpers shared by the CLI commands: the rich console, output-folder checks, the 'not available yet' refusal."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,20 +92,3 @@ def fast_path_warning(fast: bool, launcher: str) -> str | None:
 def not_available(what: str) -> None:
     """Refuse a capability that this build does not have yet, with a non-zero exit."""
     raise click.ClickException(f"{what} is not available yet in this version of mixflow-bench.")
-
-
-class RegistryChoice(click.Choice):
-    """A ``click.Choice`` whose choices are read from a registry when the option is parsed or shown, so that an
-    entry registered after this module was imported (a plug-in, a test) is accepted too."""
-
-    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
-        self._names = names
-        super().__init__(list(names()))
-
-    @property
-    def choices(self) -> Sequence[str]:
-        return tuple(self._names())
-
-    @choices.setter
-    def choices(self, value: Sequence[str]) -> None:  # click.Choice.__init__ assigns it
-        pass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from mixflow_bench.choices import RegistryChoice
 from mixflow_bench.cli.common import (
-    RegistryChoice,
     console,
     fast_path_warning,
     warn,

@@ -7,14 +7,17 @@ from typing import Any
 
 import click
 
+from mixflow_bench.choices import RegistryChoice
+from mixflow_bench.launch import launcher_names
+
 SLURM_FIELDS = ("partition", "account", "qos", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task",
                 "mem_gb", "timeout_min", "constraint")  # fmt: skip
 
 
 def launch_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--launcher", type=click.Choice(["local", "torchrun", "slurm"]), default="local",
-                     show_default=True, help="run in process, on N torchrun processes, or as Slurm jobs"),
+        click.option("--launcher", type=RegistryChoice(launcher_names), default="local", show_default=True,
+                     help="run in process, on N torchrun processes, or as Slurm jobs (or a registered launcher)"),
         click.option("--nproc", type=int, default=None, help="torchrun processes (default: number of GPUs, or 1)"),
         click.option("--partition", default=None, help="Slurm partition (overrides the recipe's slurm:)"),
         click.option("--account", default=None, help="Slurm account"),
