@@ -91,3 +91,24 @@ def test_mistake_is_one_line_without_traceback(args, status, text, tmp_path, mon
 
 def test_at_least_25_mistakes_are_covered() -> None:
     assert len(MISTAKES) >= 25
+
+
+def test_changed_setting_with_the_same_out_is_named(tmp_path):
+    """A second run to the same --out with other --steps names ``sample.steps 8 -> 4``, not two fingerprint hashes."""
+    out = str(tmp_path / "s.npz")
+    first = CliRunner().invoke(cli, ["sample", "tiny-digits", "--num", "2", "--out", out], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, ["sample", "tiny-digits", "--num", "2", "--steps", "4", "--out", out],
+                               catch_exceptions=False)  # fmt: skip
+    assert again.exit_code == 1 and "Traceback" not in again.output
+    error = again.output.strip().splitlines()[-1]
+    assert "sample.steps 8 -> 4" in error and "fingerprint" not in error, error
+
+
+def test_settings_written_before_the_readable_settings_still_compare():
+    from mixflow_bench.sampling.shards import settings_changes
+
+    legacy = {"num": 8, "seed": 0, "fingerprint": "abc"}
+    now = {"num": 8, "seed": 0, "fingerprint": "abc", "fingerprint_settings": {"sample": {"steps": 8}}}
+    assert settings_changes(legacy, now) == []  # an old run resumes
+    assert settings_changes({**legacy, "seed": 1}, now) == ["seed 1 -> 0"]

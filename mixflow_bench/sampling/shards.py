@@ -16,7 +16,7 @@ import os
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class Generator:
     num_classes: int
     quantize: str = "round"
     fingerprint: str = ""  # identifies the model + sampling settings; guards a shard directory against mixing
+    fingerprint_settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint hashes, readable
 
 
 class _HostCopy:
@@ -91,15 +92,41 @@ def _shard_ok(path: Path, indices: np.ndarray) -> bool:
         return False
 
 
+DETAIL = "fingerprint_settings"  # settings.json: the readable settings behind the fingerprint
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"sample": {"steps": 8}}`` -> ``{"sample.steps": 8}``."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``["sample.steps 8 -> 16", ...]``: the settings that differ, by name (the readable fingerprint settings
+    instead of the fingerprint hash where both sides have them)."""
+    if old.get(DETAIL) and new.get(DETAIL):
+        old = {**old, "fingerprint": None, DETAIL: old[DETAIL]}
+        new = {**new, "fingerprint": None, DETAIL: new[DETAIL]}
+    else:
+        old, new = {k: v for k, v in old.items() if k != DETAIL}, {k: v for k, v in new.items() if k != DETAIL}
+    a, b = _flatten(old), _flatten(new)
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [f"{k.removeprefix(DETAIL + '.')} {a.get(k, '(none)')} -> {b.get(k, '(none)')}" for k in changed]
+
+
 def _check_settings(shard_dir: Path, settings: dict[str, Any], rank: int) -> None:
     meta = shard_dir / "settings.json"
     if meta.exists():
-        old = json.loads(meta.read_text())
-        if old != settings:
-            diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
+        changes = settings_changes(json.loads(meta.read_text()), settings)
+        if changes:
             raise ShardSettingsError(
-                f"{shard_dir} holds samples made with other settings ({diff}, as (before, now)); "
-                "remove that directory or write to another output"
+                f"{shard_dir} holds samples made with other settings: {'; '.join(changes)} (before -> now); "
+                "write to another --out, or remove that directory to sample again"
             )
         return
     if rank == 0:
@@ -145,6 +172,7 @@ def sample_to_npz(
         "num_classes": generator.num_classes,
         "quantize": generator.quantize,
         "fingerprint": generator.fingerprint,
+        DETAIL: generator.fingerprint_settings,
     }
     _check_settings(shard_dir, settings, rank)
 

@@ -148,17 +148,24 @@ def model_generator(
         num_classes=spec.num_classes,
         quantize=sample_cfg.quantize,
         fingerprint=sample_fingerprint(spec.name, sample_cfg, fingerprint_extra),
+        fingerprint_settings=fingerprint_settings(spec.name, sample_cfg, fingerprint_extra),
     )
 
 
-def sample_fingerprint(model_name: str, sample_cfg: SampleSection, extra: dict[str, Any] | None = None) -> str:
-    """The shard fingerprint of sampling ``model_name`` with ``sample_cfg``: every setting that changes a sample
-    (precision, attention and compile included), not the run's size (``num``, ``batch_size``, ``shard_size``)."""
-    settings = {
+def fingerprint_settings(model_name: str, sample_cfg: SampleSection, extra: dict[str, Any] | None = None) -> dict:
+    """Every setting that changes a sample (precision, attention and compile included), not the run's size
+    (``num``, ``batch_size``, ``shard_size``): what :func:`sample_fingerprint` hashes, kept readable so that a
+    mismatch can name the settings that changed."""
+    return json.loads(json.dumps({
         "model": model_name,
         "sample": {k: v for k, v in _asdict(sample_cfg).items() if k not in ("num", "batch_size", "shard_size")},
         **(extra or {}),
-    }
+    }, sort_keys=True, default=str))  # fmt: skip
+
+
+def sample_fingerprint(model_name: str, sample_cfg: SampleSection, extra: dict[str, Any] | None = None) -> str:
+    """The shard fingerprint of sampling ``model_name`` with ``sample_cfg`` (a hash of :func:`fingerprint_settings`)."""
+    settings = fingerprint_settings(model_name, sample_cfg, extra)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
