@@ -203,5 +203,5 @@ def test_report_sentences_come_from_the_numbers():
         "summary": summary,
     }
     text = study_sentences(result)[0]
-    assert "worse than the FM control at every step count, by 1.50–2.00×" in text
-    assert "within 9% of the exact MixFlow-optimal field" in text
+    assert "worse than the uniform-time FM control at every step count (FD ratio 1.50–2.00)" in text
+    assert "its FD is 0–9% better than the exact MixFlow optimum's" in text

@@ -30,8 +30,8 @@ def test_study_numbers_match_an_independent_recomputation(tmp_path):
     out = tmp_path / "run"
     result = run_study(recipe, out, seeds=[0], gammas=[0.5, 1.0], results_dir=tmp_path / "results")
 
-    assert result["trained_methods"] == ["baseline", "fm-control", "mixflow-g0.5", "mixflow-g1"]
-    assert result["methods"][4:] == ["exact FM-optimal", "exact MixFlow-optimal g0.5", "exact MixFlow-optimal g1"]
+    assert result["trained_methods"] == ["baseline", "fm-control", "fm-beta", "mixflow-g0.5", "mixflow-g1"]
+    assert result["methods"][5:] == ["exact FM-optimal", "exact MixFlow-optimal g0.5", "exact MixFlow-optimal g1"]
     saved = json.loads((out / "study.json").read_text())
     assert saved["summary"]["baseline"]["8"]["fd"]["mean"] == saved["per_seed"]["0"]["baseline"]["8"]["fd"]
     assert (out / "fd_vs_steps.png").stat().st_size > 0 and (out / "slow_flow.png").stat().st_size > 0
@@ -54,3 +54,4 @@ def test_study_numbers_match_an_independent_recomputation(tmp_path):
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     fd = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
     assert abs(fd - saved["per_seed"]["0"]["baseline"]["8"]["fd"]) < 1e-4 * max(1.0, fd)
+

@@ -122,6 +122,25 @@ class GaussianMixtureField:
                 log_p[:, rows], u[:, rows] = self._at_times(x[rows], tau[:, rows], centers)
         return log_p, u
 
+    def log_density_at_times(self, x: Tensor, tau: Tensor, y: Tensor | None = None) -> Tensor:
+        """``log p_tau(x | y)`` (N, B) of flattened ``x`` (B, D) at N data-ward times per sample ``tau`` (N, B)
+        (as :meth:`_at_times`, without the velocity)."""
+        x = x.reshape(len(x), -1).double()
+        tau = tau.double().to(x.device)
+        log_p = torch.empty(tau.shape, dtype=torch.float64, device=x.device)
+        for rows, c in self._groups(y, x.device):
+            xs, ts = (x, tau) if rows is None else (x[rows], tau[:, rows])
+            var = ts * ts * self.std**2 + (1.0 - ts) ** 2
+            t3 = ts[..., None]
+            d2 = (xs * xs).sum(1)[None, :, None] - 2.0 * t3 * (xs @ c.T)[None] + t3 * t3 * (c * c).sum(1)[None, None]
+            lp = torch.logsumexp(-d2.clamp_min(0.0) / (2.0 * var[..., None]), -1) - math.log(len(c))
+            lp = lp - 0.5 * x.shape[1] * torch.log(2 * torch.pi * var)
+            if rows is None:
+                log_p[:] = lp
+            else:
+                log_p[:, rows] = lp
+        return log_p
+
     def log_density_and_velocity(self, x: Tensor, tau: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(log p_tau(x | y) (B,), u_tau(x) (B, D))`` for flattened ``x`` (B, D) and data-ward ``tau`` (B,)."""
         x = x.reshape(len(x), -1).double()

@@ -244,6 +244,39 @@ class StudySection:
 
 
 @dataclass
+class RegimeStudySection:
+    """The regime study (:mod:`mixflow_bench.experiments.regime`): MixFlow against both controls over MLP widths x
+    training lengths x gamma x NFE, seeds paired. ``base_steps[i]`` and ``posttrain_steps[i]`` form length i."""
+
+    widths: list[int]
+    base_steps: list[int]
+    posttrain_steps: list[int]
+    depth: int = 3
+    gammas: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    eval_steps: list[int] = field(default_factory=lambda: [4, 8, 16])
+    batch_size: int = 256
+    lr: float = 1e-3
+    ema_decay: float = 0.995
+    grad_clip: float | None = 1.0
+    num_eval_samples: int = 1000
+    slow_flow_samples: int = 200
+    slow_flow_steps: int = 8
+
+    def check(self) -> tuple[str, str] | None:
+        if len(self.base_steps) != len(self.posttrain_steps):
+            n, got = len(self.base_steps), len(self.posttrain_steps)
+            return "posttrain_steps", f"one per base_steps entry ({n}), got {got}"
+        if any(n <= 0 for n in [*self.widths, *self.base_steps, *self.posttrain_steps, *self.eval_steps]):
+            return "widths", "widths, step counts and NFE must be positive"
+        if not all(0.0 < g <= 1.0 for g in self.gammas):
+            return "gammas", f"every gamma must lie in (0, 1], got {self.gammas}"
+        if len(self.seeds) < 2:
+            return "seeds", "the seed spread needs at least 2 seeds"
+        return None
+
+
+@dataclass
 class MixedSourceStudySection:
     """The κ-FC mixed-source reproduction: rectified flow, Fast-ODE and mixed source at one training budget."""
 
@@ -299,6 +332,7 @@ class Recipe:
     # times, gamma = 0), so a MixFlow gain over it is the slowing's alone (null: none).
     time_law_control: ObjectiveSection | None = None
     mixed_source: MixedSourceStudySection | None = None  # the κ-FC mixed-source reproduction
+    regime: RegimeStudySection | None = None  # where MixFlow helps on digits (mixflow_bench.experiments.regime)
     image_study: dict[str, Any] | None = None  # the GPU shapes study's settings (ShapesStudyConfig fields)
     reported: list[str] = field(default_factory=list)  # keys of rows in results/reported.yaml
     notes: list[str] = field(default_factory=list)  # settings the sources leave unknown, and other caveats

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +85,8 @@ class EnsembleResult:
     ema: dict[str, Tensor]  # stacked EMA weights
     weights: dict[str, Tensor]  # stacked raw weights
     seconds: float
+    # step -> (EMA, raw weights) after that many steps, for each step of ``snapshots`` (a shorter run's result)
+    snapshots: dict[int, tuple[dict[str, Tensor], dict[str, Tensor]]] = field(default_factory=dict)
 
 
 def train_ensemble(
@@ -101,10 +103,13 @@ def train_ensemble(
     ema_init: dict[str, Tensor] | None = None,
     stage_seed: int = 0,
     advance: Callable[[int], None] | None = None,
+    snapshots: tuple[int, ...] = (),
 ) -> EnsembleResult:
     """AdamW (no weight decay, constant ``lr``), per-member gradient clipping, EMA; paired draws within a seed.
 
-    ``advance(1)`` is called after every step (progress)."""
+    ``advance(1)`` is called after every step (progress). ``snapshots``: step counts after which the EMA and
+    weights are kept as well (equal to what a run of that many steps returns: nothing in a step depends on the
+    total)."""
     import time
 
     if len(members) != ensemble.size:
@@ -119,7 +124,8 @@ def train_ensemble(
     ema = {k: (ema_init[k] if ema_init is not None else v).detach().clone() for k, v in ensemble.params.items()}
     shape = tuple(x_train.shape[1:])
     started = time.perf_counter()
-    for _ in range(steps):
+    kept: dict[int, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
+    for step in range(steps):
         idx, noise, u_time, u_mix = [], [], [], []
         for g in gens:  # one set of draws per seed, shared by that seed's methods
             idx.append(torch.randint(len(x_train), (batch_size,), generator=g))
@@ -142,10 +148,16 @@ def train_ensemble(
             torch._foreach_lerp_(list(ema.values()), params, 1.0 - ema_decay)
         if advance is not None:
             advance(1)
+        if step + 1 in snapshots:
+            kept[step + 1] = (
+                {k: v.detach().clone() for k, v in ema.items()},
+                {k: v.detach().clone() for k, v in ensemble.params.items()},
+            )
     return EnsembleResult(
         ema=ema,
         weights={k: v.detach().clone() for k, v in ensemble.params.items()},
         seconds=time.perf_counter() - started,
+        snapshots=kept,
     )
 
 

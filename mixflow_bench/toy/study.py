@@ -131,7 +131,8 @@ def run_study(
     data = load_study_data(recipe)
     out_dir = FilePath(out_dir)
     shape = data.train.data_shape
-    variants = [("fm-control", 0.0, False)] + [
+    # the controls: flow matching with uniform times, and with MixFlow's Beta(2,1) time law but no slowing
+    variants = [("fm-control", 0.0, False), ("fm-beta", 0.0, True)] + [
         ("mixflow" if len(gammas) == 1 else f"mixflow-g{g:g}", g, True) for g in gammas
     ]
     methods = ["baseline"] + [v[0] for v in variants]
@@ -201,6 +202,7 @@ def run_study(
                     )
                     per_seed[str(s)].setdefault(name, {})[str(steps)] = _scores(sample.float(), data)
             prog.advance(task, 1)
+        noise_level = measure_noise_level(field, data, gammas)
         sample_s = time.perf_counter() - started - train_s
         task = prog.add_task(f"{recipe.name}: Slow-Flow analysis", total=1, unit="analyses")
         slow_flow = _slow_flow_all(eval_ens, all_members, exact, data, study, seeds, out_dir, recipe.name)
@@ -224,6 +226,7 @@ def run_study(
         "summary": summary,
         "data_fd_floor": floor,
         "slow_flow": slow_flow,
+        "noise_level": noise_level,
         "seconds": {
             "train": train_s,
             "sample_and_exact": sample_s,
@@ -251,6 +254,23 @@ def run_study(
         save_record(record, results_dir)
     print_study(result, console)
     return result
+
+
+NOISE_LEVEL_TIMES = [0.25, 0.5, 0.625, 0.75, 0.875]
+
+
+def measure_noise_level(field: GaussianMixtureField, data: StudyData, gammas: list[float]) -> dict[str, Any]:
+    """Posterior spread of the input's time relative to the prior's, on the training data
+    (:mod:`mixflow_bench.analysis.noise_level`): over [0, 1] (``uniform``) and in MixFlow's window at each gamma
+    (``mixflow-g<gamma>``)."""
+    from mixflow_bench.analysis.noise_level import noise_level_information
+
+    y = data.train.y if field.center_labels is not None else None
+    out: dict[str, Any] = {"samples": 100, "grid": 200, "data": "training set"}
+    for name, g in [("uniform", None)] + [(f"mixflow-g{g:g}", g) for g in gammas]:
+        gen = torch.Generator().manual_seed(30_000)
+        out[name] = noise_level_information(field, data.train.x, y, NOISE_LEVEL_TIMES, 100, gen, gamma=g)
+    return out
 
 
 def _scores(sample: Tensor, data: StudyData) -> dict[str, float]:
