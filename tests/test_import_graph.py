@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base utilities", frozenset({"mixflow_bench", "atomic", "choices", "errors", "merge", "progress", "terminal"})),
     ("building blocks", frozenset({"flow", "samplers", "models", "hub", "metrics", "data"})),
     ("methods and runs", frozenset({"methods", "recipes", "sampling", "train", "results", "analysis", "launch"})),
-    ("jobs and studies", frozenset({"pipeline", "rehearsal", "toy"})),
+    ("jobs and studies", frozenset({"pipeline", "rehearsal", "toy", "experiments"})),
     ("command line", frozenset({"cli", "__main__"})),
 )
 

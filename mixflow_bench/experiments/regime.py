@@ -24,11 +24,11 @@ from rich.console import Console
 from torch import Tensor
 
 from mixflow_bench.flow import euler, uniform_grid
+from mixflow_bench.metrics.toy import data_fd, finite_or_raise
+from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.records import write_json_atomic
 from mixflow_bench.toy.ensemble import Ensemble, Member, ensemble_velocity, train_ensemble
-from mixflow_bench.toy.metrics import data_fd, finite_or_raise
-from mixflow_bench.toy.model import ToyVelocityMLP
 from mixflow_bench.toy.study import CONVENTION, load_study_data
 
 CONTROLS = ("fm-control", "fm-beta")
