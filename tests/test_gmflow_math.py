@@ -149,6 +149,25 @@ def test_transition_loss_k1_unit_std_lambda1_is_half_fm_loss():
     assert torch.allclose(loss, 2 * (0.5 * fm_loss + torch.log(t)), atol=4e-3)
 
 
+def test_transition_loss_on_images_is_the_per_pixel_nll_averaged_over_pixels():
+    """The official GMFlowNLLLoss scale: the NLL of a pixel sums its C channels; pixels are averaged (H x W), so
+    the loss does not shrink with C. K = 1, s = 1, lambda = 1: each pixel's NLL is sum_c (u_c^2 / 2 + log t)."""
+    b, c, h, w = 3, 4, 2, 3
+
+    def model(x, t, y):
+        return GaussianMixture(torch.zeros(b, 1, c, h, w), torch.zeros(b, 1, 1, h, w), torch.zeros(b, 1, 1, 1, 1))
+
+    obj = GMFlowObjective(trans_ratio=1.0, weight=2.0)
+    x0 = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(5))
+    r = obj.draw(b, (c, h, w), torch.Generator().manual_seed(6))
+    loss = obj.loss(model, x0, torch.zeros(b, dtype=torch.long), r)
+    t = obj.times(r)[1].float().reshape(-1, 1, 1, 1)
+    u = r["noise_high"] - x0  # x_high = (1 - t) x0 + t eps when t_low = 0
+    per_pixel = (0.5 * u.square() + torch.log(t)).sum(1)  # (B, H, W)
+    # the transition variance has the official 1e-6 floor (c3 = 0 at lambda = 1): a <1e-3 shift per channel
+    torch.testing.assert_close(loss, 2.0 * per_pixel.flatten(1).mean(1), rtol=0, atol=4 * c * 1e-3)
+
+
 # --- transitions ----------------------------------------------------------------------------------------
 def test_transition_coefficients_are_gaussian_conditioning():
     """x_to = a_to x0 + s_to e1; x_t = (a/a_to) x_to + sqrt(beta) e2: condition x_to on (x_t, x0) explicitly."""
