@@ -8,7 +8,10 @@ checkout=$PWD
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python -m pip wheel -q --no-deps --no-build-isolation . -w "$tmp/dist"
+# built from a copy of the committed files (a clean clone's), so that the build leaves nothing in the checkout
+mkdir "$tmp/src"
+git archive HEAD | tar -x -C "$tmp/src"
+python -m pip wheel -q --no-deps --no-build-isolation "$tmp/src" -w "$tmp/dist"
 python -m venv "$tmp/venv"
 purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 # the dependencies only: the current environment's editable hook (a .pth there) does not run from a path entry

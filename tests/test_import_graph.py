@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mixflow_bench"
 # Lowest first. A new package goes into the lowest layer whose packages it needs; the test names any that is
 # missing here.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("base utilities", frozenset({"mixflow_bench", "atomic", "choices", "errors", "merge", "progress", "terminal"})),
+    ("base utilities",
+     frozenset({"mixflow_bench", "atomic", "choices", "errors", "merge", "progress", "runs", "terminal"})),
     ("building blocks", frozenset({"flow", "samplers", "models", "hub", "metrics", "data"})),
     ("methods and runs", frozenset({"methods", "recipes", "sampling", "train", "results", "analysis", "launch"})),
     ("jobs and studies", frozenset({"pipeline", "rehearsal", "toy", "experiments"})),

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mixflow_bench.cli.common import console
+from mixflow_bench.runs import run_dir
 
 
 @click.group(name="analyze")
@@ -111,7 +112,7 @@ def slow_flow(
         null = summarize(null_curve(held_x, reference, torch.tensor(times), torch.Generator().manual_seed(seed + 2)))
         progress.advance(task)
 
-    out_dir = out_dir or Path("runs") / "analysis" / f"slow-flow-{dataset}"
+    out_dir = out_dir or run_dir("analysis") / f"slow-flow-{dataset}"
     summary = {
         "analysis": "slow-flow", "dataset": dataset, "time_convention": "data-ward (t = 1 is data)",
         "steps": steps, "num_samples": num, "num_reference": len(reference), "num_heldout": len(held_x),
@@ -211,7 +212,7 @@ def curvature_cmd(dataset: str, checkpoints: tuple[str, ...], steps: int, num: i
         summaries[label] = summarize(values[label])
         if shape == (2,):
             trajectories[label] = torch.stack(sol.trajectory)[:, :48]
-    out_dir = out_dir or Path("runs") / "analysis" / f"curvature-{dataset}"
+    out_dir = out_dir or run_dir("analysis") / f"curvature-{dataset}"
     summary = {"analysis": "curvature", "dataset": dataset, "time_convention": "data_at_1 (t = 0 noise, t = 1 data)",
                "solver": f"euler, {steps} steps", "num_trajectories": num, "seed": seed,
                "checkpoints": {label: str(path) for label, path in parsed}, "models": summaries}

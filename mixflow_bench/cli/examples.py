@@ -32,7 +32,8 @@ EXAMPLES: dict[str, list[str]] = {
         "mixflow-bench table",
         "mixflow-bench table --metrics fid --columns experiment,method",
         "mixflow-bench table --produced-only --csv results.csv",
-        "mixflow-bench table --markdown",
+        "mixflow-bench table --results results",
+        "mixflow-bench table --update-committed",
     ],
     "reproduce": [
         "mixflow-bench reproduce tiny-digits",

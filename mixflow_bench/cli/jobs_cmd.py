@@ -8,10 +8,11 @@ import click
 from rich.table import Table
 
 from mixflow_bench.cli.common import console, json_option, write_json_output
+from mixflow_bench.runs import RUNS
 
 
 @click.command(name="jobs")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+@click.option("--run-dir", type=click.Path(path_type=Path), default=RUNS, show_default=True,
               help="a run directory, or a folder of them")  # fmt: skip
 @json_option("write the jobs as JSON to PATH; '-' or no PATH: print JSON instead of the table")
 def command(run_dir: Path, json_path: Path | None) -> None:

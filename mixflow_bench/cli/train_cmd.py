@@ -18,8 +18,9 @@ from mixflow_bench.launch.options import launch_options, pop_launch_options
 def command(recipe, overrides, run_dir, **kwargs) -> None:
     """Train RECIPE's model (its train: section), resuming from the last checkpoint."""
     from mixflow_bench.launch import get_launcher
-    from mixflow_bench.pipeline.reproduce import default_run_dir, reproduce
+    from mixflow_bench.pipeline.reproduce import reproduce
     from mixflow_bench.recipes.loader import load_recipe, parse_overrides
+    from mixflow_bench.runs import run_dir as default_run_dir
 
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
     ov = parse_overrides(overrides)

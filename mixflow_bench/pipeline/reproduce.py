@@ -15,16 +15,13 @@ from mixflow_bench.pipeline.stages import STAGE_ORDER, Stage, build_stages, remo
 from mixflow_bench.recipes.loader import load_recipe
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.recipes.validate import RecipeError
+from mixflow_bench.runs import run_dir as run_dir_of
 
 STATUS_STYLE = {"done": "green", "missing": "yellow", "changed": "magenta", "extend": "cyan", "blocked": "dim"}
 
 
 class DestructiveChangeError(UserError, ValueError):
     """Rerunning a stage would delete finished work, and ``force`` was not given."""
-
-
-def default_run_dir(recipe_name: str) -> Path:
-    return Path("runs") / recipe_name
 
 
 def load_pipeline_recipe(recipe_ref: str, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -43,7 +40,7 @@ def load_pipeline_recipe(recipe_ref: str, overrides: dict[str, Any] | None = Non
 def plan(recipe_ref: str, overrides: dict[str, Any] | None = None, run_dir: Path | None = None):
     """(recipe, run_dir, [(stage, status)]) without running anything."""
     recipe = load_pipeline_recipe(recipe_ref, overrides)
-    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe.name)
+    run_dir = Path(run_dir) if run_dir else run_dir_of(recipe.name)
     store = ManifestStore(run_dir)
     stages = build_stages(recipe, run_dir, recipe_ref, overrides or {})
     return recipe, run_dir, [(s, store.status(s.name, s.settings, s.inputs, s.outputs, s.extendable)) for s in stages]
@@ -139,7 +136,7 @@ def reproduce(
 
         launcher = LocalLauncher()
     recipe = load_pipeline_recipe(recipe_ref, overrides)
-    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe.name)
+    run_dir = Path(run_dir) if run_dir else run_dir_of(recipe.name)
     store = ManifestStore(run_dir)
     names = [s.name for s in build_stages(recipe, run_dir, recipe_ref, overrides or {})]
     if only_stage is not None and only_stage not in names:

@@ -20,6 +20,7 @@ from typing import Any
 from mixflow_bench.launch.tasks import Task
 from mixflow_bench.pipeline.estimate import Estimate, sampling_estimates, training_estimates
 from mixflow_bench.recipes.schema import ObjectiveSection, Recipe
+from mixflow_bench.runs import records_dir
 from mixflow_bench.sampling.models import TOY_MODELS, get_spec
 
 CONTROL = "fm-control"  # flow matching with the base model's own time law (uniform for SiT/REPA)
@@ -263,7 +264,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
 
     # table
     if eval_outputs:
-        results_dir = run_dir / "results"
+        results_dir = records_dir(run_dir)
         outputs = [results_dir / f"{recipe.name}-{v}.json" for v in eval_outputs] + [run_dir / "table.json"]
         stages.append(
             Stage(
@@ -331,7 +332,7 @@ def write_results(recipe: Recipe, run_dir: Path, eval_outputs: dict[str, Path]) 
             protocol=protocol,
             samples=str(run_dir / "samples" / f"{variant}.npz"),
         )
-        save_record(record, run_dir / "results")
+        save_record(record, records_dir(run_dir))
         rows[variant] = metrics
     table = {"recipe": recipe.name, "protocol": protocol, "rows": rows}
     write_json_atomic(run_dir / "table.json", table)

@@ -1,7 +1,8 @@
 """Produced results as JSON records: one file per evaluation, with the settings, versions and hardware behind it.
 
-A record is a plain dict with ``schema = "mixflow-bench/result/v1"``. ``mixflow-bench table`` reads every record
-under the results directory and sets it beside the reported numbers.
+A record is a plain dict with ``schema = "mixflow-bench/result/v1"``, written into its run's ``results/`` folder
+(:mod:`mixflow_bench.runs`). ``mixflow-bench table`` reads every record under ``runs/`` (or another folder) and
+sets it beside the reported numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mixflow_bench.atomic import atomic_write_text
+from mixflow_bench.runs import RUNS, records_dir, run_dir
 
 SCHEMA = "mixflow-bench/result/v1"
 # what a record's model is within its run: the released weights, trained from scratch, post-trained from the released
@@ -22,7 +24,8 @@ SCHEMA = "mixflow-bench/result/v1"
 VARIANTS = ("released", "trained", "post-trained", "control", "time-law-control")
 # records (and reported entries) written before the variant field named the variant in ``method``
 LEGACY_METHODS = {"baseline": "released", "fm-control": "control", "fm-beta": "time-law-control"}
-DEFAULT_RESULTS_DIR = Path("results") / "produced"
+# records of evaluations that belong to no run (``mixflow-bench eval`` without --results-dir)
+STANDALONE_RESULTS_DIR = records_dir(run_dir("eval"))
 
 
 def environment_info() -> dict[str, Any]:
@@ -95,16 +98,18 @@ def write_json_atomic(path: Path, data: Any) -> Path:
 
 
 def save_record(record: dict[str, Any], results_dir: Path | None = None) -> Path:
-    """Write ``record`` to ``results_dir/<name>.json`` (atomic) and return the path."""
+    """Write ``record`` to ``results_dir/<name>.json`` (atomic; default :data:`STANDALONE_RESULTS_DIR`) and return
+    the path."""
     if record.get("schema") != SCHEMA:
         raise ValueError(f"not a result record (schema {record.get('schema')!r}, expected {SCHEMA!r})")
-    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    results_dir = Path(results_dir) if results_dir is not None else STANDALONE_RESULTS_DIR
     return write_json_atomic(results_dir / f"{_slug(record['name'])}.json", record)
 
 
 def load_records(results_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every result record below ``results_dir`` (recursively), oldest first; other JSON files are ignored."""
-    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    """Every result record below ``results_dir`` (recursively; default: every run's, under ``runs/``), oldest first;
+    other JSON files are ignored."""
+    results_dir = Path(results_dir) if results_dir is not None else RUNS
     records = []
     for path in sorted(results_dir.rglob("*.json")) if results_dir.exists() else []:
         try:

@@ -10,7 +10,6 @@ Times are GMFlow's ``DATA_AT_0`` (t = 0 data, t = 1 noise).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path as FilePath
 from typing import Any
@@ -26,7 +25,8 @@ from mixflow_bench.flow.samplers import euler
 from mixflow_bench.progress import step_progress
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.protocol import study_protocol
-from mixflow_bench.results.records import DEFAULT_RESULTS_DIR, make_record, save_record, write_json_atomic
+from mixflow_bench.results.records import make_record, save_record, write_json_atomic
+from mixflow_bench.runs import records_dir
 from mixflow_bench.toy.checkerboard import checkerboard_metrics, histogram_grid, sample_checkerboard
 from mixflow_bench.toy.report import summary_metrics
 
@@ -162,13 +162,9 @@ def run_gmflow_study(
             protocol=study_protocol(study, metrics, solver_of(name)),
             note="small CPU reproduction of the GMFlow checkerboard; metrics at each NFE, mean and std over seeds",
         )
-        save_record(record, results_dir)
-    published = (FilePath(results_dir) if results_dir else DEFAULT_RESULTS_DIR).parent / recipe.name
-    published.mkdir(parents=True, exist_ok=True)
-    for file in ("study.json", "table.md", "histograms.png"):
-        shutil.copyfile(out_dir / file, published / file)
+        save_record(record, results_dir or records_dir(out_dir))
     print_gmflow_study(result, console)
-    console.print(f"wrote {published}/ (study.json, table.md, histograms.png) in {result['seconds']:.0f} s")
+    console.print(f"wrote {out_dir}/ (study.json, table.md, histograms.png) in {result['seconds']:.0f} s")
     return result
 
 

@@ -39,6 +39,7 @@ from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 from mixflow_bench.progress import step_progress
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
+from mixflow_bench.runs import records_dir
 from mixflow_bench.toy.study import StudyData, load_study_data
 
 
@@ -217,7 +218,7 @@ def run_mixed_source_study(
             seeds=seeds, recipe=recipe.to_dict(),
             note=f"small CPU reproduction of the κ-FC mixed source, {len(seeds)} seeds, Euler; lower is better",
         )
-        save_record(record, results_dir)
+        save_record(record, results_dir or records_dir(out_dir))
     print_study(result, console)
     return result
 

@@ -31,6 +31,7 @@ from mixflow_bench.progress import step_progress
 from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
+from mixflow_bench.runs import records_dir
 from mixflow_bench.toy.ensemble import Ensemble, Member, ensemble_velocity, train_ensemble
 from mixflow_bench.toy.report import summary_metrics
 
@@ -251,7 +252,7 @@ def run_study(
             protocol=study_protocol(study, metrics),
             note=f"small CPU reproduction, {len(seeds)} seeds, Euler sampling; lower is better",
         )
-        save_record(record, results_dir)
+        save_record(record, results_dir or records_dir(out_dir))
     print_study(result, console)
     return result
 
