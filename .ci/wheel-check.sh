@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package as users install it: build the wheel, install it (without dependencies) into a fresh virtual
 # environment that borrows the dependencies of the current one, and run it from a folder outside the checkout
-# with its own MIXFLOW_BENCH_HOME: every recipe is listed and tiny-digits reproduces. About a minute.
+# with its own MIXFLOW_BENCH_HOME: every recipe is listed, tiny-digits reproduces and `table` shows its result.
+# About a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkout=$PWD
@@ -31,4 +32,6 @@ for recipe in "$checkout"/mixflow_bench/recipes/builtin/[!_]*.yaml; do
     echo "wheel check: recipes list lacks $name"; cat recipes.txt; exit 1; }
 done
 "$tmp/venv/bin/mixflow-bench" reproduce tiny-digits > reproduce.txt 2>&1 || { cat reproduce.txt; exit 1; }
-echo "wheel check: the installed wheel lists every recipe and reproduces tiny-digits in $((SECONDS - start)) s"
+"$tmp/venv/bin/mixflow-bench" table --produced-only > table.txt
+grep -q "1 result record(s) from runs" table.txt || { echo "wheel check: table does not show the run"; cat table.txt; exit 1; }
+echo "wheel check: the installed wheel lists every recipe, reproduces tiny-digits and tables it in $((SECONDS - start)) s"

@@ -55,7 +55,9 @@ def _study_run(runs: Path, name: str, recipe: dict, files: tuple[str, ...]) -> N
     run = runs / name
     for file in files:
         (run / file).parent.mkdir(parents=True, exist_ok=True)
-        (run / file).write_text(f"{name} {file}")
+        committed = REPO / "results" / "studies" / name / file  # a real write-up where README.md reads one
+        (run / file).write_text(committed.read_text() if committed.suffix == ".json" and committed.exists()
+                                else f"{name} {file}")  # fmt: skip
     record = make_record("study", {"fd@4": 1.0}, name=f"study-{name}-baseline", experiment=name, method="baseline",
                          guidance="none", recipe=recipe, protocol={})  # fmt: skip
     save_record(record, run / "results")
@@ -94,10 +96,12 @@ def test_update_committed_copies_records_and_write_ups_into_results(tmp_path, mo
         "studies/toy2d/slow_flow.json",
         "studies/toy2d/study.json",
     ]
-    assert (tmp_path / "results/studies/toy2d/study.json").read_text() == "toy2d study.json"
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    assert (results / "mixed-source/mixed-source-toy2d/study.json").read_text() == "mixed-source-toy2d study.json"
+    assert (results / "studies/toy2d/study.json").read_text() == (runs / "toy2d/study.json").read_text()
     record = json.loads((tmp_path / "results/produced/study-toy2d-baseline.json").read_text())
     assert record == json.loads((tmp_path / "runs/toy2d/results/study-toy2d-baseline.json").read_text())
-    assert "toy2d" in (tmp_path / "results/README.md").read_text()
+    assert "### toy2d" in (tmp_path / "results/README.md").read_text()  # the study's write-up, from its study.json
 
 
 def test_update_committed_needs_the_checkouts_results_folder(tmp_path, monkeypatch):

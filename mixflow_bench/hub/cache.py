@@ -6,6 +6,7 @@ Layout under ``$MIXFLOW_BENCH_HOME`` (default ``$XDG_CACHE_HOME/mixflow-bench``,
     artifacts/<name>/<filename>            directly downloaded files (and <filename>.partial while in flight)
     locks/<name>.lock                      per-artifact inter-process lock
     hashes.lock.json                       sha256 and size recorded on first download of unpublished hashes
+    ref-stats/<sha256>-<network>.npz       Inception statistics of reference batches (mixflow_bench.metrics.reference)
 
 Hugging Face artifacts live in the Hugging Face cache layout (``$HF_HUB_CACHE``); a file copied by hand to
 ``artifacts/<name>/<filename>`` is used as well. Every file is created with the permissions the umask
