@@ -67,6 +67,16 @@ def _check_sampler(model: dict, sample: dict) -> None:
         raise click.UsageError(problem)
 
 
+def _refused_fp8(fp8: bool, launcher_name: str) -> bool:
+    """Whether ``--fp8`` will be refused here (a local run on a device without FP8 matmuls)."""
+    if not fp8 or launcher_name != "local":
+        return False
+    from mixflow_bench.models.float8 import float8_unsupported_reason
+    from mixflow_bench.sampling.models import default_device
+
+    return float8_unsupported_reason(default_device()) is not None
+
+
 @click.command(name="sample")
 @click.argument("recipe", required=False)
 @click.argument("overrides", nargs=-1)
@@ -153,10 +163,11 @@ def command(recipe, overrides, model_name, checkpoint, random_init, num, out, cf
         sample["guidance"] = _guidance(model["name"], sample["guidance"], guidance_kind, cfg)
     sample["shard_size"] = min(sample["shard_size"], sample["num"])
     _check_sampler(model, sample)
-    for message in weight_warnings(model["name"], model.get("checkpoint"), random_init, recipe):
-        warn(message)
-    if (message := fast_path_warning(fast or fp8, launcher_name)) is not None:
-        warn(message)
+    if not _refused_fp8(fp8, launcher_name):  # a run that will be refused gets its one error line, no warnings
+        for message in weight_warnings(model["name"], model.get("checkpoint"), random_init, recipe):
+            warn(message)
+        if (message := fast_path_warning(fast or fp8, launcher_name)) is not None:
+            warn(message)
 
     out = out or Path(f"{name}-samples.npz")
     if out.suffix not in (".npz", ".png"):
