@@ -10,9 +10,13 @@ checkout=$PWD
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # built from a copy of the committed files (a clean clone's), so that the build leaves nothing in the checkout
-mkdir "$tmp/src"
-git archive HEAD | tar -x -C "$tmp/src"
-python -m pip wheel -q --no-deps --no-build-isolation "$tmp/src" -w "$tmp/dist"
+src=.
+if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+  src="$tmp/src"
+  mkdir "$src"
+  git archive HEAD | tar -x -C "$src"
+fi
+python -m pip wheel -q --no-deps "$src" -w "$tmp/dist"
 python -m venv "$tmp/venv"
 purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 # the dependencies only: the current environment's editable hook (a .pth there) does not run from a path entry
