@@ -66,26 +66,44 @@ def data_row(recipe: Recipe) -> tuple[str, str, str, str, float | None] | None:
     return "done" if present else "missing", what, data.path or "-", how, hours
 
 
+def remaining_gpu_hours(rows: list[tuple[Stage, str]], data: tuple | None = None) -> tuple[dict[str, float], set[str]]:
+    """GPU-hours left to run per GPU type (``{"H100": 2.3, "H200": 1.4}``), and the types that lack an estimate
+    for some stage that needs GPU time (their total is a lower bound)."""
+    totals = dict.fromkeys((g for stage, _ in rows for g in stage.gpu_hours_by_type), 0.0)
+    partial: set[str] = set()
+    if data is not None and data[4] and data[0] != "done":  # the encoder was measured on an H100: used for every type
+        for gpu in list(totals) or ["H100"]:
+            totals[gpu] = totals.get(gpu, 0.0) + data[4]
+    for stage, status in rows:
+        if stage.gpu_hours_by_type and status != "done":
+            for gpu in totals:
+                if gpu in stage.gpu_hours_by_type:
+                    totals[gpu] += stage.gpu_hours_by_type[gpu]
+                else:
+                    partial.add(gpu)
+    return totals, partial
+
+
 def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | None = None) -> Table:
+    """The stages with their status and GPU-hour estimates, one per measured GPU type (``H100 ~2.3 · H200 ~1.4``),
+    and what remains to run on each."""
     table = Table(title=f"reproduce {recipe_name}", caption=f"GPU-h are ESTIMATES ({ASSUMPTIONS})")
     for col in ("stage", "status", "what", "outputs", "est. GPU-h", "estimate basis"):
         table.add_column(col)
-    total = 0.0
     if data is not None:
         status, what, path, how, hours = data
-        if hours and status != "done":
-            total += hours
         gpu = "-" if hours is None else f"~{hours:,.1f} (encoder measured)"
         table.add_row("data", f"[{STATUS_STYLE.get(status, '')}]{status}", f"{what} ({how})", path, gpu,
                       "H100 encoder throughput, benchmarks/results/ (measured)")  # fmt: skip
     for stage, status in rows:
-        gpu = "-" if stage.gpu_hours is None else f"~{stage.gpu_hours:,.1f}"
-        if stage.gpu_hours and status != "done":
-            total += stage.gpu_hours
+        gpu = " · ".join(f"{name} ~{h:,.1f}" for name, h in stage.gpu_hours_by_type.items()) or "-"
         outputs = ", ".join(p.name for p in stage.outputs) or "-"
         table.add_row(stage.name, f"[{STATUS_STYLE.get(status, '')}]{status}", stage.note, outputs, gpu,
                       stage.gpu_basis or "-")  # fmt: skip
-    table.add_row("[bold]remaining", "", "", "", f"[bold]~{total:,.1f}", "")
+    totals, partial = remaining_gpu_hours(rows, data)
+    remaining = " · ".join(f"{g} ~{h:,.1f}" + ("+" if g in partial else "") for g, h in totals.items()) or "~0.0"
+    note = "+: a stage has no estimate on that GPU type" if partial else ""
+    table.add_row("[bold]remaining", "", "", "", f"[bold]{remaining}", note)
     return table
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mixflow_bench.launch.tasks import Task
-from mixflow_bench.pipeline.estimate import Estimate, sampling_estimates, training_estimates
+from mixflow_bench.pipeline.estimate import Estimate, sampling_estimates, short_gpu, training_estimates
 from mixflow_bench.recipes.schema import ObjectiveSection, Recipe
 from mixflow_bench.runs import records_dir
 from mixflow_bench.sampling.models import TOY_MODELS, get_spec
@@ -41,7 +41,8 @@ class Stage:
     tasks: list[Task] = field(default_factory=list)  # run through the launcher
     local: Callable[[], Any] | None = None  # run in this process instead
     distributed: bool = False  # may run on several processes (torchrun)
-    gpu_hours: float | None = None
+    gpu_hours: float | None = None  # the first GPU type's estimate
+    gpu_hours_by_type: dict[str, float] = field(default_factory=dict)  # short GPU name (H100) -> estimate
     gpu_basis: str = ""  # which measurement the estimate comes from, and what is assumed
     cleanup: list[Path] = field(default_factory=list)  # what a changed rerun deletes (only with --force)
     note: str = ""
@@ -145,17 +146,18 @@ def control_training_stage(
     tasks = [Task(t.kind, {**t.args, "overrides": control_overrides(objective, t.args.get("overrides") or overrides),
                            "out_dir": str(moved(Path(t.args["out_dir"])))}, name=f"{recipe.name}-{folder}")
              for t in train.tasks]  # fmt: skip
-    hours, basis = _estimate(training_estimates(recipe.model.name, control_train))
     return dataclasses.replace(
         train, name=folder, settings=settings, outputs=[moved(p) for p in train.outputs], tasks=tasks,
-        gpu_hours=hours, gpu_basis=basis, cleanup=[moved(p) for p in train.cleanup],
+        **_estimate(training_estimates(recipe.model.name, control_train)), cleanup=[moved(p) for p in train.cleanup],
         note=f"{name}: {objective.kind} objective, {objective.t_dist} times, otherwise as train",
     )  # fmt: skip
 
 
-def _estimate(estimates: list[Estimate]) -> tuple[float | None, str]:
-    """The first GPU type's hours, and every GPU type's basis."""
-    return (estimates[0].hours if estimates else None), " | ".join(e.label for e in estimates)
+def _estimate(estimates: list[Estimate]) -> dict[str, Any]:
+    """A stage's estimate fields: the first GPU type's hours, every GPU type's hours and every basis."""
+    return {"gpu_hours": estimates[0].hours if estimates else None,
+            "gpu_hours_by_type": {short_gpu(e.gpu): e.hours for e in estimates},
+            "gpu_basis": " | ".join(e.label for e in estimates)}  # fmt: skip
 
 
 def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict[str, Any]) -> list[Stage]:
@@ -189,7 +191,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
         train_out = run_dir / "train" / "model.pt"
         init = recipe.model.checkpoint if recipe.train.init == "checkpoint" else None
         inputs = {"init": Path(init)} if init and Path(init).exists() else {}
-        hours, basis = _estimate(training_estimates(recipe.model.name, recipe.train))
+        estimate = _estimate(training_estimates(recipe.model.name, recipe.train))
         stages.append(
             Stage(
                 "train",
@@ -201,8 +203,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                 tasks=[Task("train", {"recipe": recipe_ref, "overrides": overrides, "out_dir": str(train_out.parent)},
                             name=f"{recipe.name}-train")],
                 distributed=True,  # DDP; toy models too (the multi-rank path is tested on them)
-                gpu_hours=hours,
-                gpu_basis=basis,
+                **estimate,
                 cleanup=[run_dir / "train"],
                 note=f"{recipe.train.steps} steps x batch {recipe.train.batch_size}",
                 extendable=training_extends,
@@ -221,7 +222,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
             ckpt = model.get("checkpoint")
             inputs = {"checkpoint": Path(ckpt)} if ckpt and (variant != "baseline" or Path(ckpt).exists()) else {}
             stage_name = SAMPLE_STAGES.get(variant, "sample-posttrained")
-            hours, basis = _estimate(sampling_estimates(recipe.model.name, recipe.sample))
+            estimate = _estimate(sampling_estimates(recipe.model.name, recipe.sample))
             stages.append(
                 Stage(
                     stage_name,
@@ -232,8 +233,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
                     tasks=[Task("sample", {"model": model, "sample": dataclasses.asdict(recipe.sample),
                                            "out": str(out), "progress": True}, name=f"{recipe.name}-{stage_name}")],
                     distributed=True,
-                    gpu_hours=hours,
-                    gpu_basis=basis,
+                    **estimate,
                     cleanup=[out, out.with_name(out.name + ".shards")],
                     note=f"{variant}: {recipe.sample.num} images, {recipe.sample.sampler} {recipe.sample.steps}",
                 )
