@@ -40,12 +40,13 @@ def test_reproduce_in_a_clean_clone_leaves_git_status_empty_and_table_shows_the_
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
     assert status.stdout == "", status.stdout  # nothing tracked changed, nothing new outside the ignored runs/
     table = _run([*python, "table", "--produced-only"], clone, env)
-    # toy2d: baseline, FM control and one MixFlow gamma; tiny-digits: one record
-    assert "4 result record(s) from runs" in " ".join(table.split()), table
+    # toy2d: baseline, both FM controls and one MixFlow gamma; tiny-digits: one record
+    assert "5 result record(s) from runs" in " ".join(table.split()), table
     records = sorted(p.relative_to(clone).as_posix() for p in (clone / "runs").rglob("results/*.json"))
     assert records == [
         "runs/tiny-digits/results/tiny-digits-mixflow.json",
         "runs/toy2d/results/study-toy2d-baseline.json",
+        "runs/toy2d/results/study-toy2d-fm-beta.json",
         "runs/toy2d/results/study-toy2d-fm-control.json",
         "runs/toy2d/results/study-toy2d-mixflow.json",
     ]
