@@ -57,6 +57,10 @@ MISTAKES: list[tuple[str, int, str]] = [
     ("eval --samples {file} --ref {file} --metrics fid,xyz", 2, "unknown metrics"),
     ("table --reported {tmp}/missing.yaml", 1, "no such reported-numbers file"),
     ("pack {tmp}/nope {tmp}/out.npz", 1, "not a directory"),
+    ("sample tiny-digits model.checkpoint={file} --out {tmp}/a.npz", 1, "not a readable PyTorch checkpoint"),
+    ("analyze curvature --dataset toy2d --checkpoint a={file}", 1, "not a readable PyTorch checkpoint"),
+    ("analyze slow-flow --dataset toy2d --checkpoint a={tmp}/missing.pt", 1, "no such checkpoint"),
+    ("train toy2d", 1, "toy2d is a study that trains its own models"),
 ]
 
 

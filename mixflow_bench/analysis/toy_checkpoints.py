@@ -7,6 +7,8 @@ data shape (given by the caller) and the time convention (``DATA_AT_1`` unless s
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,19 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 class CheckpointError(UserError, ValueError):
     """A toy checkpoint that cannot be loaded; the message names the file."""
+
+
+def read_checkpoint(path: Path | str, *, weights_only: bool = True) -> Any:
+    """``torch.load`` of a local checkpoint (CPU); a missing, truncated or foreign file is a one-line
+    :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from exc
 
 
 def _state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -51,9 +66,7 @@ def infer_kwargs(state: dict[str, Tensor], data_shape: tuple[int, ...] | None) -
 def load_toy_model(path: Path | str, data_shape: tuple[int, ...] | None = None) -> ToyVelocityMLP:
     """A ``ToyVelocityMLP`` loaded with ``strict=True`` from ``path`` (eval mode, CPU)."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = read_checkpoint(path, weights_only=False)
     state, kwargs = _state_dict(obj, path)
     try:
         kwargs = {**infer_kwargs(state, data_shape), **kwargs}

@@ -141,13 +141,11 @@ def _curvature_velocity(path: Path, shape: tuple[int, ...]):
     """A DATA_AT_1 velocity function from a mixed-source study checkpoint or a plain toy checkpoint."""
     import torch
 
-    from mixflow_bench.analysis.toy_checkpoints import CheckpointError, infer_kwargs, load_toy_model
+    from mixflow_bench.analysis.toy_checkpoints import CheckpointError, infer_kwargs, load_toy_model, read_checkpoint
     from mixflow_bench.flow.conventions import TimeConvention
     from mixflow_bench.models.toy_mlp import ToyVelocityMLP
 
-    if not path.exists():
-        raise click.ClickException(f"{path}: no such checkpoint")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(path)
     state = obj.get("ema") or obj.get("model") if isinstance(obj, dict) else None
     prefix = "velocity.net."
     if isinstance(state, dict) and any(k.startswith(prefix) for k in state):  # a mixed-source study run

@@ -25,6 +25,8 @@ def command(recipe, overrides, run_dir, **kwargs) -> None:
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
     ov = parse_overrides(overrides)
     r = load_recipe(recipe, ov)
+    if r.study is not None or r.mixed_source is not None or r.image_study is not None:
+        raise click.ClickException(f"{r.name} is a study that trains its own models: mixflow-bench reproduce {r.name}")
     if r.train is None:
         raise click.ClickException(f"recipe {r.name} has no train: section")
     run_dir = writable_dir(run_dir or default_run_dir(r.name))

@@ -57,7 +57,9 @@ def load_state_dict(source: str | Path) -> dict[str, Any]:
     check_checkpoint(source)
     path = Path(source)
     if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from mixflow_bench.analysis.toy_checkpoints import read_checkpoint
+
+        state = read_checkpoint(path)
     else:
         from mixflow_bench.hub import load_state_dict as hub_load
 
