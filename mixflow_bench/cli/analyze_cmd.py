@@ -58,7 +58,6 @@ def slow_flow(
 ) -> None:
     """Median nearest ground-truth time m(t) per sampling time t, per model, beside the estimator's null curve."""
     import torch
-    from rich.progress import Progress
     from rich.table import Table
 
     from mixflow_bench.analysis.exact_velocity import ring_velocity
@@ -66,6 +65,7 @@ def slow_flow(
     from mixflow_bench.analysis.toy_checkpoints import CheckpointError, load_toy_model, model_velocity
     from mixflow_bench.data.toy import load_digits_split, load_toy2d_split
     from mixflow_bench.flow.conventions import TimeConvention
+    from mixflow_bench.progress import step_progress
     from mixflow_bench.results.records import write_json_atomic
 
     parsed = [_parse_checkpoint(c) for c in checkpoints]
@@ -101,8 +101,8 @@ def slow_flow(
     x0 = torch.randn(num, *default_shape, generator=torch.Generator().manual_seed(seed))
     reference = train.x.reshape(len(train), -1)
     summaries, times = {}, None
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("slow-flow curves", total=len(models) + 1)
+    with step_progress() as progress:
+        task = progress.add_task("slow-flow curves", total=len(models) + 1, unit="curves")
         for label, (fn, conv) in models.items():
             curve = slow_flow_curve(fn, x0, reference, steps, conv)
             times = curve["t"]
