@@ -274,7 +274,7 @@ class Rehearsal:
             result.stages["download"] = time.perf_counter() - t
 
             cache = None
-            if recipe.data is not None and recipe.data.source is None:
+            if recipe.data is not None:  # a training recipe: its latent cache from a class-folder tree
                 res = recipe.data.resolution
                 flip = "flip" if recipe.data.hflip else "noflip"
                 cache = self.workdir / "caches" / f"{recipe.data.encoder}-{res}-{flip}"
