@@ -74,3 +74,13 @@ def test_download_list_shows_integrity_whole_at_80_columns(tmp_path):
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "…" not in text
     assert "integrity: unverified (first download)" in text
+
+
+def test_reproduce_plan_shows_each_gpu_estimate_whole_at_80_columns(tmp_path):
+    from mixflow_bench.pipeline.reproduce import plan, remaining_gpu_hours
+
+    text = run_cli("reproduce", "gmflow-256", "--plan", "--run-dir", str(tmp_path / "run"), tmp_path=tmp_path)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    totals, _ = remaining_gpu_hours(plan("gmflow-256", run_dir=tmp_path / "run")[2])
+    assert " · ".join(f"{gpu} ~{hours:,.1f}" for gpu, hours in totals.items()) in text
+    assert "…" not in text

@@ -147,7 +147,7 @@ def _reproduce_pipeline(recipe, ov, show_plan, stage, run_dir, kwargs, force: bo
     launcher_name, nproc, slurm = pop_launch_options(kwargs)
     if show_plan:
         r, _, rows = plan(recipe, ov, run_dir)
-        console.print(plan_table(r.name, rows, data_row(r)))
+        console.print(plan_table(r.name, rows, data_row(r), console.width))
         for note in r.notes:
             console.print(f"[dim]note:[/] {note}")
         return

@@ -84,26 +84,31 @@ def remaining_gpu_hours(rows: list[tuple[Stage, str]], data: tuple | None = None
     return totals, partial
 
 
-def plan_table(recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | None = None) -> Table:
+def plan_table(
+    recipe_name: str, rows: list[tuple[Stage, str]], data: tuple | None = None, width: int | None = None
+) -> Table:
     """The stages with their status and GPU-hour estimates, one per measured GPU type (``H100 ~2.3 · H200 ~1.4``),
-    and what remains to run on each."""
-    table = Table(title=f"reproduce {recipe_name}", caption=f"GPU-h are ESTIMATES ({ASSUMPTIONS})")
-    for col in ("stage", "status", "what", "outputs", "est. GPU-h", "estimate basis"):
-        table.add_column(col)
+    and what remains to run on each; one field a line where a row a line does not fit ``width`` columns."""
+    from mixflow_bench.terminal import fitted
+
+    cells = []
     if data is not None:
         status, what, path, how, hours = data
         gpu = "-" if hours is None else f"~{hours:,.1f} (encoder measured)"
-        table.add_row("data", f"[{STATUS_STYLE.get(status, '')}]{status}", f"{what} ({how})", path, gpu,
-                      "H100 encoder throughput, benchmarks/results/ (measured)")  # fmt: skip
+        cells.append(["data", f"[{STATUS_STYLE.get(status, '')}]{status}", f"{what} ({how})", path, gpu,
+                      "H100 encoder throughput, benchmarks/results/ (measured)"])  # fmt: skip
     for stage, status in rows:
         gpu = " · ".join(f"{name} ~{h:,.1f}" for name, h in stage.gpu_hours_by_type.items()) or "-"
         outputs = ", ".join(p.name for p in stage.outputs) or "-"
-        table.add_row(stage.name, f"[{STATUS_STYLE.get(status, '')}]{status}", stage.note, outputs, gpu,
-                      stage.gpu_basis or "-")  # fmt: skip
+        cells.append([stage.name, f"[{STATUS_STYLE.get(status, '')}]{status}", stage.note, outputs, gpu,
+                      stage.gpu_basis or "-"])  # fmt: skip
     totals, partial = remaining_gpu_hours(rows, data)
     remaining = " · ".join(f"{g} ~{h:,.1f}" + ("+" if g in partial else "") for g, h in totals.items()) or "~0.0"
     note = "+: a stage has no estimate on that GPU type" if partial else ""
-    table.add_row("[bold]remaining", "", "", "", f"[bold]{remaining}", note)
+    cells.append(["[bold]remaining", "", "", "", f"[bold]{remaining}", note])
+    columns = ["stage", "status", "what", "outputs", "est. GPU-h", "estimate basis"]
+    table = fitted(f"reproduce {recipe_name}", columns, cells, width)
+    table.caption = f"GPU-h are ESTIMATES ({ASSUMPTIONS})"
     return table
 
 
