@@ -21,7 +21,7 @@ import torch
 from rich.table import Table
 
 from mixflow_bench.cli.common import console
-from mixflow_bench.metrics.evaluate import evaluate
+from mixflow_bench.metrics.adm import evaluate_adm as evaluate
 from mixflow_bench.metrics.inception import load_inception, random_state_dict
 from mixflow_bench.metrics.npz_stream import NpzImageWriter
 

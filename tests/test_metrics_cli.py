@@ -180,7 +180,7 @@ class StubNet(torch.nn.Module):
 
 
 def _run_eval(samples, ref, metrics, net, tmp_path, **kw):
-    from mixflow_bench.metrics.evaluate import evaluate
+    from mixflow_bench.metrics.adm import evaluate_adm as evaluate
 
     kw.setdefault("device", "cpu")
     kw.setdefault("show_progress", False)
@@ -242,7 +242,7 @@ def test_both_precision_recall_modes_against_direct_computation(tmp_path):
 
 
 def test_cpu_default_batch_keeps_memory_bounded(tmp_path):
-    from mixflow_bench.metrics.evaluate import default_batch_size
+    from mixflow_bench.metrics.adm import default_batch_size
 
     np.savez(tmp_path / "a.npz", arr_0=_imgs(6, 8, 8))
     res = _run_eval(tmp_path / "a.npz", tmp_path / "a.npz", ["prec"], StubNet(), tmp_path)
@@ -252,7 +252,7 @@ def test_cpu_default_batch_keeps_memory_bounded(tmp_path):
 
 
 def test_reference_bar_has_its_total_and_singular_covariance_is_one_line(tmp_path, monkeypatch):
-    import mixflow_bench.metrics.evaluate as ev
+    import mixflow_bench.metrics.adm as ev
     import mixflow_bench.progress as progress
     from mixflow_bench.metrics.frechet import GaussianStats, frechet_distance
 
@@ -304,8 +304,9 @@ def test_cli_refuses_wrong_kinds_of_input(tmp_path, random_weights, monkeypatch)
     w = ["--inception-weights", str(random_weights)]
     refused(["--samples", str(good), "--ref", "sit-xl-2-256", *w], "is a checkpoint, not a reference batch")
     assert fetched == []  # no 2.7 GB download started
-    refused(["--samples", str(folder), "--ref", str(good), *w], "is a folder", f"mixflow-bench pack {folder}")
-    refused(["--samples", str(good), "--ref", str(folder), *w], "is a folder", f"mixflow-bench pack {folder}")
+    # folders of images are inputs too; one without images is named in one line
+    refused(["--samples", str(folder), "--ref", str(good), *w], f"{folder}: no .png/.jpg/.jpeg files")
+    refused(["--samples", str(good), "--ref", str(folder), *w], f"{folder}: no .png/.jpg/.jpeg files")
     refused(["--samples", str(good), "--ref", str(good), "--inception-weights", "random"], "random weights")
     text = tmp_path / "notes.txt"
     text.write_text("not weights")

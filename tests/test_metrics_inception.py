@@ -87,7 +87,7 @@ def _digits_halves() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.slow
 def test_digits_fid_with_real_weights(nets, tmp_path):
-    from mixflow_bench.metrics.evaluate import evaluate
+    from mixflow_bench.metrics.adm import evaluate_adm as evaluate
 
     _, ours, _ = nets
     a, b = _digits_halves()

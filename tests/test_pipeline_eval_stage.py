@@ -1,4 +1,4 @@
-"""The pipeline's evaluation task on image samples: the ADM metrics through ``metrics.evaluate.evaluate``."""
+"""The pipeline's evaluation task on image samples: the ADM metrics through the metrics registry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mixflow_bench.metrics import evaluate as evaluate_module
+from mixflow_bench.metrics import adm as evaluate_module
 from mixflow_bench.metrics.inception import load_inception
 from mixflow_bench.pipeline.tasks import eval_task
 

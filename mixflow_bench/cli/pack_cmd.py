@@ -1,4 +1,4 @@
-"""`mixflow-bench pack`: a folder of PNGs -> an ADM sample npz."""
+"""`mixflow-bench pack`: a folder of PNG/JPEG images -> an ADM sample npz."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from mixflow_bench.cli.common import console
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def command(folder: Path, out: Path) -> None:
-    """Pack the PNGs of FOLDER (sorted by name, one size) into OUT as arr_0 uint8 N×H×W×3."""
+    """Pack the PNG and JPEG images of FOLDER (sorted by name, one size) into OUT as arr_0 uint8 N×H×W×3.
+
+    A damaged file or a non-image is named in one line and nothing is written."""
     from mixflow_bench.metrics.npz_stream import NpzFormatError
     from mixflow_bench.metrics.pack import list_images, pack_folder
     from mixflow_bench.progress import progress_bar

@@ -382,7 +382,6 @@ def registry_overrides(overrides: Mapping[str, Mapping[str, Any]]) -> Iterator[N
         _overrides.remove(overrides)
 
 
-ADM_METRICS = ("fid", "sfid", "is", "prec", "rec")
 INCEPTION_ARTIFACT = "inception-torch-fidelity"
 FD_DINOV2_ARTIFACT = "dinov2-vit-l"
 
@@ -448,11 +447,14 @@ def artifacts_for_recipe(recipe: Any) -> list[str]:
     if data.get("encoder"):
         implied += codec_artifacts(data["encoder"], data.get("resolution"))
     evaluation = section("eval")
-    metrics = [str(m).replace("_", "-") for m in evaluation.get("metrics") or ()]
-    if any(m in ADM_METRICS for m in metrics) and not evaluation.get("inception_weights"):
-        implied.append(INCEPTION_ARTIFACT)  # the evaluator's default network (a recipe may name another)
-    if "fd-dinov2" in metrics:
-        implied.append(FD_DINOV2_ARTIFACT)
+    if evaluation.get("metrics"):
+        from mixflow_bench.metrics.registry import artifacts_for
+
+        try:  # the evaluator's default network (a recipe may name another), FD-DINOv2's weights
+            implied += artifacts_for([str(m) for m in evaluation["metrics"]], evaluation.get("evaluator") or "adm",
+                                     evaluation.get("inception_weights"), evaluation.get("dinov2_weights"))  # fmt: skip
+        except ValueError:  # metrics the registry does not know: recipe validation reports them
+            pass
     for name in implied:
         if name in names:
             found[name] = None

@@ -4,7 +4,11 @@ ADM (``FIDStatistics.frechet_distance``): ``|Δμ|² + tr S1 + tr S2 − 2 tr sq
 not finite it retries with ``1e-6·I`` added to both covariances; a complex result is accepted only when the
 imaginary parts of its diagonal are within 1e-3 of zero. ``method="scipy"`` reproduces that with SciPy's
 ``sqrtm`` (its ``disp`` argument is deprecated since 1.16, so it is not used). ``method="eigh"`` takes
-``tr sqrtm(S1 S2) = Σ sqrt(eig(√S1 S2 √S1))`` with symmetric eigendecompositions in float64 (GPU-friendly).
+``tr sqrtm(S1 S2) = Σ sqrt(eig(√S1 S2 √S1))`` with symmetric eigendecompositions in float64 (GPU-friendly; it
+stays real for the rank-deficient covariances of small sets, which is why the toy studies use it).
+``method="eigvals"`` is torchmetrics' ``Σ Re √eig(S1 S2)`` of the non-symmetric product, in float64.
+Every Fréchet distance of the project (ADM FID/sFID, FD-DINOv2, the torchmetrics protocol, the toy data-space FD)
+goes through :func:`fd_moments`.
 
 A singular covariance (fewer vectors than dimensions, or dimensions that never vary) is reported once, as a
 :class:`SingularCovarianceWarning` with one readable line, instead of SciPy's ``LinAlgWarning``.
@@ -65,10 +69,12 @@ class MomentAccumulator:
         return GaussianStats(mu=mu, sigma=cov.cpu().numpy(), count=self.n)
 
 
-def stats_from_features(feats: np.ndarray) -> GaussianStats:
-    """Mean and np.cov covariance of an N×D feature matrix, in float64."""
-    x = np.asarray(feats, dtype=np.float64)
-    return GaussianStats(mu=x.mean(0), sigma=np.cov(x, rowvar=False), count=len(x))
+def stats_from_features(feats: np.ndarray | torch.Tensor) -> GaussianStats:
+    """Mean and np.cov covariance of N samples (flattened to N×D), in float64."""
+    if isinstance(feats, torch.Tensor):
+        feats = feats.detach().cpu().numpy()
+    x = np.asarray(feats, dtype=np.float64).reshape(len(feats), -1)
+    return GaussianStats(mu=x.mean(0), sigma=np.atleast_2d(np.cov(x, rowvar=False)), count=len(x))
 
 
 def _sqrtm(a: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -126,6 +132,54 @@ def _trace_sqrt_eigh(s1: np.ndarray, s2: np.ndarray, eps: float, device: str | t
     return float(tr)
 
 
+FD_METHODS = ("scipy", "eigh", "eigvals")
+
+
+def _trace_sqrt_eigvals(s1: np.ndarray, s2: np.ndarray) -> float:
+    a, b = torch.as_tensor(s1, dtype=torch.float64), torch.as_tensor(s2, dtype=torch.float64)
+    return float(torch.linalg.eigvals(a @ b).sqrt().real.sum())
+
+
+def _as_float64(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def fd_moments(
+    mu1: np.ndarray | torch.Tensor,
+    s1: np.ndarray | torch.Tensor,
+    mu2: np.ndarray | torch.Tensor,
+    s2: np.ndarray | torch.Tensor,
+    method: str = "eigh",
+    device: str | torch.device = "cpu",
+    eps: float = ADM_EPS,
+) -> float:
+    """``|μ1 − μ2|² + tr S1 + tr S2 − 2 tr sqrtm(S1 S2)`` in float64; ``method`` one of :data:`FD_METHODS`
+    (module docstring). No singularity report: :func:`frechet_distance` adds it."""
+    return _fd(mu1, s1, mu2, s2, method, device, eps)[0]
+
+
+def _fd(mu1, s1, mu2, s2, method: str, device: str | torch.device, eps: float) -> tuple[float, bool]:
+    """The distance, and whether SciPy's square root found the product singular (scipy method only)."""
+    mu1, mu2 = np.atleast_1d(_as_float64(mu1)), np.atleast_1d(_as_float64(mu2))
+    s1, s2 = np.atleast_2d(_as_float64(s1)), np.atleast_2d(_as_float64(s2))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+        raise ValueError(f"statistics of different dimensions: means {mu1.shape} vs {mu2.shape}, "
+                         f"covariances {s1.shape} vs {s2.shape}")  # fmt: skip
+    singular = False
+    if method == "scipy":
+        tr, singular = _trace_sqrt_scipy(s1, s2, eps)
+    elif method == "eigh":
+        tr = _trace_sqrt_eigh(s1, s2, eps, device)
+    elif method == "eigvals":
+        tr = _trace_sqrt_eigvals(s1, s2)
+    else:
+        raise ValueError(f"unknown Fréchet method {method!r} ({', '.join(FD_METHODS)})")
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * tr), singular
+
+
 def frechet_distance(
     a: GaussianStats,
     b: GaussianStats,
@@ -133,30 +187,21 @@ def frechet_distance(
     device: str | torch.device = "cpu",
     eps: float = ADM_EPS,
 ) -> float:
-    """Fréchet distance of two Gaussians; ``method``: "scipy" (ADM's path) or "eigh" (float64 torch).
+    """Fréchet distance of two Gaussians; ``method`` one of :data:`FD_METHODS` ("scipy" is ADM's path).
 
-    Warns once with :class:`SingularCovarianceWarning` when a covariance is singular."""
-    mu1, mu2 = np.atleast_1d(a.mu).astype(np.float64), np.atleast_1d(b.mu).astype(np.float64)
-    s1, s2 = np.atleast_2d(a.sigma).astype(np.float64), np.atleast_2d(b.sigma).astype(np.float64)
-    if mu1.shape != mu2.shape or s1.shape != s2.shape:
-        raise ValueError(f"statistics of different dimensions: {mu1.shape} vs {mu2.shape}")
-    for name, arr in (("mu", mu1), ("mu", mu2), ("sigma", s1), ("sigma", s2)):
-        if not np.isfinite(arr).all():
+    Refuses NaN/inf statistics; warns once with :class:`SingularCovarianceWarning` when a covariance is
+    singular."""
+    for name, arr in (("mu", a.mu), ("mu", b.mu), ("sigma", a.sigma), ("sigma", b.sigma)):
+        if not np.isfinite(np.asarray(arr, dtype=np.float64)).all():
             raise ValueError(f"statistics contain NaN or inf ({name})")
-    diff = mu1 - mu2
+    value, singular = _fd(a.mu, a.sigma, b.mu, b.sigma, method, device, eps)
     reason = singular_reason(a, b)
-    if method == "scipy":
-        tr, singular = _trace_sqrt_scipy(s1, s2, eps)
-        if singular and reason is None:
-            reason = "the covariance product is numerically singular"
-    elif method == "eigh":
-        tr = _trace_sqrt_eigh(s1, s2, eps, device)
-    else:
-        raise ValueError(f"unknown Fréchet method {method!r} (scipy or eigh)")
+    if singular and reason is None:
+        reason = "the covariance product is numerically singular"
     if reason:
         warnings.warn(
             f"singular covariance ({reason}): ill-conditioned, not comparable with values from many more samples",
             SingularCovarianceWarning,
             stacklevel=2,
         )
-    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * tr)
+    return value

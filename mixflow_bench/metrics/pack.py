@@ -1,4 +1,4 @@
-"""A folder of images -> an ADM sample npz (``arr_0``: uint8 N×H×W×3), in sorted file order, streamed."""
+"""A folder of PNG/JPEG images -> an ADM sample npz (``arr_0``: uint8 N×H×W×3), in sorted file order, streamed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from mixflow_bench.metrics.npz_stream import NpzFormatError, NpzImageWriter
 
-IMAGE_SUFFIXES = (".png",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
@@ -24,14 +24,20 @@ def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
 
 
 def _load_rgb(path: Path) -> np.ndarray:
+    """The image as uint8 H×W×3; one line naming the file when it is damaged, not an image, or not RGB."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode in ("L", "P"):
-            im = im.convert("RGB")
-        if im.mode != "RGB":
-            raise NpzFormatError(f"{path}: image mode {im.mode} is not RGB (or grayscale/palette)")
-        return np.asarray(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("L", "P"):
+                im = im.convert("RGB")
+            if im.mode != "RGB":
+                raise NpzFormatError(f"{path}: image mode {im.mode} is not RGB (or grayscale/palette)")
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated, not an image (UnidentifiedImageError), ...
+        if isinstance(exc, NpzFormatError):
+            raise
+        raise NpzFormatError(f"{path}: not a readable PNG/JPEG image ({exc})") from exc
 
 
 def pack_folder(
@@ -40,7 +46,7 @@ def pack_folder(
     batch: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Path, tuple[int, int, int, int]]:
-    """Writes every PNG of ``folder`` (sorted by name) into ``out``; all images must have one size."""
+    """Writes every PNG/JPEG of ``folder`` (sorted by name) into ``out``; all images must have one size."""
     files = list_images(folder)
     first = _load_rgb(files[0])
     h, w = first.shape[:2]

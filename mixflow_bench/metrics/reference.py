@@ -69,7 +69,10 @@ def inspect_reference(path: str | os.PathLike, *, need_fid: bool, need_sfid: boo
                 )
     needs_images = need_pr or (bool(wanted_stats) and not stored)
     if not needs_images:
-        return ReferenceInfo(path, stored, None)
+        size = None
+        if IMAGE_KEY in headers and len(headers[IMAGE_KEY][0]) == 4:  # for the resolution check only
+            size = tuple(int(v) for v in headers[IMAGE_KEY][0][1:3])
+        return ReferenceInfo(path, stored, None, size)
     if IMAGE_KEY not in headers:
         if need_pr:
             raise NpzFormatError(
@@ -120,7 +123,8 @@ def _cache_keys(stored: bool, need_fid: bool, need_sfid: bool, need_pr: bool) ->
 
 
 def _cache_path(path: Path, net: InceptionFeatures, cache_dir: Path | None) -> Path:
-    return (cache_dir or default_cache_dir()) / f"{file_sha256(path)}-{net.weights_id}.npz"
+    features = getattr(net, "features_id", net.weights_id)  # weights and resize
+    return (cache_dir or default_cache_dir()) / f"{file_sha256(path)}-{features}.npz"
 
 
 def _read_cache(cache: Path) -> dict[str, np.ndarray]:

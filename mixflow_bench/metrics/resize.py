@@ -3,6 +3,7 @@
 Source coordinate ``src = dst * (in / out)`` computed in float32, lower index ``floor(src)``, upper index
 clamped to ``in - 1``; interpolate along x first, then along y, with TF's ``a + (b - a) * t`` form.
 ``torch.nn.functional.interpolate`` uses half-pixel centres and gives different values, hence this module.
+It also holds clean-fid's ``clean`` resize (PIL bicubic), the option ``eval --resize clean``.
 """
 
 from __future__ import annotations
@@ -42,3 +43,21 @@ def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int] = (299, 299)) -> 
     bot_l, bot_r = bottom_rows.index_select(-1, x0), bottom_rows.index_select(-1, x1)
     bottom = bot_l + (bot_r - bot_l) * fx
     return top + (bottom - top) * fy
+
+
+def resize_clean(x: torch.Tensor, size: tuple[int, int] = (299, 299)) -> torch.Tensor:
+    """clean-fid's ``clean`` resize of a float NCHW batch of 0..255 values: each channel as a float32 PIL image
+    ('F' mode), PIL's antialiased bicubic to ``size`` (H, W), clipped to 0..255 and not re-quantized."""
+    import numpy as np
+    from PIL import Image
+
+    if not x.is_floating_point():
+        raise TypeError(f"resize_clean needs a floating tensor, got {x.dtype}")
+    out_h, out_w = size
+    arr = x.detach().to("cpu", torch.float32).numpy()
+    out = np.empty((*arr.shape[:2], out_h, out_w), np.float32)
+    for i in range(arr.shape[0]):
+        for c in range(arr.shape[1]):
+            img = Image.fromarray(arr[i, c], mode="F").resize((out_w, out_h), resample=Image.BICUBIC)
+            out[i, c] = np.asarray(img)
+    return torch.from_numpy(np.clip(out, 0, 255)).to(x.device)

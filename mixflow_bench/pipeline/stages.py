@@ -249,7 +249,8 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
             tasks.append(Task("eval", {"samples": str(samples), "reference": reference,
                                        "metrics": list(recipe.eval.metrics), "out": str(eval_outputs[variant]),
                                        "inception_weights": recipe.eval.inception_weights,
-                                       "evaluator": recipe.eval.evaluator, "antialias": recipe.eval.antialias},
+                                       "evaluator": recipe.eval.evaluator, "antialias": recipe.eval.antialias,
+                                       "resize": recipe.eval.resize, "dinov2_weights": recipe.eval.dinov2_weights},
                               name=f"{recipe.name}-eval-{variant}"))  # fmt: skip
         stages.append(
             Stage(

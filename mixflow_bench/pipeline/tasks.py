@@ -193,18 +193,6 @@ def _train_with_engine(r: Recipe, model, objective, out: Path, final: Path, num_
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
-TOY_METRICS = {"fd-data"}
-
-
-def _inception_weights(spec: str | None) -> str | None:
-    """A weights file for the evaluator: the path itself, an artifact fetched through the hub, or None."""
-    if spec is None or Path(spec).exists():
-        return spec
-    from mixflow_bench.hub import fetch
-
-    return str(fetch(spec))
-
-
 def eval_task(
     samples: str,
     reference: str,
@@ -213,52 +201,31 @@ def eval_task(
     inception_weights: str | None = None,
     evaluator: str = "adm",
     antialias: bool = True,
+    resize: str = "tf1",
+    dinov2_weights: str | None = None,
 ) -> dict[str, float]:
-    """Evaluate the ADM npz ``samples`` against ``reference``; writes ``{metric: value}`` to ``out``.
+    """Evaluate the ADM npz ``samples`` against ``reference`` with any registered metrics
+    (:func:`mixflow_bench.metrics.registry.evaluate`); writes ``{metric: value}`` to ``out``.
 
     The evaluator's own record (sample count, reference, network weights, settings, notes) is written beside it
     as ``<out stem>.details.json``, so every number keeps its protocol.
     """
-    toy = [m for m in metrics if m in TOY_METRICS]
-    other = [m for m in metrics if m not in TOY_METRICS]
-    values: dict[str, float] = {}
-    details: dict[str, Any] = {}
-    if toy:
-        from mixflow_bench.pipeline.frechet import fd_data
+    from mixflow_bench.metrics.registry import evaluate
 
-        values["fd-data"] = fd_data(Path(samples), reference)
-    if other and evaluator == "torchmetrics":
-        from mixflow_bench.metrics.torchmetrics_fid import evaluate_torchmetrics
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        tm = evaluate_torchmetrics(samples, reference, weights=_inception_weights(inception_weights),
-                                   antialias=antialias, device=device)  # fmt: skip
-        values["fid"] = tm.fid
-        details = {"num_samples": tm.num_samples, "num_reference_images": tm.num_reference_images,
-                   "settings": tm.settings}  # fmt: skip
-    elif other:
-        from mixflow_bench.metrics.evaluate import evaluate
-
-        ref_path = Path(reference)
-        if not ref_path.exists():  # an artifact name (e.g. adm-ref-imagenet256): from the cache
-            from mixflow_bench.hub import fetch
-
-            ref_path = fetch(reference, progress=False)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        weights = _inception_weights(inception_weights)
-        result = evaluate(Path(samples), ref_path, other, device=device, weights=weights, show_progress=False)
-        values.update({k: float(v) for k, v in result.metrics.items()})
-        details = {
-            "num_samples": result.num_samples,
-            "num_reference_images": result.num_reference_images,
-            "reference_stats": result.reference_stats,
-            "settings": result.settings,
-            "notes": result.notes,
-            "timings": result.timings,
-        }
+    result = evaluate(samples, reference, metrics, evaluator, inception_weights=inception_weights,
+                      antialias=antialias, resize=resize, dinov2_weights=dinov2_weights,
+                      show_progress=False)  # fmt: skip
+    values = {k: float(v) for k, v in result.metrics.items()}
+    details: dict[str, Any] = {
+        "num_samples": result.num_samples,
+        "num_reference_images": result.num_reference_images,
+        "reference_stats": result.reference_stats,
+        "settings": result.settings,
+        "notes": result.notes,
+        "timings": result.timings,
+    }
     if int(os.environ.get("RANK", 0)) == 0:
-        if details:
-            write_json_atomic(Path(out).with_suffix(".details.json"), details)
+        write_json_atomic(Path(out).with_suffix(".details.json"), details)
         write_json_atomic(Path(out), values)
     return values
 

@@ -175,23 +175,34 @@ class ReferenceDataSection:
 
 @dataclass
 class EvalSection:
-    reference: str | None = None  # artifact name (adm-ref-imagenet256) or .npz path
-    # adm: the ADM-exact evaluator; torchmetrics: FrechetInceptionDistance(normalize=True) as the κ-FC paper runs
-    # it (mixflow_bench.metrics.torchmetrics_fid; FID only)
-    evaluator: Literal["adm", "torchmetrics"] = "adm"
+    reference: str | None = None  # artifact name (adm-ref-imagenet256), .npz path, folder of images or data-set name
+    # an evaluator of mixflow_bench.metrics.registry: adm (the ADM-exact evaluator) or torchmetrics
+    # (FrechetInceptionDistance(normalize=True) as the κ-FC paper runs it; FID only)
+    evaluator: str = "adm"
     # torchmetrics only: its resize to 299 (True: torch bilinear with antialias, the default since torchmetrics
     # 1.8; False: torch-fidelity's TF1-style bilinear, torchmetrics before 1.8)
     antialias: bool = True
+    # adm only: tf1 (ADM's TF1 bilinear) or clean (clean-fid's PIL bicubic: its own protocol)
+    resize: Literal["tf1", "clean"] = "tf1"
     reference_data: ReferenceDataSection | None = None
-    metrics: list[Literal["fid", "sfid", "is", "prec", "rec", "fd-data"]] = field(
-        default_factory=lambda: ["fid", "sfid", "is", "prec", "rec"]
-    )
+    # names from mixflow_bench.metrics.registry (fid, sfid, is, prec, rec, kid, fd-dinov2, fd-data, ...)
+    metrics: list[str] = field(default_factory=lambda: ["fid", "sfid", "is", "prec", "rec"])
     # the Inception network's weights: a file, an artifact name, or null for the evaluator's default
     inception_weights: str | None = None
+    # fd-dinov2: a local Hugging Face folder or an artifact name; null: dinov2-vit-l
+    dinov2_weights: str | None = None
 
     def check(self) -> tuple[str, str] | None:
-        if self.evaluator == "torchmetrics" and set(self.metrics) != {"fid"}:
-            return "metrics", f"the torchmetrics evaluator computes FID only, got {list(self.metrics)}"
+        from mixflow_bench.metrics.registry import check_metrics, resolve_evaluator
+
+        try:
+            resolve_evaluator(self.evaluator)
+        except ValueError as exc:
+            return "evaluator", str(exc)
+        try:
+            check_metrics(self.metrics, self.evaluator)
+        except ValueError as exc:
+            return "metrics", str(exc)
         return None
 
 

@@ -97,13 +97,10 @@ class BaseCheckpointError(UserError, ValueError):
 
 # --- small pieces ------------------------------------------------------------------------------------------
 def frechet_distance_torch(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
-    """``|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr((S1^1/2 S2 S1^1/2)^1/2)`` in float64 through symmetric eigh."""
-    mu1, mu2, cov1, cov2 = (a.double() for a in (mu1, mu2, cov1, cov2))
-    w, v = torch.linalg.eigh((cov1 + cov1.T) / 2)
-    s1 = (v * w.clamp_min(0).sqrt()) @ v.T
-    middle = s1 @ cov2 @ s1
-    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
-    return float(((mu1 - mu2) ** 2).sum() + cov1.trace() + cov2.trace() - 2 * cross)
+    """The Fréchet distance in float64 through symmetric eigh (:func:`mixflow_bench.metrics.frechet.fd_moments`)."""
+    from mixflow_bench.metrics.frechet import fd_moments
+
+    return fd_moments(mu1, (cov1 + cov1.T) / 2, mu2, cov2, method="eigh", device=mu1.device)
 
 
 def gaussian_stats_torch(feats: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mixflow_bench.metrics.toy import frechet_distance, gaussian_stats
+from mixflow_bench.metrics.frechet import fd_moments, stats_from_features
+from mixflow_bench.metrics.npz_stream import NpzImageReader
 
-__all__ = ["fd_data", "frechet_distance", "heldout_reference", "images_to_data"]
+TOY_REFERENCES = ("digits-heldout",)
+
+__all__ = ["TOY_REFERENCES", "fd_data", "heldout_reference", "images_to_data"]
 
 
 def images_to_data(images: np.ndarray) -> np.ndarray:
@@ -19,15 +22,16 @@ def images_to_data(images: np.ndarray) -> np.ndarray:
 def heldout_reference(name: str) -> np.ndarray:
     """Held-out toy data, quantized as samples are: ``digits-heldout`` (N, 8, 8) in [-1, 1]."""
     if name == "digits-heldout":
-        from mixflow_bench.data.toy import load_digits_split, to_uint8_images
+        from mixflow_bench.toy.datasets import load_digits_split, to_uint8_images
 
         _, held = load_digits_split()
         return images_to_data(to_uint8_images(held.x))
-    raise ValueError(f"unknown toy reference {name!r} (known: digits-heldout)")
+    raise ValueError(f"unknown toy reference {name!r} (known: {', '.join(TOY_REFERENCES)})")
 
 
 def fd_data(samples: Path, reference: str) -> float:
     """``fd-data`` of the images in ``samples`` (ADM npz) against the toy reference ``reference``."""
-    with np.load(samples) as data:
-        x = images_to_data(data["arr_0"])
-    return frechet_distance(*gaussian_stats(x), *gaussian_stats(heldout_reference(reference)))
+    with NpzImageReader(samples) as reader:
+        x = images_to_data(np.concatenate(list(reader.iter_batches(4096))))
+    a, b = stats_from_features(x), stats_from_features(heldout_reference(reference))
+    return fd_moments(a.mu, a.sigma, b.mu, b.sigma, method="eigh")
