@@ -65,6 +65,32 @@ def _list_table(width: int | None = None) -> Any:
     return fitted(f"Artifacts (cache: {hub_home()})", columns, rows, width)
 
 
+def _verify(names: list[str], only_cached: bool) -> None:
+    """``--verify``: re-hash each cached file and report; exit 1 naming the corrupt ones."""
+    from mixflow_bench.hub.fetch import deep_verify
+
+    table = Table(title="Verified artifacts (re-hashed)")
+    for column in ("name", "state", "size", "path"):
+        table.add_column(column)
+    corrupt: list[str] = []
+    for name in names:
+        st, problem = deep_verify(name)
+        if st.state == "missing":
+            if not only_cached:
+                table.add_row(name, "[red]missing[/]", "-", "-")
+            continue
+        if problem:
+            corrupt.append(problem)
+            table.add_row(name, "[red]corrupt[/]", _human(st.size), str(st.path))
+        else:
+            colour = "green" if st.state == "verified" else "yellow"
+            state = st.state if st.state == "verified" else f"{st.state}: {st.integrity}"
+            table.add_row(name, f"[{colour}]{state}[/]", _human(st.size), str(st.path))
+    console.print(table)
+    if corrupt:
+        raise click.ClickException("corrupt files in the cache:\n" + "\n".join(corrupt))
+
+
 @click.command(name="download")
 @click.argument("names", nargs=-1)
 @click.option("--recipe", "recipe", default=None, help="Fetch every artifact a recipe refers to.")
@@ -78,7 +104,14 @@ def _list_table(width: int | None = None) -> Any:
     "--force", is_flag=True,
     help="Download again and replace the cached file and its hash-lock record (repairs a bad first download).",
 )
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option(
+    "--verify", is_flag=True,
+    help="Re-hash the cached files (the named ones, else every cached artifact) whatever their markers say, and "
+    "report each; nothing is downloaded. Exit status 1 when a file is corrupt.",
+)
+@click.option(
+    "--no-progress", is_flag=True, help="Hide progress bars (a process waiting for another's lock still says so)."
+)
 def command(
     names: tuple[str, ...],
     recipe: str | None,
@@ -86,9 +119,11 @@ def command(
     list_: bool,
     offline: bool,
     force: bool,
+    verify: bool,
     no_progress: bool,
 ) -> None:
-    """Download checkpoints, reference batches and weights into the cache, verifying size and sha256.
+    """Download checkpoints, reference batches and weights into the cache, verifying each file's sha256 (a
+    pinned or host-published hash, else the hash recorded at its first download) and its content.
 
     NAME... are artifact names (see --list). The cache is $MIXFLOW_BENCH_HOME
     (default ~/.cache/mixflow-bench). Run it on a machine with network (a login node); compute nodes then
@@ -109,7 +144,10 @@ def command(
         chosen += _recipe_artifacts(recipe)
     if all_:
         chosen += artifact_names()
-    if not chosen:
+    if not chosen and recipe and not names and not all_:  # a recipe that needs nothing: ready to reproduce
+        console.print(f"nothing to download: recipe {recipe!r} uses no artifacts")
+        return
+    if not chosen and not verify:
         raise click.UsageError("name one or more artifacts, or use --recipe R, --all or --list")
     unknown = [n for n in chosen if n not in artifact_names()]
     if unknown:  # a name mistake (exit 1, with the closest names), as everywhere else
@@ -117,6 +155,9 @@ def command(
 
         raise UnknownNameError("artifact", unknown[0], artifact_names())
     chosen = list(dict.fromkeys(chosen))
+    if verify:
+        _verify(chosen or artifact_names(), only_cached=not chosen)
+        return
 
     table = Table(title="Fetched artifacts")
     for column in ("name", "state", "size", "path"):
@@ -127,7 +168,8 @@ def command(
         try:
             path = fetch(name, offline=offline, progress=not no_progress, force=force, report=repairs.append)
         except (DownloadError, OfflineError, ValueError) as exc:
-            failures.append(f"{name}: {exc}")
+            text = str(exc)
+            failures.append(text if text.startswith((f"{name}:", f"artifact {name!r}")) else f"{name}: {text}")
             table.add_row(name, "[red]failed[/]", "-", "-")
             continue
         st = status(name)

@@ -3,9 +3,11 @@
 Every file goes through one transport (:mod:`mixflow_bench.hub.http`: resume, retries, stall and low-speed
 timeouts, Retry-After, full-disk errors), Hugging Face files included; those are stored in the Hugging Face
 cache layout (``blobs/<sha256>`` with ``snapshots/<commit>/<path>`` links), so that ``from_pretrained`` and
-``hf_hub_download`` find them too. A file is marked good (``verified.json`` beside the artifact, keyed by path,
-size and mtime) only after its hash and content checks passed; later readers trust that marker instead of
-re-hashing, and need no lock and no write access.
+``hf_hub_download`` find them too. A file is marked good (``verified.json`` beside the artifact, keyed by the
+file's device and inode, size and mtime, so the same cache seen through a symbolic link or another mount point
+keeps its marker) only after its hash and content checks passed; later readers trust that marker instead of
+re-hashing, and need no lock and no write access. :func:`deep_verify` (``download --verify``) re-hashes anyway,
+for corruption that keeps a file's size and mtime.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mixflow_bench.hub.http import (
     finish,
     partial_path,
     report_event,
+    retry_delay,
 )
 from mixflow_bench.hub.offline import OFFLINE_ENV, offline_mode
 from mixflow_bench.hub.registry import Artifact, get_artifact, integrity
@@ -81,20 +84,25 @@ def _read_stamp(name: str) -> dict[str, Any]:
 def _write_stamp(name: str, path: Path, sha256: str, checked_by: str) -> None:
     """Record that ``path`` passed its checks; skipped quietly where the cache is not writable."""
     st = path.stat()
-    stamp = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256,
-             "checked_by": checked_by}  # fmt: skip
+    stamp = {"path": str(path), "device": st.st_dev, "inode": st.st_ino, "size": st.st_size,
+             "mtime_ns": st.st_mtime_ns, "sha256": sha256, "checked_by": checked_by}  # fmt: skip
     with suppress(OSError):
         atomic_write_text(_stamp_path(name), json.dumps(stamp) + "\n")
 
 
 def _stamp_for(art: Artifact, path: Path) -> dict[str, Any] | None:
-    """The marker of ``path`` if it still describes the file (same size and mtime) and the expected hash."""
+    """The marker of ``path`` if it still describes the file (same file: device and inode, or the resolved path
+    for markers written before those were recorded; same size and mtime) and the expected hash."""
     stamp = _read_stamp(art.name)
     try:
         st = path.stat()
     except OSError:
         return None
-    if stamp.get("path") != str(path) or stamp.get("size") != st.st_size or stamp.get("mtime_ns") != st.st_mtime_ns:
+    if "inode" in stamp:
+        same_file = (stamp.get("device"), stamp.get("inode")) == (st.st_dev, st.st_ino)
+    else:
+        same_file = os.path.realpath(str(stamp.get("path", ""))) == os.path.realpath(path)
+    if not same_file or stamp.get("size") != st.st_size or stamp.get("mtime_ns") != st.st_mtime_ns:
         return None
     expected = art.sha256 or (HashLock().get(art.name) or {}).get("sha256")
     if expected is not None and stamp.get("sha256") != expected:
@@ -143,17 +151,18 @@ def verify_file(
     if art.sha256 is not None and actual != art.sha256:
         raise IntegrityError(
             f"{art.name}: sha256 of {path} is {actual}, but the registry pins {art.sha256} "
-            f"({art.sha256_source or 'published'}); the file is corrupt or not the published one"
+            f"({art.sha256_source or 'published'}); the file is corrupt or not the published one: download it "
+            f"again with `mixflow-bench download {art.name} --force`"
         )
     if host_sha256 is not None and actual != host_sha256:
         raise IntegrityError(
-            f"{art.name}: sha256 of {path} is {actual}, but the host publishes {host_sha256}; the download is "
-            f"corrupt"
+            f"{art.name}: sha256 of {path} is {actual}, but the host publishes {host_sha256}; the file is "
+            f"corrupt: download it again with `mixflow-bench download {art.name} --force`"
         )
     if art.sha256_prefix is not None and not actual.startswith(art.sha256_prefix):
         raise IntegrityError(
             f"{art.name}: sha256 of {path} is {actual}, which does not start with the published "
-            f"prefix {art.sha256_prefix}"
+            f"prefix {art.sha256_prefix}; download it again with `mixflow-bench download {art.name} --force`"
         )
     if entry is not None and entry.get("sha256") != actual:
         if not replace_record:
@@ -229,15 +238,29 @@ def _manual_path(art: Artifact) -> Path:
     return artifact_dir(art.name) / art.filename
 
 
+def _source_url(art: Artifact) -> str:
+    """Where the file comes from, on the Hugging Face endpoint in use (HF_ENDPOINT) for hub files."""
+    if art.hf is None:
+        return art.source
+    from huggingface_hub import hf_hub_url
+
+    hf = art.hf
+    return hf_hub_url(hf.repo_id, hf.filename, repo_type=hf.repo_type, revision=hf.revision, endpoint=_endpoint())
+
+
 def _unavailable(art: Artifact, why: str) -> str:
     """What to do about an artifact this machine cannot download: its URL, where a copy goes, the command."""
     companions = ""
     if art.hf is not None and art.hf.companions:
         companions = f" (with {', '.join(Path(c).name for c in art.hf.companions)} beside it)"
+    if art.hf is not None:
+        caches = f"HF_HUB_CACHE ({_hf_cache_dir()}, where Hugging Face files live)"
+    else:
+        caches = f"MIXFLOW_BENCH_HOME ({hub_home()})"
     return (
         f"artifact {art.name!r} ({art.description}) is not in the cache and cannot be downloaded here: {why}. "
-        f"URL: {art.source} . On a machine with network run `mixflow-bench download {art.name}` with the same "
-        f"MIXFLOW_BENCH_HOME ({hub_home()}), or put a copy of the file at {_manual_path(art)}{companions}"
+        f"URL: {_source_url(art)} . On a machine with network run `mixflow-bench download {art.name}` with the "
+        f"same {caches}, or put a copy of the file at {_manual_path(art)}{companions}"
     )
 
 
@@ -246,11 +269,8 @@ def _locked(art: Artifact, progress: bool):
     try:
         lock = lock_for(art.name)
         lock.acquire(timeout=0.5)
-    except Timeout:
-        if progress:
-            from rich.console import Console
-
-            Console(stderr=True).print(f"[dim]waiting for another process downloading {art.name}…[/dim]")
+    except Timeout:  # one line, also without progress bars: a silent wait looks like a hang
+        report_event(None, f"{art.name}: waiting for another process that is downloading it (lock {lock.lock_file})")
         lock.acquire()
     except OSError as exc:
         raise DownloadError(
@@ -362,8 +382,8 @@ def _fetch_hf(
         for filename in files:
             paths[filename] = _hf_download(art, filename, force=force, policy=policy, progress=progress)
         path, host = paths[hf.filename]
-        try:
-            _accept(art, path, host_sha256=host, source=hf.url, replace_record=force, report=report)
+        try:  # the hash lock records the commit the file came from (most entries follow a branch, not a commit)
+            _accept(art, path, host_sha256=host, source=_commit_url(art, path), replace_record=force, report=report)
         except IntegrityError:
             _drop_hf_file(path)
             raise
@@ -372,6 +392,16 @@ def _fetch_hf(
             if report is not None:
                 report(f"{art.name}: removed the copy placed by hand at {manual}; the download replaces it")
         return path
+
+
+def _commit_url(art: Artifact, pointer: Path) -> str:
+    """The file's URL at the commit it was downloaded from (``snapshots/<commit>/<filename>`` of the HF cache)."""
+    from huggingface_hub import hf_hub_url
+
+    hf = art.hf
+    assert hf is not None
+    commit = pointer.parents[len(Path(hf.filename).parts) - 1].name
+    return hf_hub_url(hf.repo_id, hf.filename, repo_type=hf.repo_type, revision=commit, endpoint=_endpoint())
 
 
 def _drop_hf_file(path: Path) -> None:
@@ -402,25 +432,25 @@ def _hf_metadata(art: Artifact, url: str, policy: DownloadPolicy, progress: bool
         try:
             return get_hf_file_metadata(url, timeout=policy.connect_timeout, endpoint=_endpoint())
         except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as exc:
-            raise DownloadError(f"{art.name}: {url} does not exist or is not accessible: {exc}") from exc
+            raise DownloadError(f"{url} does not exist or is not accessible: {exc}") from exc
         except HfHubHTTPError as exc:
             response = getattr(exc, "response", None)
             code = getattr(response, "status_code", None)
             if code is not None and code < 500 and code != 429:
-                raise DownloadError(f"{art.name}: {url}: HTTP {code}") from exc
+                raise DownloadError(f"{url}: HTTP {code}") from exc
             if code in (429, 503) and response is not None:
                 raw = response.headers.get("Retry-After", "")
                 wait = float(raw) if raw.strip().isdigit() else None
             reason = f"HTTP {code}"
         except (OSError, ValueError) as exc:
-            raise DownloadError(f"{art.name}: {url}: {exc}") from exc
+            raise DownloadError(f"{url}: {exc}") from exc
         except Exception as exc:  # connection errors of the HTTP client huggingface_hub uses
             reason = f"{exc.__class__.__name__}: {exc}"
         failures += 1
         if failures > policy.retries:
             raise DownloadError(f"{url}: gave up after {failures} attempts; last error: {reason}")
-        delay = policy.delay(failures) if wait is None else min(wait, policy.backoff_max)
-        report_event(None, f"{art.name}: {reason}; retry {failures}/{policy.retries} in {delay:.3g} s")
+        delay, why = retry_delay(policy, failures, wait)
+        report_event(None, f"{art.name}: {reason}; retry {failures}/{policy.retries} in {delay:.3g} s{why}")
         time.sleep(delay)
 
 
@@ -452,8 +482,11 @@ def _hf_download(
         if force:
             discard(blob)
         try:
+            # the location is a signed CDN URL that changes on every request: the partial file is keyed by the
+            # artifact and the file's hash (its ETag), so another process resumes it
             download([meta.location or url], blob, expected_size=meta.size, policy=policy, progress=progress,
-                     label=f"{art.name}: {Path(filename).name}")  # fmt: skip
+                     label=f"{art.name}: {Path(filename).name}",
+                     resume_key=f"{art.name}:{filename}:{meta.etag}")  # fmt: skip
         except (IntegrityError, DiskFullError):
             raise
         except DownloadError as exc:
@@ -490,6 +523,24 @@ def _cached_path(art: Artifact) -> Path | None:
     if art.hf is None or manual.exists():
         return manual if manual.exists() else None
     return _hf_cached(art, art.hf.filename)
+
+
+def deep_verify(name: str) -> tuple[ArtifactStatus, str | None]:
+    """Re-hash the cached file of ``name`` whatever its marker says (``download --verify``): its status, and
+    the mismatch when it is corrupt (its marker is then dropped, so that it is checked again on every read)."""
+    art = get_artifact(name)
+    path = _cached_path(art)
+    if path is None:
+        return status(name), None
+    host = _host_sha256(path) if art.hf is not None and path != _manual_path(art) else None
+    try:
+        sha = verify_file(art, path, host_sha256=host)
+    except IntegrityError as exc:
+        with suppress(OSError):
+            _stamp_path(art.name).unlink()
+        return status(name), str(exc)
+    _write_stamp(art.name, path, sha, _checked_by(art, host))
+    return status(name), None
 
 
 def status(name: str, *, deep: bool = False) -> ArtifactStatus:

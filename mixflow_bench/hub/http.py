@@ -4,11 +4,16 @@ Hand-rolled on top of ``requests`` because neither ``requests`` nor ``torch.hub`
 transfer: multi-GB checkpoints on Dropbox / Azure blobs must survive dropped connections. Bytes go to
 ``<dest>.partial`` (flushed per chunk, so a killed process leaves a usable prefix); the next attempt asks for
 the rest with an HTTP ``Range`` header (and ``If-Range`` with the validator seen before, so a changed remote
-file restarts cleanly). A server that answers ``200`` instead of ``206`` is followed from byte 0. The caller
+file restarts cleanly). A partial file is continued by any later process that downloads the same thing: it is
+keyed by ``resume_key`` (the artifact and its expected hash; signed CDN URLs change on every request), else by
+the URL. A server that answers ``200`` instead of ``206`` is followed from byte 0; only bytes beyond the largest
+partial file seen count as progress, so a server that ignores ``Range`` and drops every response gives up after
+the retries. The caller
 verifies and renames the finished partial file. Hugging Face files go through the same transport (see
 :mod:`mixflow_bench.hub.fetch`). ``Retry-After`` on 429/503 is honoured; a transfer slower than
 ``low_speed_limit`` for ``low_speed_time`` seconds counts as stalled; a full disk fails at once. Every retry
-is one line on stderr.
+is one line on stderr. Progress is a rich bar in a terminal (the rate and ETA show "stalled" when no byte came
+for a few seconds) and a plain line every ``progress_interval`` seconds in a log file.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 ENV_PREFIX = "MIXFLOW_BENCH_DOWNLOAD_"
 PERMANENT_STATUS = {400, 401, 403, 404, 405, 410, 451}
@@ -77,6 +83,7 @@ class DownloadPolicy:
     low_speed_limit: int = 1024  # bytes/s; an attempt slower than this for low_speed_time seconds fails
     low_speed_time: float = 60.0
     chunk_size: int = 1 << 20
+    progress_interval: float = 30.0  # seconds between plain progress lines when stderr is not a terminal
 
     @classmethod
     def from_env(cls) -> DownloadPolicy:
@@ -90,6 +97,7 @@ class DownloadPolicy:
             ("low_speed_limit", int),
             ("low_speed_time", float),
             ("chunk_size", int),
+            ("progress_interval", float),
         ):
             raw = os.environ.get(ENV_PREFIX + name.upper())
             if raw is not None:
@@ -112,19 +120,82 @@ def _meta_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".partial.json")
 
 
+STALL_SECONDS = 5.0  # no byte for this long: the bar shows "stalled" instead of the last rate and ETA
+
+
+class _StallAwareSpeed(TransferSpeedColumn):
+    def render(self, task):  # type: ignore[no-untyped-def]
+        last = task.fields.get("last_byte")
+        if not task.finished and last is not None and time.monotonic() - last > STALL_SECONDS:
+            return Text("stalled", style="progress.data.speed")
+        return super().render(task)
+
+
+class _StallAwareRemaining(TimeRemainingColumn):
+    def render(self, task):  # type: ignore[no-untyped-def]
+        last = task.fields.get("last_byte")
+        if not task.finished and last is not None and time.monotonic() - last > STALL_SECONDS:
+            return Text("-:--:--", style="progress.remaining")
+        return super().render(task)
+
+
+class LogProgress:
+    """The part of rich's ``Progress`` the downloader uses, as a plain line every ``interval`` seconds (and at
+    the end) for a log file."""
+
+    def __init__(self, interval: float) -> None:
+        self.console = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.interval = interval
+        self.tasks: dict[int, dict] = {}
+
+    def add_task(self, description: str, total: float | None = None, **_: object) -> int:
+        now = time.monotonic()
+        self.tasks[len(self.tasks)] = {"label": description, "total": total, "done": 0, "start": now,
+                                       "start_done": 0, "printed": now}  # fmt: skip
+        return len(self.tasks) - 1
+
+    def update(self, task: int, *, total: float | None = None, completed: float | None = None,
+               advance: float | None = None, **_: object) -> None:  # fmt: skip
+        t = self.tasks[task]
+        if total is not None:
+            t["total"] = total
+        if completed is not None:
+            t["done"] = t["start_done"] = completed
+            t["start"] = time.monotonic()
+        if advance:
+            t["done"] += advance
+        now = time.monotonic()
+        finished = t["total"] is not None and t["done"] >= t["total"]
+        if now - t["printed"] >= self.interval or (finished and not t.get("reported")):
+            t["printed"] = now
+            t["reported"] = finished
+            self.console.print(self.line(task), markup=False)
+
+    def line(self, task: int) -> str:
+        t = self.tasks[task]
+        rate = (t["done"] - t["start_done"]) / max(time.monotonic() - t["start"], 1e-9)
+        of = f" of {t['total'] / 1e6:,.1f} MB ({100 * t['done'] / t['total']:.0f}%)" if t["total"] else ""
+        return f"{t['label']}: {t['done'] / 1e6:,.1f} MB{of} at {rate / 1e6:,.2f} MB/s"
+
+
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[Progress | None]:
-    """A rich progress display (bytes, rate, ETA) on stderr, or ``None`` when disabled."""
+def progress_bar(enabled: bool, interval: float = 30.0) -> Iterator[Progress | LogProgress | None]:
+    """A rich progress display (bytes, rate, ETA) on stderr in a terminal, plain lines every ``interval``
+    seconds when stderr is a file, or ``None`` when disabled."""
     if not enabled:
         yield None
+        return
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield LogProgress(interval)
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
+        _StallAwareSpeed(),
+        _StallAwareRemaining(),
+        console=console,
         transient=False,
     )
     with progress:
@@ -151,10 +222,12 @@ def download(
     progress: bool = True,
     label: str | None = None,
     session: requests.Session | None = None,
+    resume_key: str | None = None,
 ) -> Path:
     """Download the first working URL of ``urls`` into ``<dest>.partial`` and return that partial path.
 
-    Resumes an existing partial file. Raises :class:`DownloadError` naming every URL's failure.
+    Resumes an existing partial file left by a download with the same ``resume_key`` (default: the URL).
+    Raises :class:`DownloadError` naming every URL's failure.
     """
     policy = policy or DownloadPolicy.from_env()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -162,10 +235,11 @@ def download(
     own_session = session is None
     session = session or requests.Session()
     try:
-        with progress_bar(progress) as bar:
+        with progress_bar(progress, policy.progress_interval) as bar:
             for url in urls:
                 try:
-                    _download_one(url, dest, expected_size, policy, bar, label or dest.name, session)
+                    _download_one(url, dest, expected_size, policy, bar, label or dest.name, session,
+                                  resume_key or url)  # fmt: skip
                     return partial_path(dest)
                 except (IntegrityError, DiskFullError):
                     raise
@@ -177,7 +251,7 @@ def download(
     raise DownloadError("download failed:\n  " + "\n  ".join(errors))
 
 
-def report_event(bar: Progress | None, message: str) -> None:
+def report_event(bar: Progress | LogProgress | None, message: str) -> None:
     """One line per retry / stall on stderr: above the progress bar, or as a plain log line without one."""
     console = bar.console if bar is not None else Console(stderr=True, soft_wrap=True)
     console.print(message, markup=False, highlight=False)
@@ -202,9 +276,10 @@ def _retry_after(resp: requests.Response) -> float | None:
 def _disk_full(path: Path, needed: int | None) -> DiskFullError:
     free = shutil.disk_usage(path.parent).free
     need = f"{needed:,} more bytes are needed, " if needed is not None else ""
+    home = "HF_HUB_CACHE" if "blobs" in path.parts else "MIXFLOW_BENCH_HOME"  # Hugging Face files: their cache
     return DiskFullError(
         f"no space left on the device holding {path.parent}: {need}{free:,} bytes are free; free some space "
-        f"(or point MIXFLOW_BENCH_HOME at a larger file system) and run the command again to resume"
+        f"(or point {home} at a larger file system) and run the command again to resume"
     )
 
 
@@ -213,9 +288,10 @@ def _download_one(
     dest: Path,
     expected_size: int | None,
     policy: DownloadPolicy,
-    bar: Progress | None,
+    bar: Progress | LogProgress | None,
     label: str,
     session: requests.Session,
+    key: str,
 ) -> None:
     partial, meta_file = partial_path(dest), _meta_path(dest)
     meta: dict[str, str] = {}
@@ -224,39 +300,51 @@ def _download_one(
             meta = json.loads(meta_file.read_text())
         except (OSError, json.JSONDecodeError):
             meta = {}
-        if meta.get("url") != url:  # a prefix of a different source: cannot be continued
+        if meta.get("key", meta.get("url")) != key:  # a prefix of something else: cannot be continued
             partial.unlink()
             meta = {}
+    meta["key"] = key
     task = bar.add_task(label, total=expected_size) if bar is not None else None
     failures = 0
     attempts = 0
+    furthest = partial.stat().st_size if partial.exists() else 0  # progress means passing this
     while True:
         attempts += 1
         offset = partial.stat().st_size if partial.exists() else 0
-        moved = 0
         wait: float | None = None
         counts = True
         try:
-            moved = _attempt(url, partial, meta_file, meta, offset, expected_size, policy, bar, task, session)
+            _attempt(url, partial, meta_file, meta, offset, expected_size, policy, bar, task, session)
             return
         except _Retryable as exc:
-            reason, moved, wait, counts = str(exc), exc.moved, exc.wait, exc.progress
+            reason, wait, counts = str(exc), exc.wait, exc.progress
         except requests.Timeout as exc:
             reason = f"timed out (no data for {policy.read_timeout:g} s or no connection in "
             reason += f"{policy.connect_timeout:g} s): {exc.__class__.__name__}"
         except requests.RequestException as exc:
             reason = f"{exc.__class__.__name__}: {exc}"
-        moved = max(moved, (partial.stat().st_size if partial.exists() else 0) - offset) if counts else 0
-        failures = 0 if moved > 0 else failures + 1
+        size = partial.stat().st_size if partial.exists() else 0
+        progressed = counts and size > furthest  # bytes thrown away by a restart from 0 are not progress
+        furthest = max(furthest, size)
+        failures = 0 if progressed else failures + 1
         if failures > policy.retries:
             raise DownloadError(
                 f"{url}: gave up after {attempts} attempts ({policy.retries} retries without progress); "
                 f"last error: {reason}"
             )
-        delay = policy.delay(max(failures, 1)) if wait is None else min(wait, policy.backoff_max)
-        why = " (the server's Retry-After)" if wait is not None else ""
+        delay, why = retry_delay(policy, max(failures, 1), wait)
         report_event(bar, f"{label}: {reason}; retry {max(failures, 1)}/{policy.retries} in {delay:.3g} s{why}")
         time.sleep(delay)
+
+
+def retry_delay(policy: DownloadPolicy, failures: int, wait: float | None) -> tuple[float, str]:
+    """The wait before the next attempt and, for a server's Retry-After, a note saying so (and any cap)."""
+    if wait is None:
+        return policy.delay(failures), ""
+    if wait > policy.backoff_max:
+        return policy.backoff_max, (f" (the server's Retry-After is {wait:g} s, capped at {policy.backoff_max:g} s: "
+                                    f"MIXFLOW_BENCH_DOWNLOAD_BACKOFF_MAX)")  # fmt: skip
+    return wait, " (the server's Retry-After)"
 
 
 def _attempt(
@@ -267,7 +355,7 @@ def _attempt(
     offset: int,
     expected_size: int | None,
     policy: DownloadPolicy,
-    bar: Progress | None,
+    bar: Progress | LogProgress | None,
     task: object,
     session: requests.Session,
 ) -> int:
@@ -308,7 +396,7 @@ def _attempt(
             )
         if total is not None and shutil.disk_usage(partial.parent).free < total - offset:
             raise _disk_full(partial, total - offset)
-        validators = {"url": url, "etag": resp.headers.get("ETag", ""),
+        validators = {"key": meta.get("key", url), "url": url, "etag": resp.headers.get("ETag", ""),
                       "last_modified": resp.headers.get("Last-Modified", "")}
         meta.clear()
         meta.update(validators)
@@ -325,7 +413,7 @@ def _attempt(
                     written += len(chunk)
                     window_bytes += len(chunk)
                     if bar is not None:
-                        bar.update(task, advance=len(chunk))  # type: ignore[arg-type]
+                        bar.update(task, advance=len(chunk), last_byte=time.monotonic())  # type: ignore[arg-type]
                     if expected_size is not None and offset + written > expected_size:
                         raise IntegrityError(f"{url}: more than the expected {expected_size} bytes received")
                     elapsed = time.monotonic() - window_start

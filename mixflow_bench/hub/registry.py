@@ -17,12 +17,13 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mixflow_bench.errors import UnknownNameError
+from mixflow_bench.errors import SettingError, UnknownNameError
 
 Kind = Literal["checkpoint", "reference-batch", "weights", "stats", "dataset"]
 KINDS: tuple[str, ...] = ("checkpoint", "reference-batch", "weights", "stats", "dataset")
@@ -71,8 +72,14 @@ class Artifact:
             raise ValueError(f"artifact {self.name!r}: give either direct urls or a Hugging Face source")
         if self.layout not in LAYOUTS:
             raise ValueError(f"artifact {self.name!r}: layout {self.layout!r} is not one of {LAYOUTS}")
+        for key in ("sha256", "sha256_prefix"):  # hashes compare in lowercase hex; an uppercase pin is the same
+            value = getattr(self, key)
+            if value is not None:
+                if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]+", value):
+                    raise SettingError(f"artifact {self.name!r}: {key} {value!r} is not hexadecimal")
+                object.__setattr__(self, key, value.lower())
         if self.sha256 is not None and len(self.sha256) != 64:
-            raise ValueError(f"artifact {self.name!r}: sha256 must be 64 hex digits")
+            raise SettingError(f"artifact {self.name!r}: sha256 must be 64 hex digits")
 
     @property
     def source(self) -> str:
@@ -323,7 +330,7 @@ def _apply(base: dict[str, Artifact], overrides: Mapping[str, Mapping[str, Any]]
     for name, fields in overrides.items():
         unknown = set(fields) - known
         if unknown:
-            raise ValueError(f"registry override for {name!r}: unknown field(s) {sorted(unknown)}")
+            raise SettingError(f"registry override for {name!r}: unknown field(s) {sorted(unknown)}")
         values = dict(fields)
         for key in ("urls", "used_by"):
             if key in values and isinstance(values[key], str):
@@ -352,8 +359,13 @@ def registry() -> dict[str, Artifact]:
         try:
             data = json.loads(Path(env_file).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{OVERRIDES_ENV}={env_file!r} is not a readable JSON file: {exc}") from exc
-        _apply(table, data)
+            raise SettingError(f"{OVERRIDES_ENV}={env_file!r} is not a readable JSON file: {exc}") from exc
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise SettingError(f"{OVERRIDES_ENV}={env_file!r}: expected a JSON object of artifact name -> fields")
+        try:
+            _apply(table, data)
+        except (TypeError, ValueError) as exc:
+            raise SettingError(f"{OVERRIDES_ENV}={env_file!r}: {exc}") from exc
     for overrides in _overrides:
         _apply(table, overrides)
     return table
@@ -410,6 +422,13 @@ def model_artifacts(model: str, checkpoint: str | None = None) -> list[str]:
     return names
 
 
+def _zoo_decoder(model: str) -> str | None:
+    from mixflow_bench.models.zoo import ZOO
+
+    spec = ZOO.get(model)
+    return spec.decoder if spec is not None else None
+
+
 def artifacts_for_recipe(recipe: Any) -> list[str]:
     """Every artifact any stage of a recipe needs, once each, in a stable order.
 
@@ -439,7 +458,11 @@ def artifacts_for_recipe(recipe: Any) -> list[str]:
     implied: list[str] = []
     model = section("model")
     if model.get("name"):
-        implied += model_artifacts(model["name"], model.get("checkpoint"))
+        needed = model_artifacts(model["name"], model.get("checkpoint"))
+        if section("image_study"):  # the study trains the model in pixel space: its latent decoder is never used
+            spec_decoder = codec_artifacts(_zoo_decoder(model["name"]) or "", None)
+            needed = [n for n in needed if n not in spec_decoder]
+        implied += needed
     guidance = section("sample").get("guidance") or {}
     if guidance.get("kind") == "autoguidance" and guidance.get("guide_model"):
         implied += model_artifacts(guidance["guide_model"], guidance.get("guide_checkpoint"))
