@@ -68,7 +68,7 @@ def test_two_processes_one_download_one_good_file(env):
         for proc, (_, err) in zip(procs, outs):
             assert proc.returncode == 0, err
         # the transfers overlapped: one process waited on the other's lock
-        assert sum("waiting for another process downloading" in err for _, err in outs) == 1
+        assert sum("waiting for another process that is downloading it" in err for _, err in outs) == 1
         paths = {out.strip() for out, _ in outs}
         assert len(paths) == 1
         path = Path(paths.pop())
