@@ -13,7 +13,6 @@ import torch
 from mixflow_bench.hub import (
     IntegrityError,
     artifact_names,
-    artifacts_for_recipe,
     get_artifact,
     load_state_dict,
     registry_overrides,
@@ -131,6 +130,8 @@ class Recipe:
 
 
 def test_artifacts_for_recipe_walks_nested_values():
+    from mixflow_bench.recipes.artifacts import artifacts_for_recipe
+
     expected = [
         "rae-dith-xl-256",
         "rae-decoder-256",

@@ -284,9 +284,9 @@ def download_bundles_then_go_offline(server, env, monkeypatch, inception: bytes)
 
 
 def test_recipe_bundles_are_complete_and_reproduce_runs_offline(server, env, monkeypatch, inception_file):
-    from mixflow_bench.hub import artifacts_for_recipe
     from mixflow_bench.metrics.inception import load_inception
     from mixflow_bench.recipes import load_recipe
+    from mixflow_bench.recipes.artifacts import artifacts_for_recipe
 
     recipes = full_recipes()
     assert {"sit-xl-256", "repa-256", "rae-256", "rae-512-cfg"} <= set(recipes)
@@ -520,9 +520,9 @@ def test_cached_file_is_read_without_rehash_or_lock(server, env, monkeypatch):
 
 
 def test_every_registry_entry_is_used_and_rae_revision_is_pinned():
-    from mixflow_bench.hub import artifacts_for_recipe
     from mixflow_bench.hub.registry import FD_DINOV2_ARTIFACT
     from mixflow_bench.recipes import load_recipe
+    from mixflow_bench.recipes.artifacts import artifacts_for_recipe
 
     names = set(registry())
     used = {FD_DINOV2_ARTIFACT}  # eval --fd-dinov2 dinov2-vit-l

@@ -80,9 +80,8 @@ def test_every_metric_is_reachable_from_recipes_and_the_cli_with_each_evaluator_
     for name, metric in registry.METRICS.items():
         for ev in metric.evaluators or registry.EVALUATORS:
             assert registry.check_metrics([name], ev) == (name,)
-            if metric.reference == "images":
-                r = load_recipe("tiny-digits", {"eval": {"metrics": [name], "evaluator": ev, "reference": "r.npz"}})
-                assert r.eval.metrics == [name]
+            r = load_recipe("tiny-digits", {"eval": {"metrics": [name], "evaluator": ev, "reference": "r.npz"}})
+            assert r.eval.metrics == [name]
     # FD-DINOv2 beside FID in a recipe (it was refused), and the weights it fetches by default
     r = load_recipe("tiny-digits", {"eval": {"metrics": ["fid", "fd-dinov2"], "reference": "r.npz"}})
     assert registry.artifacts_for(r.eval.metrics) == ["inception-torch-fidelity", "dinov2-vit-l"]

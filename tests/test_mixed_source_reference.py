@@ -201,7 +201,7 @@ def test_inception_weights_prefix_mismatch_is_refused(served, tmp_path, monkeypa
 
 
 def test_recipe_download_list_includes_the_archive():
-    from mixflow_bench.hub import artifacts_for_recipe
+    from mixflow_bench.recipes.artifacts import artifacts_for_recipe
 
     names = artifacts_for_recipe(load_recipe("mixed-source-cifar10-heun5").to_dict())
     assert {"cifar10-python", "inception-torch-fidelity", "mixed-source-cifar10"} <= set(names)

@@ -86,7 +86,7 @@ def test_quantize_matches_baselines():
 
 
 def test_fd_data_closed_form():
-    from mixflow_bench.toy.metrics import frechet_distance
+    from mixflow_bench.metrics.toy import frechet_distance
 
     rng = np.random.default_rng(0)
     mu1, mu2 = rng.normal(size=5), rng.normal(size=5)

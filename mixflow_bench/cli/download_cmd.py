@@ -22,7 +22,7 @@ def _human(size: int | None) -> str:
 
 
 def _recipe_artifacts(recipe: str) -> list[str]:
-    from mixflow_bench.hub import artifacts_for_recipe
+    from mixflow_bench.recipes.artifacts import artifacts_for_recipe
 
     try:
         from mixflow_bench.recipes import load_recipe  # type: ignore[attr-defined]

@@ -252,13 +252,14 @@ def command(
     check_outputs(json_path, results_dir or DEFAULT_RESULTS_DIR)
     if not samples.exists():
         raise click.ClickException(f"--samples {samples}: no such file or folder")
+    from mixflow_bench.data.toy import resolve_toy_reference
     from mixflow_bench.metrics.adm import default_device
 
     device = device or default_device()
     try:
         result = evaluate(
             samples,
-            ref,
+            resolve_toy_reference(ref),
             wanted,
             evaluator,
             # a path is never taken for an artifact name

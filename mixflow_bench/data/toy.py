@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,3 +90,28 @@ def to_uint8_images(x: Tensor) -> np.ndarray:
     """Digits in [-1, 1] of shape (N, 8, 8) -> uint8 RGB (N, 8, 8, 3), rounding as SiT does (127.5 x + 128)."""
     img = (127.5 * x.float() + 128.0).clamp(0, 255).to(torch.uint8)
     return img[..., None].expand(*img.shape, 3).contiguous().numpy()
+
+
+TOY_REFERENCES = ("digits-heldout",)
+
+
+def resolve_toy_reference(reference: str) -> str:
+    """An evaluation reference: a toy data set's name becomes its npz (:func:`toy_reference_npz`); anything else
+    (a path, an artifact name) is returned as it is."""
+    return str(toy_reference_npz(reference)) if reference in TOY_REFERENCES else reference
+
+
+def toy_reference_npz(name: str, folder: Path | None = None) -> Path:
+    """The held-out toy data ``name`` (``digits-heldout``) as an ADM npz of uint8 images, quantized as samples
+    are; written once into ``folder`` (default: the reference statistics cache)."""
+    if name not in TOY_REFERENCES:
+        raise ValueError(f"unknown toy reference {name!r} (known: {', '.join(TOY_REFERENCES)})")
+    from mixflow_bench.metrics.pack import write_image_stream
+    from mixflow_bench.metrics.reference import default_cache_dir
+
+    out = (folder or default_cache_dir()) / "toy" / f"{name}.npz"
+    if not out.is_file():
+        _, held = load_digits_split()
+        images = to_uint8_images(held.x)
+        write_image_stream(out, iter(images), len(images), images.shape[1], images.shape[2])
+    return out

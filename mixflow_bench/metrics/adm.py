@@ -26,6 +26,7 @@ from mixflow_bench.metrics.frechet import SingularCovarianceWarning, frechet_dis
 from mixflow_bench.metrics.inception import RESIZE_MODES, InceptionFeatures, load_inception, resize_chunk
 from mixflow_bench.metrics.kid import kid
 from mixflow_bench.metrics.npz_stream import NpzFormatError, NpzImageReader, verify_npz
+from mixflow_bench.metrics.options import EvalResult
 from mixflow_bench.metrics.precision_recall import precision_recall
 from mixflow_bench.metrics.reference import (
     MIN_IMAGES_PR,
@@ -35,7 +36,7 @@ from mixflow_bench.metrics.reference import (
     load_reference,
     reference_images_to_run,
 )
-from mixflow_bench.metrics.registry import EvalResult, check_metrics
+from mixflow_bench.metrics.registry import check_metrics
 
 ALL_METRICS = ("fid", "sfid", "is", "prec", "rec")
 FULL_COUNT = 50_000

@@ -1,4 +1,9 @@
-"""``fd-data`` for the toy recipes: the data-space Fréchet distance of an ADM npz against held-out toy data."""
+"""``fd-data`` for the toy recipes: the data-space Fréchet distance between the images of two ADM npz files.
+
+The toy decode writes gray images (equal channels); both sides are mapped back to data in [-1, 1] and compared
+pixel by pixel. The held-out toy reference (``digits-heldout``) is written as such an npz by
+:func:`mixflow_bench.data.toy.toy_reference_npz`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,7 @@ import numpy as np
 from mixflow_bench.metrics.frechet import fd_moments, stats_from_features
 from mixflow_bench.metrics.npz_stream import NpzImageReader
 
-TOY_REFERENCES = ("digits-heldout",)
-
-__all__ = ["TOY_REFERENCES", "fd_data", "heldout_reference", "images_to_data"]
+__all__ = ["fd_data", "images_to_data"]
 
 
 def images_to_data(images: np.ndarray) -> np.ndarray:
@@ -19,19 +22,12 @@ def images_to_data(images: np.ndarray) -> np.ndarray:
     return images[..., 0].astype(np.float64) / 127.5 - 1.0
 
 
-def heldout_reference(name: str) -> np.ndarray:
-    """Held-out toy data, quantized as samples are: ``digits-heldout`` (N, 8, 8) in [-1, 1]."""
-    if name == "digits-heldout":
-        from mixflow_bench.toy.datasets import load_digits_split, to_uint8_images
-
-        _, held = load_digits_split()
-        return images_to_data(to_uint8_images(held.x))
-    raise ValueError(f"unknown toy reference {name!r} (known: {', '.join(TOY_REFERENCES)})")
+def _read_data(path: Path) -> np.ndarray:
+    with NpzImageReader(path) as reader:
+        return images_to_data(np.concatenate(list(reader.iter_batches(4096))))
 
 
-def fd_data(samples: Path, reference: str) -> float:
-    """``fd-data`` of the images in ``samples`` (ADM npz) against the toy reference ``reference``."""
-    with NpzImageReader(samples) as reader:
-        x = images_to_data(np.concatenate(list(reader.iter_batches(4096))))
-    a, b = stats_from_features(x), stats_from_features(heldout_reference(reference))
+def fd_data(samples: Path, reference: Path) -> float:
+    """``fd-data`` of the images in ``samples`` against those in ``reference`` (both ADM npz files)."""
+    a, b = stats_from_features(_read_data(samples)), stats_from_features(_read_data(reference))
     return fd_moments(a.mu, a.sigma, b.mu, b.sigma, method="eigh")

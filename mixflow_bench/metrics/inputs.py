@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mixflow_bench.metrics.registry import EvalOptions
+    from mixflow_bench.metrics.options import EvalOptions
 
 REFERENCE_KINDS = ("reference-batch",)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".safetensors")
@@ -96,18 +96,16 @@ def packed_reference(folder: Path, cache_dir: Path | None = None, show_progress:
 
 @contextlib.contextmanager
 def image_inputs(
-    samples: str | os.PathLike, reference: str | os.PathLike | None, opts: EvalOptions
-) -> Iterator[tuple[Path, Path | None]]:
-    """(samples npz, reference npz or None) for an evaluation; a folder of samples is packed for the run only."""
+    samples: str | os.PathLike, reference: str | os.PathLike, opts: EvalOptions
+) -> Iterator[tuple[Path, Path]]:
+    """(samples npz, reference npz) for an evaluation; a folder of samples is packed for the run only."""
     from mixflow_bench.metrics.pack import list_images, pack_folder
     from mixflow_bench.metrics.reference import default_cache_dir
     from mixflow_bench.progress import progress_bar
 
-    ref = None
-    if reference is not None:
-        ref = resolve_reference(reference)
-        if ref.is_dir():
-            ref = packed_reference(ref, opts.cache_dir, opts.show_progress)
+    ref = resolve_reference(reference)
+    if ref.is_dir():
+        ref = packed_reference(ref, opts.cache_dir, opts.show_progress)
     samples = Path(samples)
     if not samples.is_dir():
         yield samples, ref

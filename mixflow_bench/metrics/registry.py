@@ -7,52 +7,21 @@ pipeline, :mod:`mixflow_bench.metrics.adm`) or ``torchmetrics`` (the κ-FC paper
 runs any list of metrics with one evaluator; :func:`register_metric` / :func:`register_evaluator` add more, which
 every entry point then accepts.
 
-This module imports nothing heavy: recipe validation reads it without loading torch.
+This module imports no implementation: the built-in entries are registered by :mod:`mixflow_bench.metrics.builtin`
+when the package is imported, and recipe validation reads the tables without loading torch.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mixflow_bench.metrics.options import EvalOptions, EvalResult
 
-@dataclass
-class EvalResult:
-    """What an evaluation produced: metric values by result key, and the settings behind them."""
-
-    metrics: dict[str, float]  # e.g. fid, sfid, is, precision, recall, precision_float32, recall_float32, kid
-    num_samples: int
-    num_reference_images: int | None
-    reference_stats: str
-    timings: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    settings: dict[str, object] = field(default_factory=dict)
-    weights: dict[str, object] = field(default_factory=dict)  # id, sha256, real_network, source
-
-
-@dataclass
-class EvalOptions:
-    """Options of an evaluation; each evaluator and metric reads the ones it knows."""
-
-    device: str | None = None  # None: cuda when available
-    batch_size: int | None = None  # None: the evaluator's default
-    inception_weights: str | None = None  # a file, or None for the evaluator's default network
-    fd_method: str = "auto"  # adm: scipy / eigh / auto (eigh on CUDA)
-    tf32: bool = False
-    resize: str = "tf1"  # adm: tf1 (ADM/TF1 bilinear inside the graph) or clean (clean-fid's PIL bicubic)
-    antialias: bool = True  # torchmetrics: its resize (True: torchmetrics >= 1.8)
-    dinov2_weights: str | None = None  # fd-dinov2: a Hugging Face folder or the artifact name
-    cache_dir: Path | None = None  # reference statistics cache (None: the default)
-    show_progress: bool = True
-    net: Any = None  # a ready feature network (tests, benchmarks)
-    warn: Callable[[str], None] | None = None  # where warnings go (None: warnings.warn)
-    extra: dict[str, Any] = field(default_factory=dict)  # options of metrics registered elsewhere
-
-
-MetricFn = Callable[[Path, "Path | str", EvalOptions], dict[str, float]]
+MetricFn = Callable[[Path, Path, EvalOptions], dict[str, float]]
 EvaluatorFn = Callable[[Path, Path, tuple[str, ...], EvalOptions], EvalResult]
 
 
@@ -64,8 +33,7 @@ class Metric:
     label: str  # for tables
     keys: tuple[str, ...]  # keys of its values in EvalResult.metrics
     evaluators: tuple[str, ...] = ()  # evaluators whose feature pass computes it
-    compute: MetricFn | None = None  # standalone: (samples npz, reference, options) -> {key: value}
-    reference: str = "images"  # images: an npz/folder/artifact of images; name: passed on as given (toy data)
+    compute: MetricFn | None = None  # standalone: (samples npz, reference npz, options) -> {key: value}
     artifacts: tuple[str, ...] = ()  # artifacts it needs by default
     aliases: tuple[str, ...] = ()
     description: str = ""
@@ -143,10 +111,6 @@ def check_metrics(spec: str | Sequence[str], evaluator: str = DEFAULT_EVALUATOR)
             raise ValueError(
                 f"the {ev.name} evaluator does not compute {n}; evaluators that do: {', '.join(able) or 'none'}"
             )
-    refs = {METRICS[n].reference for n in names}
-    if len(refs) > 1:
-        raise ValueError(f"{', '.join(sorted(names))}: metrics on image references and on named data sets cannot "
-                         "share one reference; evaluate them separately")  # fmt: skip
     return tuple(n for n in METRICS if n in names)
 
 
@@ -177,8 +141,9 @@ def evaluate(
     """Evaluates ``samples`` against ``reference`` with any registered metrics and one evaluator.
 
     ``samples``: an npz (``arr_0`` uint8 N×H×W×3) or a folder of PNG/JPEG images. ``reference``: an npz (an ADM
-    reference batch or images), a folder of images (packed once into the statistics cache, keyed by content), an
-    artifact name (``adm-ref-imagenet256``), or a data-set name for metrics on named references (``fd-data``).
+    reference batch or images), a folder of images (packed once into the statistics cache, keyed by content) or
+    an artifact name (``adm-ref-imagenet256``); toy data sets by name: :func:`mixflow_bench.data.toy.
+    resolve_toy_reference`.
     ``options``: the fields of :class:`EvalOptions`. Bad inputs raise ValueError/OSError with one line, before
     any image goes through a network."""
     from mixflow_bench.metrics.inputs import image_inputs
@@ -188,8 +153,7 @@ def evaluate(
     ev = resolve_evaluator(evaluator)
     in_pass = tuple(n for n in names if METRICS[n].compute is None)
     alone = [n for n in names if METRICS[n].compute is not None]
-    by_name = all(METRICS[n].reference == "name" for n in names)
-    with image_inputs(samples, None if by_name else reference, opts) as (smp, ref):
+    with image_inputs(samples, reference, opts) as (smp, ref):
         if in_pass:
             result = ev.run(smp, ref, in_pass, opts)
         else:
@@ -199,68 +163,10 @@ def evaluate(
                 count = reader.num_images
             result = EvalResult({}, count, None, "none", settings={"evaluator": ev.name})
         for n in alone:
-            result.metrics.update(METRICS[n].compute(smp, reference if by_name else ref, opts))
+            result.metrics.update(METRICS[n].compute(smp, ref, opts))
     result.metrics = {k: result.metrics[k] for n in names for k in METRICS[n].keys if k in result.metrics}
     return result
 
-
-# --- the built-in evaluators and metrics ----------------------------------------------------------------------
-def _run_adm(samples: Path, reference: Path, metrics: tuple[str, ...], opts: EvalOptions) -> EvalResult:
-    from mixflow_bench.metrics.adm import evaluate_adm
-    from mixflow_bench.metrics.inputs import weights_file
-
-    return evaluate_adm(
-        samples, reference, metrics, net=opts.net, weights=weights_file(opts.inception_weights), device=opts.device,
-        batch_size=opts.batch_size, fd_method=opts.fd_method, cache_dir=opts.cache_dir, tf32=opts.tf32,
-        resize=opts.resize, show_progress=opts.show_progress, warn=opts.warn,
-    )  # fmt: skip
-
-
-def _run_torchmetrics(samples: Path, reference: Path, metrics: tuple[str, ...], opts: EvalOptions) -> EvalResult:
-    from mixflow_bench.metrics.torchmetrics_fid import run_evaluator
-
-    return run_evaluator(samples, reference, metrics, opts)
-
-
-def _fd_dinov2(samples: Path, reference: Path | str, opts: EvalOptions) -> dict[str, float]:
-    from mixflow_bench.hub.registry import FD_DINOV2_ARTIFACT
-    from mixflow_bench.metrics.dinov2 import fd_dinov2
-
-    device = opts.device or _default_device()
-    weights = opts.dinov2_weights or FD_DINOV2_ARTIFACT
-    return {"fd_dinov2": fd_dinov2(samples, reference, weights, device, opts.batch_size or 100)}
-
-
-def _fd_data(samples: Path, reference: Path | str, opts: EvalOptions) -> dict[str, float]:
-    from mixflow_bench.metrics.data_fd import fd_data
-
-    return {"fd-data": fd_data(samples, str(reference))}
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-_INCEPTION = ("inception-torch-fidelity",)  # hub.registry.INCEPTION_ARTIFACT (not imported: keeps this light)
-register_evaluator(Evaluator(
-    "adm", "OpenAI's ADM evaluator re-implemented on torch-fidelity's Inception (float32)", _run_adm, _INCEPTION))
-register_evaluator(Evaluator(
-    "torchmetrics", "torchmetrics FrechetInceptionDistance(normalize=True), as the κ-FC paper runs it",
-    _run_torchmetrics, _INCEPTION, aliases=("torchmetrics-train",)))
-_ADM = ("adm",)
-register_metric(Metric("fid", "FID", ("fid",), ("adm", "torchmetrics"), description="Fréchet Inception distance"))
-register_metric(Metric("sfid", "sFID", ("sfid",), _ADM, description="Fréchet distance of mixed_6/conv features"))
-register_metric(Metric("is", "Inception Score", ("is",), _ADM, aliases=("inception_score", "isc")))
-register_metric(Metric("prec", "Precision", ("precision", "precision_float32"), _ADM, aliases=("precision",)))
-register_metric(Metric("rec", "Recall", ("recall", "recall_float32"), _ADM, aliases=("recall",)))
-register_metric(Metric("kid", "KID", ("kid", "kid_std"), _ADM,
-                       description="kernel Inception distance (torch-fidelity's: cubic polynomial kernel, subsets)"))
-register_metric(Metric("fd-dinov2", "FD-DINOv2", ("fd_dinov2",), compute=_fd_dinov2, artifacts=("dinov2-vit-l",),
-                       description="Fréchet distance of DINOv2 ViT-L/14 features"))
-register_metric(Metric("fd-data", "FD (data)", ("fd-data",), compute=_fd_data, reference="name",
-                       description="data-space Fréchet distance against held-out toy data (digits-heldout)"))
 
 __all__ = ["EVALUATORS", "METRICS", "EvalOptions", "EvalResult", "Evaluator", "Metric", "artifacts_for",
            "check_metrics", "evaluate", "evaluator_names", "metric_names", "register_evaluator", "register_metric",

@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
-    from mixflow_bench.metrics.registry import EvalOptions, EvalResult
+    from mixflow_bench.metrics.options import EvalOptions, EvalResult
 
 FEATURE = "2048"
 INPUT_SIZE = 299
@@ -213,7 +213,7 @@ def run_evaluator(samples: Path, reference: Path, metrics: tuple[str, ...], opts
     """The registry's ``torchmetrics`` evaluator (FID only): files checked first, then :func:`evaluate_torchmetrics`."""
     from mixflow_bench.metrics.inputs import weights_file
     from mixflow_bench.metrics.npz_stream import NpzImageReader, verify_npz
-    from mixflow_bench.metrics.registry import EvalResult
+    from mixflow_bench.metrics.options import EvalResult
 
     weights = weights_file(opts.inception_weights)
     notes = []

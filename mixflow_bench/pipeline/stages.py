@@ -168,7 +168,7 @@ def build_stages(recipe: Recipe, run_dir: Path, recipe_ref: str, overrides: dict
     # download
     artifacts: list[str] = []
     if not toy:
-        from mixflow_bench.hub import artifacts_for_recipe
+        from mixflow_bench.recipes.artifacts import artifacts_for_recipe
 
         artifacts = list(artifacts_for_recipe(recipe.to_dict()))
 

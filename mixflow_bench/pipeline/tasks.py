@@ -210,11 +210,12 @@ def eval_task(
     The evaluator's own record (sample count, reference, network weights, settings, notes) is written beside it
     as ``<out stem>.details.json``, so every number keeps its protocol.
     """
+    from mixflow_bench.data.toy import resolve_toy_reference
     from mixflow_bench.metrics.registry import evaluate
 
-    result = evaluate(samples, reference, metrics, evaluator, inception_weights=inception_weights,
-                      antialias=antialias, resize=resize, dinov2_weights=dinov2_weights,
-                      show_progress=False)  # fmt: skip
+    result = evaluate(samples, resolve_toy_reference(reference), metrics, evaluator,
+                      inception_weights=inception_weights, antialias=antialias, resize=resize,
+                      dinov2_weights=dinov2_weights, show_progress=False)  # fmt: skip
     values = {k: float(v) for k, v in result.metrics.items()}
     details: dict[str, Any] = {
         "num_samples": result.num_samples,

@@ -194,7 +194,7 @@ class Rehearsal:
         """Fabricate and serve the recipe's artifacts: for a released model evaluated as it is (no ``train:``),
         everything ``download --recipe`` fetches; otherwise what its stages read."""
         if recipe.train is None:
-            from mixflow_bench.hub.registry import artifacts_for_recipe
+            from mixflow_bench.recipes.artifacts import artifacts_for_recipe
 
             names = artifacts_for_recipe(recipe)
         else:
