@@ -54,7 +54,7 @@ MISTAKES: list[tuple[str, int, str]] = [
     ("download sit-xl-2-257", 1, "unknown artifact 'sit-xl-2-257'"),
     ("eval --samples missing.npz --ref {tmp}/missing-ref.npz", 1, "not found"),
     ("eval --samples {file} --ref adm-ref-nope", 1, "neither a file nor a reference batch"),
-    ("eval --samples {file} --ref {file} --metrics fid,xyz", 2, "unknown metrics"),
+    ("eval --samples {file} --ref {file} --metrics fid,xyz", 2, "unknown metric"),
     ("table --reported {tmp}/missing.yaml", 1, "no such reported-numbers file"),
     ("pack {tmp}/nope {tmp}/out.npz", 1, "not a directory"),
     ("sample tiny-digits model.checkpoint={file} --out {tmp}/a.npz", 1, "not a readable PyTorch checkpoint"),

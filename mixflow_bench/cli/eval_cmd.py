@@ -251,7 +251,7 @@ def command(
         )
     check_outputs(json_path, results_dir or DEFAULT_RESULTS_DIR)
     if not samples.exists():
-        raise click.ClickException(f"--samples {samples}: no such file or folder")
+        raise click.ClickException(f"--samples {samples}: file or folder not found")
     from mixflow_bench.data.toy import resolve_toy_reference
     from mixflow_bench.metrics.adm import default_device
 
