@@ -230,7 +230,7 @@ def command(
     from mixflow_bench.metrics.inception import RANDOM_WEIGHTS
     from mixflow_bench.metrics.npz_stream import NpzFormatError
     from mixflow_bench.metrics.registry import check_metrics, evaluate, resolve_evaluator
-    from mixflow_bench.results.records import DEFAULT_RESULTS_DIR
+    from mixflow_bench.results.records import STANDALONE_RESULTS_DIR
 
     if fd_dinov2_weights is not None:
         metrics = f"{metrics},fd-dinov2"
@@ -249,7 +249,7 @@ def command(
             "pass an Inception weights file or leave the option out",
             param_hint="--inception-weights",
         )
-    check_outputs(json_path, results_dir or DEFAULT_RESULTS_DIR)
+    check_outputs(json_path, results_dir or STANDALONE_RESULTS_DIR)
     if not samples.exists():
         raise click.ClickException(f"--samples {samples}: file or folder not found")
     from mixflow_bench.data.toy import resolve_toy_reference
