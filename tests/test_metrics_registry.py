@@ -285,3 +285,10 @@ def test_readme_evaluation_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert set(scope["result"].metrics) >= {"fid", "kid", "precision", "recall"}
+
+
+def test_clean_resize_recipes_get_their_own_protocol_label():
+    from mixflow_bench.results.protocol import evaluator_of
+
+    assert evaluator_of(["fid"], {"evaluator": "adm", "resize": "clean"}) == "adm-clean-resize"
+    assert evaluator_of(["fid"], {"evaluator": "adm", "resize": "tf1"}) == "adm"

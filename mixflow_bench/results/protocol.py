@@ -127,14 +127,14 @@ def evaluator_of(metrics: list[str] | tuple[str, ...], evaluation: dict[str, Any
 
     ``evaluation`` (a recipe's ``eval:`` mapping) may pick ``evaluator: torchmetrics`` (the κ-FC paper's FID):
     ``torchmetrics-train`` when its reference is the training split (``reference_data.split``), else
-    ``torchmetrics``."""
+    ``torchmetrics``. ``resize: clean`` (clean-fid's resize) is a protocol of its own: ``adm-clean-resize``."""
     names = set(metrics)
     evaluation = evaluation or {}
     if evaluation.get("evaluator") == "torchmetrics" and names and names <= ADM_METRICS:
         split = (evaluation.get("reference_data") or {}).get("split")
         return f"torchmetrics-{split}" if split else "torchmetrics"
     if names and names <= ADM_METRICS:
-        return "adm"
+        return "adm-clean-resize" if evaluation.get("resize") == "clean" else "adm"
     return "+".join(sorted(names)) if names else UNKNOWN
 
 
