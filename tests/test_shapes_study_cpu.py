@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixflow_bench.toy.shapes_study import ShapesStudyConfig, main, run_shapes_study
+from mixflow_bench.experiments.shapes import ShapesStudyConfig, main, run_shapes_study
 
 TINY = dict(model_overrides={"depth": 1}, num_train=256, num_reference=128, num_eval=64, batch_size=16,
             base_steps=4, post_steps=2, gammas=[0.5], ode_nfe=[2], sde_steps=0, slow_flow_samples=16,
@@ -70,8 +70,8 @@ def test_time_law_control_draws_mixflow_times_without_slowing():
     """fm-beta's training inputs equal MixFlow's at gamma = 0 on the same draws (the same time law, no slowing)."""
     import torch
 
+    from mixflow_bench.experiments.shapes import PATH, study_objectives
     from mixflow_bench.flow import mixflow
-    from mixflow_bench.toy.shapes_study import PATH, study_objectives
 
     objectives = study_objectives(ShapesStudyConfig(gammas=[0.5]))
     assert list(objectives) == ["fm-control", "fm-beta", "mixflow-g0.5"]
@@ -89,7 +89,7 @@ def test_time_law_control_draws_mixflow_times_without_slowing():
 def test_paired_differences_and_t_quantiles_match_scipy():
     from scipy import stats
 
-    from mixflow_bench.toy.shapes_study import paired_difference, summarize_fid, t_quantile_975
+    from mixflow_bench.experiments.shapes import paired_difference, summarize_fid, t_quantile_975
 
     for df in (1, 2, 5, 30, 31, 60, 200):  # the table, then the expansion (4 significant digits)
         assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=5e-4), df

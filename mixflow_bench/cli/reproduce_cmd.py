@@ -119,7 +119,7 @@ def _check_gpu_study(recipe, inception_weights: str | None) -> None:
     """The GPU shapes study (recipe ``image_study:``): a clear refusal without CUDA or its settings."""
     import torch
 
-    from mixflow_bench.toy.shapes_study import ShapesStudyConfig
+    from mixflow_bench.experiments.shapes import ShapesStudyConfig
 
     if not torch.cuda.is_available():
         raise click.ClickException(

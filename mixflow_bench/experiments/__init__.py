@@ -56,7 +56,7 @@ def _regime(recipe: Recipe, out: Path, options: dict[str, Any]) -> Any:
 
 
 def _shapes(recipe: Recipe, out: Path, options: dict[str, Any]) -> Any:
-    from mixflow_bench.toy.shapes_study import ShapesStudyConfig, run_shapes_study
+    from mixflow_bench.experiments.shapes import ShapesStudyConfig, run_shapes_study
 
     return run_shapes_study(ShapesStudyConfig(**recipe.image_study), out, options.get("inception_weights"), "cuda")
 
