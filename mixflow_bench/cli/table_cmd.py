@@ -87,10 +87,12 @@ def command(
     console.print(f"{len(records)} result record(s) from {results_dir}, {len(reported)} reported entries.")
 
     if markdown == README_DEFAULT:
+        from mixflow_bench.experiments.regime_report import regime_report_markdown
         from mixflow_bench.toy.report import study_report_markdown
 
         text = tb.readme_markdown(table)
-        studies = study_report_markdown(results_dir)
+        studies = "\n".join(part for part in (study_report_markdown(results_dir), regime_report_markdown(results_dir))
+                             if part)  # fmt: skip
         written.append(tb.write_text_atomic(results_dir / "README.md", text + ("\n" + studies if studies else "")))
     elif markdown is not None:
         written.append(tb.write_text_atomic(Path(markdown), tb.to_markdown(table)))

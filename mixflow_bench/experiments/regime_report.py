@@ -3,7 +3,9 @@ the ``gains`` entries; ``tests/test_regime_study.py`` checks each sentence again
 
 from __future__ import annotations
 
+import json
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 
@@ -77,3 +79,20 @@ def regime_sentences(result: dict[str, Any]) -> list[str]:
 def regime_summary(result: dict[str, Any]) -> str:
     """Markdown: the sentences as a list."""
     return "\n".join(f"* {s}" for s in regime_sentences(result))
+
+
+def regime_report_markdown(results_root: Path) -> str:
+    """The regime sections of ``results/README.md``: each committed ``regime/<recipe>/regime.json``'s sentences
+    and plot (empty when none is committed)."""
+    parts: list[str] = []
+    for path in sorted((Path(results_root) / "regime").glob("*/regime.json")):
+        r = json.loads(path.read_text())
+        rel = path.parent.relative_to(results_root)
+        parts += [f"## Regime study: {r['recipe']}", ""]
+        parts += [
+            "Where MixFlow beats flow matching with its own time law (fm-beta: Beta(2,1) times, no slowing) on "
+            "digits, over model capacity, training length, γ and NFE (generated from `regime.json`):",
+            "",
+        ]
+        parts += [f"* {s}" for s in regime_sentences(r)] + ["", f"![regime]({rel}/regime.png)", ""]
+    return "\n".join(parts)

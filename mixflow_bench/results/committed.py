@@ -3,12 +3,14 @@
 
 Layout: ``produced/<record>.json``, the published result records; each small study's write-up (``study.json``,
 ``table.md``, figures) in the folder of its kind: ``studies/<recipe>/`` (the MixFlow studies),
-``mixed-source/<recipe>/`` (κ-FC mixed source) and ``<recipe>/`` (the GMFlow checkerboard); ``README.md``,
+``mixed-source/<recipe>/`` (κ-FC mixed source), ``<recipe>/`` (the GMFlow checkerboard) and ``regime/<recipe>/``
+(the regime study); ``README.md``,
 generated from them by ``table``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,10 @@ WRITE_UP = (
     "study.json", "table.md", "fd_vs_steps.png", "slow_flow.json", "slow_flow.png", "histograms.png",
     "quality_vs_nfe.png", "beta_sweep.png", "curvature.png",
 )  # fmt: skip
+
+
+# the regime study's write-up (mixflow_bench.experiments.regime), committed under regime/<recipe>/
+REGIME_FILES = ("regime.json", "regime.png", "summary.md")
 
 
 def write_up_folder(recipe: dict[str, Any]) -> str | None:
@@ -54,4 +60,8 @@ def copy_into_committed(runs: Path, committed: Path = COMMITTED) -> list[Path]:
             continue
         done.add(run)
         written += [_copy(run / f, committed / folder / f) for f in WRITE_UP if (run / f).is_file()]
+    for result in sorted(Path(runs).rglob("regime.json")):  # the regime study writes no records: its folder
+        name = json.loads(result.read_text())["recipe"]
+        written += [_copy(result.parent / f, committed / "regime" / name / f) for f in REGIME_FILES
+                    if (result.parent / f).is_file()]  # fmt: skip
     return written
