@@ -280,10 +280,22 @@ def study_report_markdown(results_root: Path) -> str:
         parts += [f"* {s}" for s in study_sentences(r)] + [""]
     if parts:
         parts = ["## Where does MixFlow help? Small CPU studies", "", *parts, EXPLANATION, ""]
-    shapes = results_root / "shapes-sit-s" / "shapes_study.json"
-    if shapes.exists():
+    shapes = latest_shapes_run(results_root)
+    if shapes is not None:
         r = json.loads(shapes.read_text())
         parts += ["## GPU study: SiT-S/4 on procedural 32×32 shapes", ""]
         parts += [f"* {s}" for s in shapes_sentences(r)] + [""]
-        parts += ["See `results/shapes-sit-s/README.md` for what this run can and cannot say.", ""]
+        parts += [f"From `{shapes.relative_to(results_root.parent).as_posix()}`, the newest run; see "
+                  "`results/shapes-sit-s/README.md` for what each run can and cannot say.", ""]
     return "\n".join(parts)
+
+
+def latest_shapes_run(results_root: Path) -> Path | None:
+    """The newest committed GPU shapes run: ``shapes-sit-s/run<N>/shapes_study.json`` with the largest N, else
+    the older runs' file at ``shapes-sit-s/shapes_study.json`` (None when neither exists)."""
+    folder = Path(results_root) / "shapes-sit-s"
+    numbered = [p for p in folder.glob("run*/shapes_study.json") if p.parent.name[3:].isdigit()]
+    if numbered:
+        return max(numbered, key=lambda p: int(p.parent.name[3:]))
+    top = folder / "shapes_study.json"
+    return top if top.exists() else None
