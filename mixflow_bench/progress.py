@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -162,10 +162,8 @@ class LogProgress:
 
 def _flush(console: Console) -> None:
     file = getattr(console, "file", None) or sys.stdout
-    try:
+    with suppress(OSError, ValueError):  # a closed or detached stream: nothing to flush
         file.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def stdout_is_terminal() -> bool:

@@ -6,11 +6,15 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from mixflow_bench.cli.common import console, err_console, json_option, write_json_output
+
+if TYPE_CHECKING:
+    from mixflow_bench.data.cache import VerifyReport
 
 
 def _load_codec(spec: str, resolution: int, random_init: bool, device: str, seed: int):
@@ -271,9 +275,15 @@ def verify(directory: str, no_hashes: bool, json_path: Path | None) -> None:
     report = verify_cache(directory, check_hashes=not no_hashes)
     data = {"directory": os.path.abspath(directory), "ok": report.ok, "num_shards": report.num_shards,
             "num_samples": report.num_samples, "problems": report.problems}  # fmt: skip
-    if write_json_output(json_path, data):  # printed: the JSON is the report
-        pass
-    elif report.ok:
+    if not write_json_output(json_path, data):  # when printed, the JSON is the report
+        _print_cache_report(directory, report)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _print_cache_report(directory: str, report: VerifyReport) -> None:
+    """OK with the cache's size, or a table of its problems."""
+    if report.ok:
         console.print(f"[green]OK[/] {directory}: {report.num_shards} shards, {report.num_samples:,} samples")
     else:
         table = Table(title=f"[red]{len(report.problems)} problem(s) in {directory}")
@@ -281,5 +291,4 @@ def verify(directory: str, no_hashes: bool, json_path: Path | None) -> None:
         for p in report.problems:
             table.add_row(p)
         err_console.print(table)
-    if not report.ok:
-        sys.exit(1)
+

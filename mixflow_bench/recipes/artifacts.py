@@ -4,6 +4,7 @@ registry (the evaluator's network, FD-DINOv2's weights)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 from mixflow_bench.hub.registry import codec_artifacts, model_artifacts, registry
@@ -59,11 +60,11 @@ def artifacts_for_recipe(recipe: Any) -> list[str]:
         implied += codec_artifacts(data["encoder"], data.get("resolution"))
     evaluation = section("eval")
     if evaluation.get("metrics"):
-        try:  # the evaluator's default network (a recipe may name another), FD-DINOv2's weights
+        # the evaluator's default network (a recipe may name another), FD-DINOv2's weights; metrics the registry
+        # does not know are left to recipe validation, which reports them
+        with suppress(ValueError):
             implied += artifacts_for([str(m) for m in evaluation["metrics"]], evaluation.get("evaluator") or "adm",
                                      evaluation.get("inception_weights"), evaluation.get("dinov2_weights"))  # fmt: skip
-        except ValueError:  # metrics the registry does not know: recipe validation reports them
-            pass
     for name in implied:
         if name in names:
             found[name] = None
