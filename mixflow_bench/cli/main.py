@@ -62,7 +62,10 @@ class LazyGroup(click.Group):
 )
 def cli(offline: bool) -> None:
     """Benchmark and reproduce flow-matching image generators, with MixFlow post-training."""
+    from mixflow_bench.cpu_memory import keep_freed_memory
     from mixflow_bench.hub.offline import offline_mode, set_offline
+
+    keep_freed_memory()
 
     if offline or offline_mode():
         set_offline()
