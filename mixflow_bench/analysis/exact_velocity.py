@@ -93,23 +93,38 @@ class GaussianMixtureField:
 
     def _at_times(self, x: Tensor, tau: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """``log p_tau(x)`` (N, B) and ``u_tau(x)`` (N, B, D) for x (B, D) at N times per sample ``tau`` (N, B),
-        data = equal-weight mixture of ``N(c_k, s^2 I)`` over the rows of ``c`` (K, D).
+        data = equal-weight mixture of ``N(c_k, s^2 I)`` over the rows of ``c`` (K, D)."""
+        e, total, log_p, gain = self._components(x, tau, c)
+        w = e.div_(total[..., None])
+        u = (1.0 - gain * tau)[..., None] * (w @ c) + gain[..., None] * x[None]  # sum_k w_k (c_k + gain (x - tau c_k))
+        return log_p, u
+
+    def _components(self, x: Tensor, tau: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Unnormalised component weights ``e`` (N, B, K) with their sum (N, B), ``log p_tau(x)`` (N, B) and the
+        gain ``(tau s^2 - (1 - tau)) / var`` (N, B) of the velocity ``c_k + gain (x - tau c_k)`` of component k.
+
+        The one ``exp`` gives both the weights and ``log p`` (max + log of the sum), and each (N, B, K) pass is in
+        place: the work is elementwise over (N, B, K), so passes are time.
+        """
+        var = tau * tau * self.std**2 + (1.0 - tau) ** 2  # (N, B)
+        e = self._logits(x, tau, c, var)
+        top = e.amax(-1, keepdim=True)
+        e.sub_(top).exp_()
+        total = e.sum(-1)
+        log_p = total.log() + top[..., 0] - math.log(len(c)) - 0.5 * x.shape[1] * torch.log(2 * torch.pi * var)
+        return e, total, log_p, (tau * self.std**2 - (1.0 - tau)) / var
+
+    @staticmethod
+    def _logits(x: Tensor, tau: Tensor, c: Tensor, var: Tensor) -> Tensor:
+        """``-|x - tau c_k|^2 / (2 var)`` (N, B, K) for x (B, D), centres ``c`` (K, D), times and variances (N, B).
 
         ``|x - tau c_k|^2 = |x|^2 - 2 tau x.c_k + tau^2 |c_k|^2``: the one matrix product ``x c^T`` serves every
         time, so the N quadrature nodes of :meth:`mixflow` cost elementwise work only.
         """
-        d = x.shape[1]
-        xc = x @ c.T  # (B, K)
-        x2, c2 = (x * x).sum(1), (c * c).sum(1)
-        var = tau * tau * self.std**2 + (1.0 - tau) ** 2  # (N, B)
         t3 = tau[..., None]
-        d2 = x2[None, :, None] - 2.0 * t3 * xc[None] + t3 * t3 * c2[None, None, :]  # (N, B, K)
-        logits = -d2.clamp_min(0.0) / (2.0 * var[..., None])
-        log_p = torch.logsumexp(logits, -1) - math.log(len(c)) - 0.5 * d * torch.log(2 * torch.pi * var)
-        w = torch.softmax(logits, -1)
-        gain = (tau * self.std**2 - (1.0 - tau)) / var  # (N, B)
-        u = (1.0 - gain * tau)[..., None] * (w @ c) + gain[..., None] * x[None]  # sum_k w_k (c_k + gain (x - tau c_k))
-        return log_p, u
+        d2 = (x @ c.T)[None] * (-2.0 * t3)
+        d2.addcmul_(t3 * t3, (c * c).sum(1)[None, None]).add_((x * x).sum(1)[None, :, None]).clamp_min_(0.0)
+        return d2.mul_((-0.5 / var)[..., None])
 
     def _fields(self, x: Tensor, tau: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
         """:meth:`_at_times` for flattened ``x`` (B, D), ``tau`` (N, B), each sample against its class's centres."""
@@ -131,9 +146,7 @@ class GaussianMixtureField:
         for rows, c in self._groups(y, x.device):
             xs, ts = (x, tau) if rows is None else (x[rows], tau[:, rows])
             var = ts * ts * self.std**2 + (1.0 - ts) ** 2
-            t3 = ts[..., None]
-            d2 = (xs * xs).sum(1)[None, :, None] - 2.0 * t3 * (xs @ c.T)[None] + t3 * t3 * (c * c).sum(1)[None, None]
-            lp = torch.logsumexp(-d2.clamp_min(0.0) / (2.0 * var[..., None]), -1) - math.log(len(c))
+            lp = torch.logsumexp(self._logits(xs, ts, c, var), -1) - math.log(len(c))
             lp = lp - 0.5 * x.shape[1] * torch.log(2 * torch.pi * var)
             if rows is None:
                 log_p[:] = lp
@@ -154,14 +167,28 @@ class GaussianMixtureField:
         return self.log_density_and_velocity(x, tau, y)[1].reshape(x.shape).to(x.dtype)
 
     def mixflow(self, x: Tensor, t: Tensor, y: Tensor | None = None, gamma: float = 0.8) -> Tensor:
-        """MixFlow optimum at data-ward ``t`` (B,) for slowing ``gamma``, shaped like ``x``."""
+        """MixFlow optimum at data-ward ``t`` (B,) for slowing ``gamma``, shaped like ``x``.
+
+        With node weights ``a_n`` (softmax over the nodes of ``log w_n + log p_n(x)``), the average of the node
+        velocities ``u_n = (1 - g_n tau_n) sum_k w_nk c_k + g_n x`` is contracted over the nodes before the product
+        with the centres: one ``(B, K) @ (K, D)`` product per class instead of one per node.
+        """
         flat = x.reshape(len(x), -1).double()
         tau = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(len(x)).to(x.device)
         lo = (1.0 - gamma) * tau
-        nodes = self.nodes.to(x.device)[:, None]
-        log_p, u = self._fields(flat, lo[None] + nodes * (tau - lo)[None], y)  # (N, B), (N, B, D)
-        a = torch.softmax(log_p + self.node_weights.to(x.device).log()[:, None], 0)  # weight of each slowed time
-        v = (a[..., None] * u).sum(0)
+        nodes = lo[None] + self.nodes.to(x.device)[:, None] * (tau - lo)[None]  # (N, B) slowed times
+        log_w = self.node_weights.to(x.device).log()[:, None]
+        v = torch.empty_like(flat)
+        for rows, c in self._groups(y, x.device):
+            xs, ts = (flat, nodes) if rows is None else (flat[rows], nodes[:, rows])
+            e, total, log_p, gain = self._components(xs, ts, c)
+            a = torch.softmax(log_p + log_w, 0)  # weight of each slowed time
+            mix = e.mul_((a * (1.0 - gain * ts) / total)[..., None]).sum(0)  # (Bg, K)
+            out = mix @ c + (a * gain).sum(0)[:, None] * xs
+            if rows is None:
+                v[:] = out
+            else:
+                v[rows] = out
         return v.reshape(x.shape).to(x.dtype)
 
 
