@@ -120,7 +120,8 @@ def train_ensemble(
     beta = torch.tensor([m.beta_times for m in members])
     gens = [torch.Generator().manual_seed(1_000_003 * stage_seed + s) for s in seeds]
     params = list(ensemble.params.values())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # the fused kernel: one pass over each tensor (7% of a digits post-training step on 2 CPU cores)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
     ema = {k: (ema_init[k] if ema_init is not None else v).detach().clone() for k, v in ensemble.params.items()}
     shape = tuple(x_train.shape[1:])
     started = time.perf_counter()
