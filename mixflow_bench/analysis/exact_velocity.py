@@ -69,6 +69,11 @@ class GaussianMixtureField:
       ``m ~ U[(1 - gamma) t, t]`` while telling the network ``t``, so the minimiser of its loss at ``(x, t)`` is
       ``int p_m(x) u_m(x) dm / int p_m(x) dm`` over that interval: the true velocity averaged over the slowed
       times, weighted by the marginal density at each. The integral uses Gauss-Legendre nodes.
+
+    Accuracy of that integral on a training set (s = 0), measured on digits against 4,000 midpoints: as t -> 1 the
+    density p_m(x) peaks sharply in m, and 24 nodes leave a relative velocity error of about 1e-7 at t = 0.6,
+    1e-3 at t = 0.9 and 1e-2 to 1e-1 at t >= 0.95; the digits study's 50-step Euler FD moved by 0.2% with a
+    44-node rule graded towards the window's top. The "exact MixFlow-optimal" rows carry that error.
     """
 
     def __init__(self, centers: Tensor, std: float = 0.0, center_labels: Tensor | None = None, nodes: int = 24) -> None:
