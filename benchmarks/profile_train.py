@@ -38,6 +38,10 @@ CATEGORIES = (  # first match wins; kernel names as CUDA reports them
 )
 
 
+# ranges that torch's profiler also reports on the GPU timeline (e.g. "Optimizer.step#AdamW.step")
+USER_RANGES = ("Optimizer.", "ProfilerStep#")
+
+
 def categorize(name: str) -> str:
     for label, pattern in CATEGORIES:
         if pattern.search(name):
@@ -101,6 +105,8 @@ def profile_loop(step, steps: int, device: torch.device, category=categorize, wa
         if device.type == "cuda" and event.device_type != torch.autograd.DeviceType.CUDA:
             continue
         if device.type != "cuda" and (event.device_type != torch.autograd.DeviceType.CPU or event.cpu_parent):
+            continue
+        if event.name.startswith(USER_RANGES):  # a range over kernels, not a kernel: counting it counts them twice
             continue
         us = event.device_time if device.type == "cuda" else event.self_cpu_time_total
         per_category[category(event.name)] += us / steps

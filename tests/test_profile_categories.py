@@ -37,3 +37,22 @@ NAMES = {
 @pytest.mark.parametrize("name", list(NAMES))
 def test_sampling_category(name: str) -> None:
     assert profile_sampling.sampling_category(name) == NAMES[name]
+
+
+def test_profiler_ranges_are_not_counted_as_kernels() -> None:
+    """torch's profiler reports ``Optimizer.step#AdamW.step`` as a range over the optimizer's kernels; counted as
+    a kernel it doubled their time (the H200 training profiles of 2026-12-06 summed to 104% of the step)."""
+    import torch
+
+    profile_train = pytest.importorskip("profile_train")
+    layer = torch.nn.Linear(8, 8)
+    opt = torch.optim.AdamW(layer.parameters())
+
+    def step():
+        layer(torch.randn(4, 8)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+    profile = profile_train.profile_loop(step, 2, torch.device("cpu"), warmup=1)
+    assert profile.kernels_us, "nothing was profiled"
+    assert not [k for k in profile.kernels_us if k.startswith(profile_train.USER_RANGES)]
