@@ -21,8 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mixflow_bench"
 # missing here.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base utilities",
-     frozenset({"mixflow_bench", "atomic", "choices", "cpu_memory", "errors", "merge", "progress", "runs",
-                "terminal"})),
+     frozenset({"mixflow_bench", "atomic", "choices", "cpu_memory", "errors", "merge", "progress", "registry",
+                "runs", "terminal"})),
     ("building blocks", frozenset({"flow", "samplers", "models", "hub", "metrics", "data"})),
     ("methods and runs", frozenset({"methods", "recipes", "sampling", "train", "results", "analysis", "launch"})),
     ("jobs and studies", frozenset({"pipeline", "rehearsal", "toy", "experiments"})),

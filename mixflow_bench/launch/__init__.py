@@ -7,29 +7,27 @@ from pathlib import Path
 from typing import Any
 
 from mixflow_bench.launch.tasks import LaunchError, Task
+from mixflow_bench.registry import Registry
 
 Factory = Callable[..., Any]  # keyword arguments run_dir, slurm_section, slurm_overrides, nproc -> a launcher
 
 # name -> factory of a launcher (an object whose ``run(task)`` runs a Task and returns its result)
-LAUNCHERS: dict[str, Factory] = {}
+LAUNCHERS: Registry[Factory] = Registry("launcher")
 
 
 def register_launcher(name: str, factory: Factory) -> Factory:
     """Make ``factory`` the launcher called ``name`` (``--launcher NAME``; a name can be registered once)."""
-    if name in LAUNCHERS:
-        raise ValueError(f"launcher {name!r} is already registered")
-    LAUNCHERS[name] = factory
-    return factory
+    return LAUNCHERS.register(name, factory)
 
 
 def unregister_launcher(name: str) -> None:
     """Remove a registered launcher (tests that register their own)."""
-    LAUNCHERS.pop(name, None)
+    LAUNCHERS.unregister(name)
 
 
 def launcher_names() -> tuple[str, ...]:
     """The registered launcher names."""
-    return tuple(LAUNCHERS)
+    return LAUNCHERS.names()
 
 
 def get_launcher(
@@ -41,9 +39,8 @@ def get_launcher(
     nproc: int | None = None,
 ):
     """The launcher called ``name`` (local | torchrun | slurm | a registered one)."""
-    if name not in LAUNCHERS:
-        raise ValueError(f"unknown launcher {name!r} (expected one of {', '.join(LAUNCHERS)})")
-    return LAUNCHERS[name](run_dir=run_dir, slurm_section=slurm_section, slurm_overrides=slurm_overrides, nproc=nproc)
+    factory = LAUNCHERS.lookup(name)
+    return factory(run_dir=run_dir, slurm_section=slurm_section, slurm_overrides=slurm_overrides, nproc=nproc)
 
 
 def _local(**_: Any):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mixflow_bench.registry import Registry
 from mixflow_bench.samplers import sampler_names
 
 # (recipe objective section, model spec) -> a TrainingObjective (mixflow_bench.train.protocols)
@@ -45,30 +46,24 @@ class Method:
         return self.objective(section, spec)
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(method: Method) -> Method:
     """Add ``method`` to the registry (a name can be registered once)."""
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is already registered")
-    METHODS[method.name] = method
-    return method
+    return METHODS.register(method.name, method)
 
 
 def unregister_method(name: str) -> None:
     """Remove a registered method (tests that register their own)."""
-    METHODS.pop(name, None)
+    METHODS.unregister(name)
 
 
 def method_names() -> tuple[str, ...]:
     """The registered method names, in registration order."""
-    return tuple(METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str) -> Method:
     """The method registered as ``name``; a ValueError naming the valid ones otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r} (expected one of: {', '.join(METHODS)})") from None
+    return METHODS.lookup(name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mixflow_bench.metrics.options import EvalOptions, EvalResult
+from mixflow_bench.registry import Registry
 
 MetricFn = Callable[[Path, Path, EvalOptions], dict[str, float]]
 EvaluatorFn = Callable[[Path, Path, tuple[str, ...], EvalOptions], EvalResult]
@@ -50,8 +51,8 @@ class Evaluator:
     aliases: tuple[str, ...] = ()
 
 
-METRICS: dict[str, Metric] = {}
-EVALUATORS: dict[str, Evaluator] = {}
+METRICS: Registry[Metric] = Registry("metric")
+EVALUATORS: Registry[Evaluator] = Registry("evaluator")
 DEFAULT_EVALUATOR = "adm"
 
 
@@ -59,21 +60,19 @@ def register_metric(metric: Metric) -> Metric:
     """Adds ``metric`` (by name) to the list that recipes, the CLI and the pipeline accept."""
     if metric.compute is None and not metric.evaluators:
         raise ValueError(f"metric {metric.name!r}: needs a compute function or the evaluators that compute it")
-    METRICS[metric.name] = metric
-    return metric
+    return METRICS.register(metric.name, metric)
 
 
 def register_evaluator(evaluator: Evaluator) -> Evaluator:
-    EVALUATORS[evaluator.name] = evaluator
-    return evaluator
+    return EVALUATORS.register(evaluator.name, evaluator)
 
 
 def metric_names() -> tuple[str, ...]:
-    return tuple(METRICS)
+    return METRICS.names()
 
 
 def evaluator_names() -> tuple[str, ...]:
-    return tuple(EVALUATORS)
+    return EVALUATORS.names()
 
 
 def resolve_evaluator(name: str) -> Evaluator:

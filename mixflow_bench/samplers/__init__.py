@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mixflow_bench.registry import Registry
+
 Output = Literal["velocity", "gm"]
 VELOCITY_GUIDANCE = ("none", "cfg", "autoguidance")
 GM_GUIDANCE = ("none", "probabilistic")
@@ -62,20 +64,17 @@ class Sampler:
         return output == self.output and convention in self.conventions
 
 
-SAMPLERS: dict[str, Sampler] = {}
+SAMPLERS: Registry[Sampler] = Registry("sampler")
 
 
 def register_sampler(sampler: Sampler) -> Sampler:
     """Add ``sampler`` to the registry (a name can be registered once)."""
-    if sampler.name in SAMPLERS:
-        raise ValueError(f"sampler {sampler.name!r} is already registered")
-    SAMPLERS[sampler.name] = sampler
-    return sampler
+    return SAMPLERS.register(sampler.name, sampler)
 
 
 def unregister_sampler(name: str) -> None:
     """Remove a registered sampler (tests that register their own)."""
-    SAMPLERS.pop(name, None)
+    SAMPLERS.unregister(name)
 
 
 def sampler_names(output: str | None = None) -> tuple[str, ...]:
@@ -93,10 +92,7 @@ def guidance_kinds() -> tuple[str, ...]:
 
 def get_sampler(name: str) -> Sampler:
     """The sampler registered as ``name``; a ValueError naming the valid ones otherwise."""
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r} (expected one of: {', '.join(SAMPLERS)})") from None
+    return SAMPLERS.lookup(name)
 
 
 def compatibility_problem(name: str, spec: Any, guidance: str = "none") -> str | None:
