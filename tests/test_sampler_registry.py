@@ -106,3 +106,17 @@ def test_merged_solvers_are_bit_identical_to_the_loops_they_replaced(steps) -> N
     assert torch.equal(euler.sample, _old_euler(x, steps)) and euler.nfe == steps and len(euler.trajectory) == steps + 1
     heun = counted_solvers.manual_heun(_field, x, steps)
     assert torch.equal(heun.sample, _old_manual_heun(x, steps)) and heun.nfe == 2 * steps - 1
+
+
+def test_gm_samplers_declare_their_labels_and_which_draw_from_the_mixture():
+    from mixflow_bench.results.protocol import study_protocol
+    from mixflow_bench.samplers import SAMPLERS, sampler_names
+
+    gm = {n: (SAMPLERS[n].display, SAMPLERS[n].samples_mixture) for n in sampler_names("gm")}
+    assert gm == {"gm-sde": ("GM-SDE", True), "gm-sde2": ("GM-SDE 2", True), "gm-ode": ("GM-ODE", False),
+                  "gm-ode2": ("GM-ODE 2", False)}  # fmt: skip
+    assert not any(SAMPLERS[n].samples_mixture for n in sampler_names("velocity"))
+    assert SAMPLERS["euler"].display == "euler"
+    study = {"eval_steps": [4], "num_eval_samples": 100}
+    assert study_protocol(study, ["fd"], "gm-sde2")["spectral"] is False
+    assert "spectral" not in study_protocol(study, ["fd"], "gm-ode2")

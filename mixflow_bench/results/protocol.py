@@ -42,8 +42,14 @@ GUIDED_FIELDS = ("scale", "channels", "interval")
 FIELDS = ("sampler", "steps", "nfe", "guidance", *GUIDED_FIELDS, "num_samples", "evaluator")
 OPTIONAL_FIELDS = ("spectral", "reference_size", "quantize", "implementation")
 QUANTIZE = ("round", "truncate")
-GM_SDE_SAMPLERS = ("gm-sde", "gm-sde2")  # the GMFlow samplers that draw x0 from the mixture (spectral or per pixel)
 ADM_METRICS = {"fid", "sfid", "is", "prec", "rec", "precision", "recall"}
+
+
+def _samples_mixture(sampler: Any) -> bool:
+    """Whether ``sampler`` is a registered GM-SDE sampler (draws x0 from the predicted mixture)."""
+    from mixflow_bench.samplers import SAMPLERS
+
+    return isinstance(sampler, str) and getattr(SAMPLERS.get(sampler), "samples_mixture", False)
 
 
 def _positive_int(v: Any) -> bool:
@@ -173,7 +179,7 @@ def protocol_of(
         out["interval"] = list(g["interval"]) if g.get("interval") is not None else "none"
     out["num_samples"] = int(s["num"])
     out["evaluator"] = evaluator_of(list(metrics), evaluation) if metrics is not None else UNKNOWN
-    if s["sampler"] in GM_SDE_SAMPLERS:
+    if _samples_mixture(s["sampler"]):
         out["spectral"] = False  # x0 is drawn per pixel; spectral sampling is not implemented
     implementation = getattr(SAMPLERS.get(s["sampler"]), "implementation", None)
     if implementation:
@@ -195,7 +201,7 @@ def study_protocol(study: Any, metric_keys: Any, sampler: str = "euler") -> dict
     names = sorted({str(k).split("@")[0] for k in metric_keys if not str(k).endswith("_std")})
     out = {"sampler": sampler, "steps": steps, "nfe": steps, "guidance": "none",
            "num_samples": int(get("num_eval_samples")), "evaluator": "+".join(names) or UNKNOWN}  # fmt: skip
-    if sampler in GM_SDE_SAMPLERS:
+    if _samples_mixture(sampler):
         out["spectral"] = False
     return out
 

@@ -40,6 +40,8 @@ class Sampler:
     (:class:`~mixflow_bench.flow.conventions.TimeConvention` values) it runs in, ``guidance`` the guidance kinds.
     ``implementation`` names the ODE routine of an adaptive sampler (``torchdiffeq-dopri5``, ``scipy-rk45``): two
     routines of the same order control the step size differently, so results record which one ran.
+    ``label`` is the short name tables and plots print (the name when empty); ``samples_mixture`` marks the GM-SDE
+    samplers, which draw from the predicted Gaussian mixture at each step (a result records whether spectrally).
     """
 
     name: str
@@ -51,6 +53,13 @@ class Sampler:
     guidance: tuple[str, ...] = VELOCITY_GUIDANCE
     assumed_nfe: Callable[[int], int] | None = None
     implementation: str | None = None  # adaptive samplers: the library routine (a result protocol field)
+    label: str = ""
+    samples_mixture: bool = False
+
+    @property
+    def display(self) -> str:
+        """The name tables and plots print."""
+        return self.label or self.name
 
     def function(self) -> Callable[..., Any]:
         """The sampling function (imported on first use when given as a path)."""
@@ -153,9 +162,10 @@ _BUILTIN = (
             conventions=("data_at_1",), assumed_nfe=lambda steps: 125, implementation="scipy-rk45"),  # fmt: skip
     # GMFlow's solvers: the network outputs a Gaussian mixture (DATA_AT_0 time)
     *(
-        Sampler(name, _GM, _steps, text, output="gm", conventions=("data_at_0",), guidance=GM_GUIDANCE)
-        for name, text in (("gm-sde", "GM-SDE, 1st order"), ("gm-sde2", "GM-SDE, 2nd order"),
-                           ("gm-ode", "GM-ODE, 1st order"), ("gm-ode2", "GM-ODE, 2nd order"))
+        Sampler(name, _GM, _steps, f"{label}, {order} order", output="gm", conventions=("data_at_0",),
+                guidance=GM_GUIDANCE, label=label, samples_mixture=name.startswith("gm-sde"))
+        for name, label, order in (("gm-sde", "GM-SDE", "1st"), ("gm-sde2", "GM-SDE 2", "2nd"),
+                                   ("gm-ode", "GM-ODE", "1st"), ("gm-ode2", "GM-ODE 2", "2nd"))
     ),  # fmt: skip
 )
 for _sampler in _BUILTIN:

@@ -27,11 +27,11 @@ from mixflow_bench.recipes.schema import Recipe
 from mixflow_bench.results.protocol import study_protocol
 from mixflow_bench.results.records import make_record, save_record, write_json_atomic
 from mixflow_bench.runs import records_dir
+from mixflow_bench.samplers import get_sampler, sampler_names
 from mixflow_bench.toy.checkerboard import checkerboard_metrics, histogram_grid, sample_checkerboard
 from mixflow_bench.toy.report import summary_metrics
 
 BASELINE = "fm-euler"
-SOLVER_LABELS = {"gm-sde": "GM-SDE", "gm-sde2": "GM-SDE 2", "gm-ode": "GM-ODE", "gm-ode2": "GM-ODE 2"}
 METRICS = ("in_support", "chi2", "centre_edge", "energy")
 HIGHER_IS_BETTER = {"in_support"}
 
@@ -50,7 +50,7 @@ def _train(model: GMFlowToyMLP, objective: GMFlowObjective, x: torch.Tensor, rec
 
 
 def method_names(components: list[int], solvers: list[str]) -> list[str]:
-    return [BASELINE] + [f"{SOLVER_LABELS[s]}, K={k}" for k in components for s in solvers]
+    return [BASELINE] + [f"{get_sampler(s).display}, K={k}" for k in components for s in solvers]
 
 
 def sample_method(model: GMFlowToyMLP, solver: str, nfe: int, noise: torch.Tensor, seed: int) -> torch.Tensor:
@@ -173,7 +173,7 @@ def solver_of(name: str) -> str:
     if name == BASELINE:
         return "euler"
     label = name.split(", K=")[0]
-    return next(s for s, v in SOLVER_LABELS.items() if v == label)
+    return next(s for s in sampler_names("gm") if get_sampler(s).display == label)
 
 
 def _resolve(name: str, models: dict[str, GMFlowToyMLP]) -> tuple[GMFlowToyMLP, str]:
