@@ -11,7 +11,9 @@ from click.testing import CliRunner
 from mixflow_bench import cpu_memory
 from mixflow_bench.cli.main import cli
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="mallopt exists in glibc (Linux) only; elsewhere it does nothing"
+)
 
 
 @glibc
